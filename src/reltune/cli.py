@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "reltune.instructions.commands",
     "reltune.sampling.commands",
     "reltune.models.commands",
+    "reltune.models.answer_commands",
     "reltune.evaluation.commands",
 )
 
