@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "reltune.models.commands",
     "reltune.models.answer_commands",
     "reltune.evaluation.commands",
+    "reltune.profiles",
 )
 
 

@@ -1,0 +1,165 @@
+"""`reltune data ...` subcommands: thin wrappers over the data functions.
+
+    reltune data import   --format vg150|gqa200|oi --src DIR --out DIR [...]   (stage scenes@<dataset>)
+    reltune data world    --out DIR --seed S [...]                             (stage world)
+    reltune data download --dataset NAME --out DIR (--path DIR | --url URL --sha256 HEX ...)  (stage download@<dataset>)
+
+Every default here equals the one proposed for params.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from reltune.data import world_spec
+
+DEFAULT_VAL_SIZE = 5000
+DEFAULT_BOX_TOLERANCE = 0.02
+DEFAULT_WORLD = world_spec.WorldSize()
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _probabilities(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from reltune.data.importer import import_scenes, write_import
+
+    result = import_scenes(
+        format=args.format,
+        src=args.src,
+        dataset=args.dataset,
+        val_size=args.val_size,
+        skip_bad=args.skip_bad,
+        check_images=args.check_images,
+        box_tolerance=args.box_tolerance,
+    )
+    write_import(result, args.out)
+    return 0
+
+
+def _run_world(args: argparse.Namespace) -> int:
+    from reltune.data.world import generate_world
+
+    size = world_spec.WorldSize(
+        train_images=args.train_images,
+        test_images=args.test_images,
+        ood_images=args.ood_images,
+        image_size=args.image_size,
+        pair_probabilities=args.pair_probabilities,
+        distractor_probability=args.distractor_probability,
+        ood_unseen_object_probability=args.ood_unseen_object_probability,
+        jpeg_quality=args.jpeg_quality,
+    )
+    generate_world(args.out, seed=args.seed, size=size)
+    return 0
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from reltune.data.download import fetch_dataset
+
+    fetch_dataset(
+        dataset=args.dataset,
+        out=args.out,
+        path=args.path,
+        urls=args.url or [],
+        sha256s=args.sha256 or [],
+        members=args.member or [],
+        retries=args.retries,
+        timeout=args.timeout,
+    )
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="raw datasets -> scene tables; synthetic world; downloads")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+
+    importer = data_commands.add_parser(
+        "import", help="convert a raw dataset (VG150 h5, GQA200 json, Open Images PySGG json) to scene tables"
+    )
+    importer.add_argument("--format", required=True, choices=("vg150", "gqa200", "oi"))
+    importer.add_argument("--src", required=True, help="raw dataset directory (its layout per DESIGN §5)")
+    importer.add_argument("--out", required=True, help="output directory for {train,val,test}.parquet + vocab.json")
+    importer.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset name selecting the predicate category map (vg150, gqa200, oiv4, oiv6, synthetic, "
+        "synthetic-ood); default: the format name (required for oi)",
+    )
+    importer.add_argument("--val-size", type=int, default=DEFAULT_VAL_SIZE, help="images in val (format convention)")
+    # flags take an optional true/false so that DVC can pass `--skip-bad ${...}` from params.yaml
+    importer.add_argument(
+        "--skip-bad",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_boolean,
+        metavar="BOOL",
+        help="skip bad images and list them in import_report.json",
+    )
+    importer.add_argument(
+        "--check-images",
+        nargs="?",
+        const=True,
+        default=True,
+        type=_boolean,
+        metavar="BOOL",
+        help="check that every image file exists (default true)",
+    )
+    importer.add_argument("--no-check-images", dest="check_images", action="store_false", help="same as --check-images false")
+    importer.add_argument(
+        "--box-tolerance",
+        type=float,
+        default=DEFAULT_BOX_TOLERANCE,
+        help="boxes may overshoot the image by this fraction of its longer side (then clipped); more is bad input",
+    )
+    importer.set_defaults(func=_run_import)
+
+    world = data_commands.add_parser("world", help="generate the synthetic scene-graph world (held-in + held-out)")
+    world.add_argument("--out", required=True, help="output directory (synthetic/, synthetic-ood/, world_spec.json)")
+    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--train-images", type=int, default=DEFAULT_WORLD.train_images)
+    world.add_argument("--test-images", type=int, default=DEFAULT_WORLD.test_images)
+    world.add_argument("--ood-images", type=int, default=DEFAULT_WORLD.ood_images)
+    world.add_argument("--image-size", type=int, default=DEFAULT_WORLD.image_size, help="square image side in pixels")
+    world.add_argument(
+        "--pair-probabilities",
+        type=_probabilities,
+        default=",".join(f"{p:g}" for p in DEFAULT_WORLD.pair_probabilities),
+        help="comma-separated probabilities of 1,2,3,4 related pairs per image (one pair per grid cell)",
+    )
+    world.add_argument("--distractor-probability", type=float, default=DEFAULT_WORLD.distractor_probability)
+    world.add_argument(
+        "--ood-unseen-object-probability", type=float, default=DEFAULT_WORLD.ood_unseen_object_probability
+    )
+    world.add_argument("--jpeg-quality", type=int, default=DEFAULT_WORLD.jpeg_quality)
+    world.set_defaults(func=_run_world)
+
+    download = data_commands.add_parser(
+        "download", help="link a local dataset directory, or download + verify + extract archives"
+    )
+    download.add_argument("--dataset", required=True, help="dataset name (for messages and the manifest)")
+    download.add_argument("--out", required=True, help="the raw dataset directory to create")
+    source = download.add_mutually_exclusive_group(required=True)
+    source.add_argument("--path", help="an existing local directory: --out becomes a symlink to it (nothing copied)")
+    source.add_argument("--url", action="append", help="a file or archive to download (repeatable)")
+    download.add_argument("--sha256", action="append", help="expected SHA-256 of each --url, in the same order")
+    download.add_argument(
+        "--member", action="append", help="extract only this path (file or folder) from the archives (repeatable)"
+    )
+    download.add_argument("--retries", type=int, default=5, help="resume attempts per file after a broken transfer")
+    download.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    download.set_defaults(func=_run_download)

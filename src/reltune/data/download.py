@@ -1,0 +1,258 @@
+"""Stage `download@<dataset>`: make a raw dataset directory available.
+
+Two ways:
+- `--path LOCAL`: the output becomes a symlink to LOCAL (nothing is copied);
+- `--url URL --sha256 HEX` (repeatable): each file is downloaded to
+  `<out>/.downloads/<name>.part`, resumed with HTTP Range requests after a
+  broken transfer, checked against its SHA-256 (a mismatch moves the file to
+  `<name>.bad` and fails: it is never used), then renamed into place; zip and
+  tar archives are extracted into `<out>` (optionally only `--member` paths).
+  `<out>/.reltune-download.json` records what was fetched, so a rerun with
+  the same URLs and checksums does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from reltune.errors import InputError
+from reltune.io import read_json, write_json
+from reltune.progress import log, progress_bar
+
+DOWNLOAD_DIR = ".downloads"
+MANIFEST_NAME = ".reltune-download.json"
+CHUNK_BYTES = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def link_local(local: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Make `out` a symlink to the existing directory `local` (replacing an older link)."""
+    local_path = Path(local).expanduser().resolve()
+    out_path = Path(out)
+    if not local_path.is_dir():
+        raise InputError(local, "local dataset directory not found")
+    if out_path.exists() and not out_path.is_symlink():
+        raise InputError(out_path, "exists and is not a symlink; remove it to link a local dataset")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out_path.with_name(f".{out_path.name}.link.tmp")
+    if temporary.is_symlink() or temporary.exists():
+        temporary.unlink()
+    temporary.symlink_to(local_path, target_is_directory=True)
+    os.replace(temporary, out_path)  # atomic: the link is either old or new
+    log(f"linked {out_path} -> {local_path}")
+    return out_path
+
+
+def file_name_of(url: str) -> str:
+    name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    return name or "download"
+
+
+def _expected_total(response: http.client.HTTPResponse, start: int) -> int | None:
+    """Total file size from Content-Range (206) or Content-Length (200)."""
+    content_range = response.headers.get("Content-Range")
+    if content_range and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1].strip()
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("Content-Length")
+    return start + int(length) if length and length.isdigit() else None
+
+
+def download_file(url: str, part: Path, retries: int = 5, timeout: float = 60.0) -> Path:
+    """Download `url` into `part`, resuming from its current size; return `part` when complete.
+
+    Each attempt asks for the missing byte range; a server that ignores Range
+    (200 instead of 206) restarts the file. A transfer that ends early is
+    resumed up to `retries` times.
+    """
+    part.parent.mkdir(parents=True, exist_ok=True)
+    attempts = 0
+    with progress_bar() as progress:
+        task = progress.add_task(f"download {part.stem}", total=None)
+        while True:
+            start = part.stat().st_size if part.exists() else 0
+            request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+            total = None
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    if start and response.status == 200:
+                        start = 0  # no Range support: start over
+                    if response.status == 206:
+                        content_range = response.headers.get("Content-Range", "")
+                        if not content_range.startswith(f"bytes {start}-"):
+                            raise InputError(url, f"server answered range {content_range!r} to a request from byte {start}")
+                    total = _expected_total(response, start)
+                    progress.update(task, total=total, completed=start)
+                    with part.open("ab" if start else "wb") as handle:
+                        while True:
+                            block = response.read(CHUNK_BYTES)
+                            if not block:
+                                break
+                            handle.write(block)
+                            progress.advance(task, len(block))
+            except urllib.error.HTTPError as error:
+                if error.code == 416 and start:  # range beyond the end: the part is already complete
+                    return part
+                raise InputError(url, f"HTTP {error.code} {error.reason}") from None
+            except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError, urllib.error.URLError) as error:
+                attempts += 1
+                if attempts > retries:
+                    raise InputError(url, f"transfer failed after {retries} resumptions ({error})") from None
+                log(f"transfer of {url} broke ({type(error).__name__}); resuming from byte {part.stat().st_size if part.exists() else 0}")
+                continue
+            size = part.stat().st_size
+            if total is None or size >= total:
+                return part
+            attempts += 1
+            if attempts > retries:
+                raise InputError(url, f"transfer incomplete after {retries} resumptions ({size} of {total} bytes)")
+            log(f"transfer of {url} ended at byte {size} of {total}; resuming")
+
+
+def fetch_verified(url: str, sha256: str, downloads: Path, retries: int = 5, timeout: float = 60.0) -> Path:
+    """Download (or reuse) one file and verify it; a mismatch is moved to `*.bad` and raises."""
+    expected = sha256.strip().lower()
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise InputError(url, f"--sha256 {sha256!r} is not a 64-digit hex digest")
+    name = file_name_of(url)
+    final = downloads / name
+    if final.exists():
+        if sha256_of(final) == expected:
+            return final
+        final.unlink()  # stale or foreign file: download afresh
+    part = download_file(url, downloads / f"{name}.part", retries=retries, timeout=timeout)
+    actual = sha256_of(part)
+    if actual != expected:
+        bad = downloads / f"{name}.bad"
+        os.replace(part, bad)
+        raise InputError(url, f"SHA-256 mismatch: expected {expected}, got {actual}; moved aside to {bad}")
+    os.replace(part, final)
+    return final
+
+
+def _safe_member(name: str, archive: Path) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise InputError(archive, f"archive member {name!r} would be written outside the output directory")
+    return path
+
+
+def _selected(path: PurePosixPath, members: Sequence[str]) -> bool:
+    if not members:
+        return True
+    return any(path == PurePosixPath(m) or PurePosixPath(m) in path.parents for m in members)
+
+
+def extract_archive(archive: Path, out: Path, members: Sequence[str] = ()) -> list[str]:
+    """Extract a zip/tar archive into `out` (via a temporary directory); return the top-level names."""
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=out))
+    found: set[str] = set()
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as bundle:
+                for info in bundle.infolist():
+                    path = _safe_member(info.filename, archive)
+                    if _selected(path, members):
+                        found.add(str(path))
+                        bundle.extract(info, staging)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as bundle:
+                chosen = []
+                for info in bundle.getmembers():
+                    path = _safe_member(info.name, archive)
+                    if info.issym() or info.islnk():
+                        raise InputError(archive, f"archive member {info.name!r} is a link; refusing to extract")
+                    if _selected(path, members):
+                        found.add(str(path))
+                        chosen.append(info)
+                bundle.extractall(staging, members=chosen, filter="data")
+        else:
+            raise InputError(archive, "not a zip or tar archive")
+        missing = [m for m in members if not any(f == m or f.startswith(m.rstrip("/") + "/") for f in found)]
+        if missing:
+            raise InputError(archive, f"members not in the archive: {', '.join(missing)}")
+        names = sorted(entry.name for entry in staging.iterdir())
+        for name in names:
+            target = out / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(staging / name, target)
+        return names
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def is_archive(path: Path) -> bool:
+    return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+
+
+def fetch_dataset(
+    dataset: str,
+    out: str | os.PathLike,
+    path: str | os.PathLike | None = None,
+    urls: Sequence[str] = (),
+    sha256s: Sequence[str] = (),
+    members: Sequence[str] = (),
+    retries: int = 5,
+    timeout: float = 60.0,
+) -> Path:
+    """Link a local copy or download, verify and extract the files of one dataset into `out`."""
+    out_path = Path(out)
+    if path is not None:
+        if urls:
+            raise InputError(out_path, "give either --path or --url, not both")
+        return link_local(path, out_path)
+    if not urls:
+        raise InputError(out_path, f"{dataset}: give --path LOCAL or at least one --url with --sha256")
+    if len(urls) != len(sha256s):
+        raise InputError(out_path, f"{len(urls)} --url but {len(sha256s)} --sha256: give one checksum per URL")
+    names = [file_name_of(url) for url in urls]
+    if len(set(names)) != len(names):
+        raise InputError(out_path, f"two URLs end in the same file name: {names}")
+    if out_path.is_symlink():
+        out_path.unlink()  # an earlier --path link: downloads need a real directory
+    out_path.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_path / MANIFEST_NAME
+    manifest = read_json(manifest_path) if manifest_path.is_file() else {"dataset": dataset, "files": {}}
+    downloads = out_path / DOWNLOAD_DIR
+    for url, sha256, name in zip(urls, sha256s, names):
+        wanted = {"url": url, "sha256": sha256.lower(), "members": list(members)}
+        recorded = manifest["files"].get(name)
+        if recorded and {k: recorded.get(k) for k in wanted} == wanted:
+            log(f"{dataset}: {name} already fetched and verified")
+            continue
+        verified = fetch_verified(url, sha256, downloads, retries=retries, timeout=timeout)
+        if is_archive(verified):
+            extracted = extract_archive(verified, out_path, members)
+            verified.unlink()  # the extracted tree is the output; the manifest keeps the checksum
+        else:
+            target = out_path / name
+            os.replace(verified, target)
+            extracted = [name]
+        manifest["files"][name] = {**wanted, "extracted": extracted}
+        write_json(manifest, manifest_path)
+        log(f"{dataset}: {name} verified ({sha256[:12]}...), {len(extracted)} entries in {out_path}")
+    if downloads.is_dir() and not any(downloads.iterdir()):
+        downloads.rmdir()
+    return out_path

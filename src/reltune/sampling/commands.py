@@ -1,0 +1,118 @@
+"""`reltune select`: the seed selection (round 0) and each round's adaptive selection."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from reltune.errors import InputError
+from reltune.io import read_json, read_parquet, write_json, write_parquet
+from reltune.progress import log
+from reltune.sampling.art import COMPONENTS
+from reltune.sampling.loop import (
+    SCORE_COLUMNS,
+    SELECTION_COLUMNS,
+    select_round,
+    training_positives,
+    validate_previous_selection,
+    validate_recall,
+    validate_scores,
+)
+from reltune.sampling.strategies import DEFAULT_FIXED_THRESHOLDS, SEED_STRATEGY_NAMES, STRATEGY_NAMES, make_strategy
+
+DEFAULT_COMPONENTS = ",".join(COMPONENTS)
+DEFAULT_FIXED = ",".join(f"{name}={value}" for name, value in DEFAULT_FIXED_THRESHOLDS.items())
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "select",
+        help="select training positives for a round (round 0 = seed)",
+        description="Write the cumulative selection.parquet and selection_report.json of one round.",
+    )
+    parser.add_argument("--instructions", required=True, help="training instruction table (train.parquet)")
+    parser.add_argument("--round", type=int, required=True, help="round index; 0 is the seed")
+    parser.add_argument("--strategy", required=True, choices=STRATEGY_NAMES,
+                        help=f"seed: {'|'.join(SEED_STRATEGY_NAMES)}; later rounds: any")
+    parser.add_argument("--budget-fraction", type=float, default=0.02,
+                        help="budget per round as a fraction of all training positives")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="round directory (data/loop/round_<k>)")
+    parser.add_argument("--previous", help="selection.parquet of round k-1 (rounds >= 1)")
+    parser.add_argument("--scores", help="scores.parquet of round k-1 (art, art-entropy, fixed)")
+    parser.add_argument("--val-recall", help="val_recall.json of round k-1 (art, art-entropy, fixed)")
+    parser.add_argument("--components", default=DEFAULT_COMPONENTS,
+                        help="comma-separated subset of h_tp,h_fn,t_fn,t_fp (art and fixed)")
+    parser.add_argument("--z-init", type=float, default=1.96)
+    parser.add_argument("--z-step", type=float, default=0.1)
+    parser.add_argument("--fixed-thresholds", default=DEFAULT_FIXED,
+                        help="absolute thresholds for --strategy fixed, e.g. t_fp=0.9,t_fn=0.25,h_fn=0.5,h_tp=0.5")
+    parser.set_defaults(func=run_select)
+
+
+def _parse_thresholds(text: str) -> dict[str, float]:
+    thresholds: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            thresholds[name.strip()] = float(value)
+        except ValueError:
+            raise InputError("--fixed-thresholds", f"expected name=number, got {item!r}") from None
+    return thresholds
+
+
+def run_select(args: argparse.Namespace) -> int:
+    if args.round < 0:
+        raise InputError("--round", f"must be >= 0, got {args.round}")
+    if not 0.0 <= args.budget_fraction <= 1.0:
+        raise InputError("--budget-fraction", f"must be in [0, 1], got {args.budget_fraction}")
+    fixed_thresholds = _parse_thresholds(args.fixed_thresholds)
+    try:
+        strategy = make_strategy(
+            args.strategy,
+            components=[name.strip() for name in args.components.split(",") if name.strip()],
+            z_init=args.z_init,
+            z_step=args.z_step,
+            fixed_thresholds=fixed_thresholds,
+        )
+    except ValueError as error:
+        raise InputError("--strategy", str(error)) from None
+    if args.round == 0:
+        if args.strategy not in SEED_STRATEGY_NAMES:
+            raise InputError("--strategy", f"the seed (round 0) takes {'|'.join(SEED_STRATEGY_NAMES)}, got {args.strategy}")
+        if args.previous or args.scores:
+            raise InputError("--previous/--scores", "round 0 (the seed) has no previous round")
+    elif not args.previous:
+        raise InputError("--previous", f"round {args.round} needs the selection of round {args.round - 1}")
+    if strategy.needs_scores and not (args.scores and args.val_recall):
+        raise InputError("--scores/--val-recall", f"strategy {args.strategy} needs pool scores and validation recall")
+
+    positives = training_positives(read_parquet(args.instructions, ["qid", "kind", "predicate"]), args.instructions)
+    previous = None
+    if args.previous:
+        previous = validate_previous_selection(
+            read_parquet(args.previous, SELECTION_COLUMNS), positives, args.round, args.previous
+        )
+    scores = recall = None
+    if strategy.needs_scores:
+        selected_qids = previous["qid"] if previous is not None else positives["qid"].iloc[:0]
+        scores = validate_scores(read_parquet(args.scores, SCORE_COLUMNS), positives, selected_qids, args.scores)
+        recall = validate_recall(read_json(args.val_recall), args.val_recall)
+    elif args.scores or args.val_recall:
+        log(f"select: strategy {args.strategy} does not use --scores/--val-recall; ignoring them")
+
+    selection, report = select_round(
+        positives, previous, strategy, args.round, args.budget_fraction, args.seed, scores, recall
+    )
+    out = Path(args.out)
+    write_parquet(selection, out / "selection.parquet")
+    write_json(report, out / "selection_report.json")
+    log(
+        f"select round {args.round} ({args.strategy}): budget {report['budget']}, "
+        f"added {report['selected_this_round']}, total {report['selected_total']}, pool left {report['pool_left']}"
+    )
+    if report["recall_missing"]:
+        log(f"select: no validation recall for {report['recall_missing']}; their recall counts as 0")
+    if report["pool_unscored"]:
+        log(f"select: {report['pool_unscored']} pool positives had no scores and could not be chosen")
+    return 0
