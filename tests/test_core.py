@@ -15,16 +15,20 @@ def test_normalise_predicate():
     assert relation_sentence("man", "Riding,", "horse") == "man riding horse"
 
 
-def test_atomic_write_leaves_nothing_on_crash(tmp_path):
+def test_atomic_write_leaves_nothing_on_crash(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
     target = tmp_path / "t.parquet"
     write_parquet(pd.DataFrame({"a": [1]}), target)
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
 
-    class Boom(pd.DataFrame):
-        def to_parquet(self, *args, **kwargs):
-            raise RuntimeError("crash mid-write")
+    def half_write(table, where, **kwargs):
+        open(where, "wb").write(b"PAR1 half")
+        raise RuntimeError("crash mid-write")
 
+    monkeypatch.setattr(pq, "write_table", half_write)
     with pytest.raises(RuntimeError):
-        write_parquet(Boom({"a": [2]}), target)
+        write_parquet(pd.DataFrame({"a": [2]}), target)
     assert pd.read_parquet(target)["a"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
 
@@ -50,3 +54,11 @@ def test_minilm_similarity_is_real_and_cached():
     )
     assert 0.5 < close < 1.0 and far < close
     assert "man on horse" in embedder._cache
+
+
+def test_parquet_round_trips_nested_arrow_columns(tmp_path):
+    import pyarrow as pa
+
+    table = pd.DataFrame({"box": pd.Series([[1.0, 2.0]], dtype=pd.ArrowDtype(pa.list_(pa.float64())))})
+    write_parquet(table, tmp_path / "n.parquet")
+    assert list(pd.read_parquet(tmp_path / "n.parquet")["box"][0]) == [1.0, 2.0]

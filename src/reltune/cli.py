@@ -25,10 +25,33 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Which module owns each subcommand, so that running one stage imports only
+# its own module (the model stack takes seconds to import).
+COMMAND_OWNERS = {
+    "data": "reltune.data.commands",
+    "instructions": "reltune.instructions.commands",
+    "select": "reltune.sampling.commands",
+    "build-tiny": "reltune.models.commands",
+    "pretrain-tiny": "reltune.models.commands",
+    "train": "reltune.models.commands",
+    "convert-lavis": "reltune.models.commands",
+    "score": "reltune.models.answer_commands",
+    "predict": "reltune.models.answer_commands",
+    "evaluate": "reltune.evaluation.commands",
+    "export-graphs": "reltune.evaluation.commands",
+    "report": "reltune.evaluation.commands",
+    "profile-args": "reltune.profiles",
+}
+
+
+def build_parser(only_command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (with `only_command`) one holding just that command's module."""
     parser = argparse.ArgumentParser(prog="reltune", description="Adaptive Relation Tuning pipeline stages.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module_name in COMMAND_MODULES:
+    modules = COMMAND_MODULES
+    if only_command in COMMAND_OWNERS:
+        modules = (COMMAND_OWNERS[only_command],)
+    for module_name in modules:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -40,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((item for item in argv if not item.startswith("-")), None)
+    args = build_parser(first).parse_args(argv)
     try:
         result = args.func(args)
     except InputError as error:

@@ -28,6 +28,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temporary_path = Path(temporary)
     try:
         yield temporary_path
+        if temporary_path.is_file():
+            os.chmod(temporary_path, 0o644)  # mkstemp creates 0600; outputs are ordinary files
         os.replace(temporary_path, target)
     finally:
         if temporary_path.exists():
@@ -36,8 +38,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a DataFrame as parquet atomically (no index column)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow_table = pa.Table.from_pandas(table, preserve_index=False)
+    # pandas' own metadata names ArrowDtype columns in a form pandas 3.1 cannot
+    # read back; the arrow schema alone round-trips every column type we use.
+    arrow_table = arrow_table.replace_schema_metadata(None)
     with atomic_path(path) as temporary:
-        table.to_parquet(temporary, index=False)
+        pq.write_table(arrow_table, temporary)
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:
