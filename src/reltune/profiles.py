@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,11 +45,15 @@ def _hydra_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        if any(character.isspace() or character in "'\\" for character in value):
+            # `$(reltune profile-args ...)` splits on spaces and keeps quotes as
+            # they are: such a value needs `--write` instead
+            raise ValueError(f"value {value!r} has a space, quote or backslash: use --write")
+        return f"'{value}'"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{key}: {_hydra_value(item)}" for key, item in value.items()) + "}"
+        return "{" + ",".join(f"{key}:{_hydra_value(item)}" for key, item in value.items()) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_hydra_value(item) for item in value) + "]"
+        return "[" + ",".join(_hydra_value(item) for item in value) + "]"
     raise TypeError(f"cannot express {value!r} as an override")
 
 
@@ -108,7 +111,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(overrides))
     else:
-        print(" ".join(f"-S {shlex.quote(item)}" for item in overrides))
+        # no shell quoting: the words reach `dvc exp run` through $(...) word
+        # splitting, which keeps the single quotes Hydra needs for strings
+        print(" ".join(f"-S {item}" for item in overrides))
     return 0
 
 
