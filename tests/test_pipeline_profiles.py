@@ -1,0 +1,88 @@
+"""The real-data profile yields valid stage commands, and its data stages run on
+small fixtures written in the real VG150 / GQA200 / Open Images layouts."""
+
+import copy
+import shlex
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline_helpers import PROJECT, project_copy, read_params, run_dvc, write_params
+from reltune.cli import build_parser
+from reltune.profiles import merge_profile, profile_overrides
+from test_data_gqa_oi import write_gqa, write_oi
+from test_data_vg150 import write_vg150
+
+PROFILE = PROJECT / "profiles" / "vg150-flan-t5-xl.yaml"
+
+
+def test_overrides_reproduce_the_merged_profile(tmp_path):
+    """What `dvc exp run $(reltune profile-args ...)` applies equals merge_profile."""
+    from dvc.utils.hydra import apply_overrides
+
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    profile = yaml.safe_load(PROFILE.read_text())
+    target = tmp_path / "params.yaml"
+    target.write_text(yaml.safe_dump(params, sort_keys=False))
+    apply_overrides(target, profile_overrides(params, profile))
+    applied = yaml.safe_load(target.read_text())
+    merged = merge_profile(params, profile)
+    assert applied == merged
+    assert applied["world"] == {} and applied["pretrain_tiny"] == {}
+    assert sorted(applied["scenes"]["datasets"]) == ["gqa200", "oiv4", "oiv6", "vg150"]
+    assert applied["train"]["warmup_steps"] == 3000 and applied["sampling"]["last_round"] == 5
+
+
+def test_override_values_with_spaces_are_refused():
+    with pytest.raises(ValueError, match="use --write"):
+        profile_overrides({"model": {"backbone": "x"}}, {"model": {"backbone": "/my models/x"}})
+
+
+def test_real_profile_commands_parse_and_data_stages_run(tmp_path):
+    raw = tmp_path / "raw"
+    write_vg150(raw / "vg150")
+    write_gqa(raw / "gqa200")
+    write_oi(raw / "oiv4")
+    write_oi(raw / "oiv6")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+
+    repo = project_copy(tmp_path / "repo")
+    profile = yaml.safe_load(PROFILE.read_text())
+    profile = copy.deepcopy(profile)
+    for name in profile["download"]:
+        profile["download"][name] = {"path": str(raw / name)}
+    profile["model"]["backbone"] = str(weights)
+    profile["sampling"]["budget_fraction"] = 0.5
+    profile["scenes"] = {"check_images": False, "datasets": {
+        name: {**spec, "val_size": 1} for name, spec in profile["scenes"]["datasets"].items()}}
+    write_params(repo, merge_profile(read_params(repo), profile))
+
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        stages = {stage.name: stage.cmd for stage in dvc_repo.index.stages}
+    expected = {"download@vg150", "scenes@oiv6", "instructions", "seed", "train@5", "score@5", "select@5",
+                "train-final", "predict@gqa200", "evaluate@oiv4", "evaluate-blind@vg150"}
+    assert expected <= set(stages)
+    assert not [name for name in stages if name.startswith(("world", "pretrain-tiny"))]
+    for name, command in stages.items():
+        words = shlex.split(command)
+        assert words[0] == "reltune", name
+        build_parser(words[1]).parse_args(words[1:])  # exits (SystemExit) on an invalid command
+    assert f"--backbone {weights}" in stages["train@1"]
+    assert "--selection data/loop/round_4/selection.parquet --out models/round_5" in stages["train@5"]
+    assert "--warmup-steps 3000" in stages["train-final"]
+
+    run_dvc(repo, "repro", "seed", "scenes@gqa200", "scenes@oiv4", "scenes@oiv6")
+    assert (repo / "data" / "raw" / "vg150").is_symlink()
+    vg150_train = pd.read_parquet(repo / "data" / "scenes" / "vg150" / "train.parquet")
+    # fixture split 0: images 10, 11, 15 have relations; the first (10) is val
+    assert vg150_train["image_id"].tolist() == ["11", "15"]
+    oi_test = pd.read_parquet(repo / "data" / "scenes" / "oiv6" / "test.parquet")
+    assert oi_test["image_id"].tolist() == ["c1"]
+    selection = pd.read_parquet(repo / "data" / "loop" / "round_0" / "selection.parquet")
+    positives = pd.read_parquet(repo / "data" / "instructions" / "vg150" / "train.parquet").query("kind == 'positive'")
+    assert len(positives) == 3 and len(selection) == round(0.5 * 3)
+    assert set(selection["reason"]) == {"balanced"} and set(selection["qid"]) <= set(positives["qid"])
