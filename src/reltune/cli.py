@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import resource
 import sys
+import time
+from pathlib import Path
 
 from reltune.errors import InputError
+from reltune.io import write_json
 
 # Subpackages that contribute subcommands, in the order `reltune --help` lists them.
 COMMAND_MODULES = (
@@ -47,6 +51,13 @@ COMMAND_OWNERS = {
 def build_parser(only_command: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or (with `only_command`) one holding just that command's module."""
     parser = argparse.ArgumentParser(prog="reltune", description="Adaptive Relation Tuning pipeline stages.")
+    parser.add_argument(
+        "--timing",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="write this command's wall time and peak memory to JSON (the pipeline's metrics/timing/)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     modules = COMMAND_MODULES
     if only_command in COMMAND_OWNERS:
@@ -65,13 +76,29 @@ def build_parser(only_command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((item for item in argv if not item.startswith("-")), None)
+    if first == "--timing":  # skip the option's value to find the command
+        rest = argv[argv.index("--timing") + 2 :]
+        first = next((item for item in rest if not item.startswith("-")), None)
     args = build_parser(first).parse_args(argv)
+    started = time.perf_counter()
     try:
         result = args.func(args)
     except InputError as error:
         print(f"reltune {args.command}: error: {error}", file=sys.stderr)
         return 2
+    if args.timing is not None:
+        write_timing(args.timing, args.command, time.perf_counter() - started)
     return int(result or 0)
+
+
+def write_timing(path: Path, command: str, wall_seconds: float) -> None:
+    """Wall time and peak resident memory (this process and its children) as JSON."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    write_json(
+        {"command": command, "wall_s": round(wall_seconds, 3), "peak_rss_mib": round(max(own, children) / 1024, 1)},
+        path,
+    )
 
 
 if __name__ == "__main__":
