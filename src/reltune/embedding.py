@@ -34,7 +34,10 @@ class SentenceEmbedder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(model_path or minilm_path(), device="cpu")
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = SentenceTransformer(model_path or minilm_path(), device=device)
         self.batch_size = batch_size
         self._cache: dict[str, np.ndarray] = {}
 

@@ -1,0 +1,125 @@
+"""CLI: `reltune evaluate`, `reltune export-graphs`, `reltune report` (thin wrappers)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from reltune.errors import InputError
+from reltune.evaluation.graphs import DEFAULT_GRAPH_TOP_K, scene_graphs, write_scene_graphs
+from reltune.evaluation.metrics import DEFAULT_KS, DEFAULT_SIMILARITY_THRESHOLD, evaluate_predictions
+from reltune.evaluation.report_data import ReportConfig
+from reltune.evaluation.tables import PREDICTION_COLUMNS, SCENE_COLUMNS
+from reltune.io import atomic_path, read_json, read_parquet, write_json
+from reltune.progress import log
+
+
+def parse_ks(text: str) -> list[int]:
+    """`"20,50,100"` -> [20, 50, 100]."""
+    try:
+        ks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ks must be comma-separated integers, got {text!r}") from None
+    if not ks or min(ks) <= 0:
+        raise argparse.ArgumentTypeError(f"--ks must be positive integers, got {text!r}")
+    return ks
+
+
+def _write_csv(table: pd.DataFrame, path: str) -> None:
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, index=False)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    scenes = read_parquet(args.scenes, SCENE_COLUMNS)
+    predictions = read_parquet(args.predictions, PREDICTION_COLUMNS)
+    vocab = read_json(args.train_vocab)
+    if not isinstance(vocab, dict) or not isinstance(vocab.get("predicates"), list):
+        raise InputError(args.train_vocab, "expected a vocab.json object with a 'predicates' list")
+    result = evaluate_predictions(
+        scenes,
+        predictions,
+        vocab["predicates"],
+        ks=args.ks,
+        similarity_threshold=args.similarity_threshold,
+        scenes_file=args.scenes,
+        predictions_file=args.predictions,
+    )
+    write_json(result.metrics, args.out)
+    if args.per_predicate:
+        _write_csv(result.per_predicate, args.per_predicate)
+    if args.predicted_predicates:
+        _write_csv(result.predicted_predicates, args.predicted_predicates)
+    log(" ".join(f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}" for key, value in result.metrics.items()))
+    return 0
+
+
+def run_export_graphs(args: argparse.Namespace) -> int:
+    scenes = read_parquet(args.scenes, SCENE_COLUMNS)
+    predictions = read_parquet(args.predictions, PREDICTION_COLUMNS)
+    graphs = scene_graphs(scenes, predictions, top_k=args.top_k, scenes_file=args.scenes, predictions_file=args.predictions)
+    write_scene_graphs(graphs, args.out)
+    log(f"export-graphs: {len(graphs)} scene graphs -> {args.out}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    config = ReportConfig(
+        loop_dir=Path(args.loop_dir),
+        metrics_dir=Path(args.metrics_dir),
+        per_predicate_dir=Path(args.per_predicate_dir),
+        scenes_dir=Path(args.scenes_dir),
+        predictions_dir=Path(args.predictions_dir),
+        instructions_dir=Path(args.instructions_dir),
+        held_in=args.held_in,
+        out_dir=Path(args.out_dir),
+        split=args.split,
+        plot_k=args.plot_k,
+        gallery_images=args.gallery_images,
+        gallery_top_k=args.gallery_top_k,
+        gallery_seed=args.gallery_seed,
+    )
+    from reltune.evaluation.report import build_report  # matplotlib loads only for this command
+
+    index = build_report(config)
+    log(f"report: {index}")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser("evaluate", help="R, mR, gR, mgR @K and unique/unseen predicates of a predictions table")
+    evaluate.add_argument("--scenes", required=True, help="scene table of the evaluated split (parquet)")
+    evaluate.add_argument("--predictions", required=True, help="predictions table: image_id, subj, obj, predicate, score [+ boxes/labels]")
+    evaluate.add_argument("--train-vocab", required=True, help="vocab.json of the training dataset (for unseen predicates)")
+    evaluate.add_argument("--out", required=True, help="metrics JSON")
+    evaluate.add_argument("--per-predicate", default=None, help="optional CSV of per-predicate recalls")
+    evaluate.add_argument("--predicted-predicates", default=None, help="optional CSV of the distinct predicted predicates (top-50)")
+    evaluate.add_argument("--ks", type=parse_ks, default=list(DEFAULT_KS), help="comma-separated K values (default 20,50,100)")
+    evaluate.add_argument("--similarity-threshold", type=float, default=DEFAULT_SIMILARITY_THRESHOLD, help="gR/mgR similarity threshold")
+    evaluate.set_defaults(func=run_evaluate)
+
+    export = subparsers.add_parser("export-graphs", help="per-image scene graphs (objects + scored relations) as JSON")
+    export.add_argument("--scenes", required=True)
+    export.add_argument("--predictions", required=True)
+    export.add_argument("--out", required=True, help="a directory (one JSON per image) or a .jsonl file")
+    export.add_argument("--top-k", type=int, default=DEFAULT_GRAPH_TOP_K, help="relations kept per image")
+    export.set_defaults(func=run_export_graphs)
+
+    defaults = ReportConfig()
+    report = subparsers.add_parser("report", help="HTML report with plots and qualitative examples")
+    report.add_argument("--loop-dir", default=str(defaults.loop_dir))
+    report.add_argument("--metrics-dir", default=str(defaults.metrics_dir), help="every *.json here goes into the results table")
+    report.add_argument("--per-predicate-dir", default=str(defaults.per_predicate_dir), help="<dataset>.csv from evaluate --per-predicate")
+    report.add_argument("--scenes-dir", default=str(defaults.scenes_dir))
+    report.add_argument("--predictions-dir", default=str(defaults.predictions_dir), help="<dataset>.parquet or <dataset>/<split>.parquet")
+    report.add_argument("--instructions-dir", default=str(defaults.instructions_dir), help="<held-in>/train.parquet gives selected predicates")
+    report.add_argument("--held-in", default=defaults.held_in, help="training dataset name (its vocab defines unseen predicates)")
+    report.add_argument("--out-dir", default=str(defaults.out_dir))
+    report.add_argument("--split", default=defaults.split, help="scene split shown in the gallery")
+    report.add_argument("--plot-k", type=int, default=defaults.plot_k, help="K of the per-predicate recall bars")
+    report.add_argument("--gallery-images", type=int, default=defaults.gallery_images, help="examples per dataset")
+    report.add_argument("--gallery-top-k", type=int, default=defaults.gallery_top_k, help="predictions listed per example")
+    report.add_argument("--gallery-seed", type=int, default=defaults.gallery_seed)
+    report.set_defaults(func=run_report)

@@ -1,0 +1,117 @@
+"""The strategy-comparison table of `make compare`, from `dvc exp show --json`.
+
+One row per experiment: its strategy and seed, then per evaluated dataset the
+recalls of the tuned model next to its blind control (same model, blank
+images), the unique/unseen predicate counts, and the summed stage wall time.
+A last row gives the chance level: one uniformly random training predicate
+per annotated pair recalls 100/|P| percent of the seen relations.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+RECALL_KEYS = ("R@20", "R@50", "mR@20", "mR@50", "gR@20", "mgR@20")
+COUNT_KEYS = ("unique_predicates", "unseen_predicates")
+
+
+def _experiment_rows(entries: list[dict]) -> Iterator[tuple[str, dict]]:
+    """(name, data) of every experiment in `dvc exp show --json` output (baseline rows included)."""
+    for entry in entries:
+        data = entry.get("data") or {}
+        name = entry.get("name") or data.get("name") or entry.get("rev", "?")
+        if data.get("metrics"):
+            yield name, data
+        for experiment in entry.get("experiments") or []:
+            for revision in experiment.get("revs") or []:
+                revision_data = revision.get("data") or {}
+                if revision_data.get("metrics"):
+                    yield revision.get("name") or experiment.get("name") or revision.get("rev", "?"), revision_data
+
+
+def _unwrap(files: dict) -> dict[str, Any]:
+    return {path: (content or {}).get("data") or {} for path, content in (files or {}).items()}
+
+
+def comparison_rows(entries: list[dict]) -> list[dict]:
+    """Flat result rows, one per experiment."""
+    rows = []
+    for name, data in _experiment_rows(entries):
+        params = _unwrap(data.get("params")).get("params.yaml", {})
+        metrics = _unwrap(data.get("metrics"))
+        sampling = params.get("sampling", {})
+        row: dict[str, Any] = {"experiment": name, "strategy": sampling.get("strategy"), "seed": sampling.get("seed")}
+        wall_seconds = 0.0
+        for path, values in sorted(metrics.items()):
+            stem = path.rsplit("/", 1)[-1].removesuffix(".json")
+            if "/timing/" in f"/{path}":
+                wall_seconds += float(values.get("wall_s", 0.0))
+                continue
+            if stem.startswith("pretrain") or "R@20" not in values:
+                continue
+            dataset, blind = (stem[: -len("_blind")], True) if stem.endswith("_blind") else (stem, False)
+            keys = RECALL_KEYS if blind else RECALL_KEYS + COUNT_KEYS
+            for key in keys:
+                if key in values:
+                    row[f"{dataset}{' blind' if blind else ''} {key}"] = values[key]
+        row["wall time (min)"] = round(wall_seconds / 60, 1)
+        rows.append(row)
+    return rows
+
+
+def chance_row(training_predicates: int, columns: list[str]) -> dict:
+    """Chance level: a uniformly random training predicate per annotated pair."""
+    level = round(100.0 / training_predicates, 2) if training_predicates else 0.0
+    row = {"experiment": f"chance (1/{training_predicates} predicates)", "strategy": "", "seed": ""}
+    for column in columns:
+        if column.endswith(RECALL_KEYS) and " blind " not in column:
+            row[column] = level
+    return row
+
+
+def markdown_table(rows: list[dict]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(column for column in row if column not in columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column, "")
+            cells.append(f"{value:.2f}" if isinstance(value, float) else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        entries = json.loads(open(argv[0]).read())
+    else:
+        shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True)
+        entries = json.loads(shown.stdout)
+    rows = comparison_rows(entries)
+    if not rows:
+        print("no experiments with metrics yet: run `make compare` (or `dvc exp run`) first", file=sys.stderr)
+        return 1
+    columns = [column for row in rows for column in row]
+    try:
+        with open("params.yaml") as handle:
+            import yaml
+
+            held_in = yaml.safe_load(handle).get("held_in")
+        with open(f"data/scenes/{held_in}/vocab.json") as handle:
+            predicates = len(json.load(handle)["predicates"])
+        rows.append(chance_row(predicates, [c for c in columns if c.startswith(f"{held_in} ")]))
+    except (OSError, KeyError, ValueError):
+        pass  # no scenes in the workspace: the table goes without the chance row
+    print(markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

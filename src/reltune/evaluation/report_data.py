@@ -1,0 +1,231 @@
+"""Tables behind the report: loop rounds, selections, metrics files.
+
+Each loader reads files written by other stages (formats in
+docs/CONTRACTS.md) and returns a plain DataFrame; the plots and the HTML are
+made from these tables, and the tables are also written as CSV so DVC can
+declare them as `plots`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reltune.errors import InputError
+from reltune.io import read_json, read_parquet
+
+SELECTION_REASONS = (
+    "balanced",
+    "random",
+    "tp_high_entropy",
+    "fn_high_entropy",
+    "fn_low_entropy",
+    "fp_low_similarity",
+    "fill",
+)
+METRIC_ORDER = ("R", "mR", "gR", "mgR")
+BLIND_SUFFIX = "_blind"
+_ROUND_DIRECTORY = re.compile(r"^round_(\d+)$")
+DEFAULT_PLOT_K = 50
+
+
+@dataclass
+class ReportConfig:
+    """Where the report reads from and writes to, and how much it shows."""
+
+    loop_dir: Path = Path("data/loop")
+    metrics_dir: Path = Path("metrics")
+    per_predicate_dir: Path = Path("metrics/per_predicate")
+    scenes_dir: Path = Path("data/scenes")
+    predictions_dir: Path = Path("data/predictions")
+    instructions_dir: Path = Path("data/instructions")
+    held_in: str = "synthetic"
+    out_dir: Path = Path("report")
+    split: str = "test"
+    plot_k: int = DEFAULT_PLOT_K
+    gallery_images: int = 6
+    gallery_top_k: int = 10
+    gallery_seed: int = 0
+
+
+def round_directories(loop_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """`(k, path)` for every `round_<k>` directory, by k."""
+    loop_dir = Path(loop_dir)
+    if not loop_dir.is_dir():
+        return []
+    found = []
+    for path in loop_dir.iterdir():
+        match = _ROUND_DIRECTORY.match(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _fraction(value: object, file: Path, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(file, f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def validation_recall(loop_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per round: (round, mean_recall, recall) and long (round, predicate, recall).
+
+    Rounds without `val_recall.json` (e.g. the seed) are absent.
+    """
+    summary_rows, predicate_rows = [], []
+    for round_number, directory in round_directories(loop_dir):
+        path = directory / "val_recall.json"
+        if not path.exists():
+            continue
+        data = read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("per_predicate"), dict):
+            raise InputError(path, "expected an object with 'per_predicate', 'mean_recall' and 'recall'")
+        summary_rows.append(
+            {
+                "round": round_number,
+                "mean_recall": _fraction(data.get("mean_recall"), path, "mean_recall"),
+                "recall": _fraction(data.get("recall"), path, "recall"),
+            }
+        )
+        for predicate, value in data["per_predicate"].items():
+            recall = _fraction(value, path, f"per_predicate[{predicate!r}]")
+            predicate_rows.append({"round": round_number, "predicate": str(predicate), "recall": recall})
+    summary = pd.DataFrame(summary_rows, columns=["round", "mean_recall", "recall"])
+    per_predicate = pd.DataFrame(predicate_rows, columns=["round", "predicate", "recall"])
+    return summary, per_predicate
+
+
+def selections(loop_dir: str | os.PathLike, instructions: pd.DataFrame | None, instructions_file: str) -> pd.DataFrame:
+    """What each round added: (round, qid, reason, predicate).
+
+    Selections are cumulative; round k's additions are the rows of
+    `round_<k>/selection.parquet` with `added_in_round == k`. The predicate
+    comes from the instruction table (joined on qid); a selected qid missing
+    there is an error.
+    """
+    parts = []
+    for round_number, directory in round_directories(loop_dir):
+        path = directory / "selection.parquet"
+        if not path.exists():
+            continue
+        table = read_parquet(path, ["qid", "added_in_round", "reason"])
+        added = table[table["added_in_round"].to_numpy() == round_number]
+        parts.append(
+            pd.DataFrame({"round": round_number, "qid": added["qid"].astype(str).to_numpy(), "reason": added["reason"].astype(str).to_numpy()})
+        )
+    if not parts:
+        return pd.DataFrame(columns=["round", "qid", "reason", "predicate"])
+    selected = pd.concat(parts, ignore_index=True)
+    if instructions is None:
+        raise InputError(instructions_file, "file not found (needed for the predicates of the selected qids)")
+    predicates = instructions.assign(qid=instructions["qid"].astype(str)).drop_duplicates("qid").set_index("qid")["predicate"]
+    found = selected["qid"].isin(predicates.index)
+    if not found.all():
+        missing = selected.loc[~found.to_numpy()]
+        raise InputError(
+            instructions_file,
+            f"selected qid {missing['qid'].iloc[0]!r} (round {missing['round'].iloc[0]}) is not in the instruction table"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+        )
+    selected["predicate"] = predicates.reindex(selected["qid"]).astype(str).to_numpy()
+    return selected
+
+
+def selection_per_round(selected: pd.DataFrame) -> pd.DataFrame:
+    """Wide: round, one count column per reason (every DESIGN reason, 0 when absent), total."""
+    counts = selected.groupby(["round", "reason"]).size().unstack(fill_value=0) if len(selected) else pd.DataFrame()
+    reasons = list(SELECTION_REASONS) + sorted(set(counts.columns) - set(SELECTION_REASONS))
+    counts = counts.reindex(columns=reasons, fill_value=0)
+    counts["total"] = counts.sum(axis=1)
+    counts.index.name = "round"
+    return counts.reset_index().astype({"round": np.int64})
+
+
+def selection_per_predicate(selected: pd.DataFrame) -> pd.DataFrame:
+    """Wide: predicate, one column per round (`round_<k>`: added that round), `selected` (cumulative)."""
+    if not len(selected):
+        return pd.DataFrame(columns=["predicate", "selected"])
+    counts = selected.groupby(["predicate", "round"]).size().unstack(fill_value=0)
+    counts.columns = [f"round_{int(k)}" for k in counts.columns]
+    counts["selected"] = counts.sum(axis=1)
+    counts.index.name = "predicate"
+    return counts.reset_index().sort_values(["selected", "predicate"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def metric_sort_key(key: str) -> tuple:
+    """R@20, R@50, ..., mR@.., gR@.., mgR@.., then the rest in name order."""
+    name, _, k = key.partition("@")
+    if name in METRIC_ORDER and k.isdigit():
+        return (0, METRIC_ORDER.index(name), int(k), "")
+    return (1, 0, 0, key)
+
+
+def flatten_metrics(data: dict, prefix: str = "") -> dict[str, object]:
+    """Nested metrics (e.g. other stages' files) as dotted keys; non-numbers kept as text."""
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def metrics_files(metrics_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every `metrics/*.json`: one row per file (dataset, variant real|blind, metric columns)."""
+    metrics_dir = Path(metrics_dir)
+    rows = []
+    for path in sorted(metrics_dir.glob("*.json")) if metrics_dir.is_dir() else []:
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise InputError(path, "expected a flat JSON object of metrics")
+        name = path.stem
+        blind = name.endswith(BLIND_SUFFIX)
+        row: dict[str, object] = {"dataset": name[: -len(BLIND_SUFFIX)] if blind else name, "variant": "blind" if blind else "real"}
+        row.update(flatten_metrics(data))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=["dataset", "variant"])
+    keys = sorted((column for column in table.columns if column not in ("dataset", "variant")), key=metric_sort_key)
+    return table[["dataset", "variant", *keys]].sort_values(["dataset", "variant"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def results_side_by_side(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset; each metric as `<key>` (real) and, if any blind file exists, `<key> (blind)` next to it."""
+    if metrics.empty:
+        return pd.DataFrame(columns=["dataset"])
+    keys = [column for column in metrics.columns if column not in ("dataset", "variant")]
+    real = metrics[metrics["variant"] == "real"].set_index("dataset")[keys]
+    blind = metrics[metrics["variant"] == "blind"].set_index("dataset")[keys]
+    datasets = sorted(set(real.index) | set(blind.index))
+    table = pd.DataFrame(index=pd.Index(datasets, name="dataset"))
+    for key in keys:
+        table[key] = real[key].reindex(datasets)
+        if len(blind):
+            table[f"{key} (blind)"] = blind[key].reindex(datasets)
+    return table.reset_index()
+
+
+def per_predicate_files(per_predicate_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """`<dataset>.csv` per-predicate tables written by `evaluate --per-predicate`."""
+    per_predicate_dir = Path(per_predicate_dir)
+    tables = {}
+    for path in sorted(per_predicate_dir.glob("*.csv")) if per_predicate_dir.is_dir() else []:
+        try:
+            table = pd.read_csv(path)
+        except Exception as error:  # pandas raises several types for corrupt CSV
+            raise InputError(path, f"not a readable CSV ({type(error).__name__}: {error})") from None
+        if "predicate" not in table.columns:
+            raise InputError(path, "missing column 'predicate'")
+        tables[path.stem] = table
+    return tables

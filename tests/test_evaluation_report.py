@@ -1,0 +1,128 @@
+"""`reltune report` on a small fake run directory written by the test."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from reltune.evaluation.commands import add_commands
+from reltune.evaluation.metrics import evaluate_predictions
+from reltune.io import write_json, write_parquet
+
+
+def run_cli(argv: list[str]) -> int:
+    """The evaluation subcommands alone (reltune.cli assembles the same parsers)."""
+    parser = argparse.ArgumentParser(prog="reltune")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def selection(rows: list[tuple[str, int, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["qid", "added_in_round", "reason"])
+
+
+def make_run(root: Path) -> None:
+    loop = root / "data/loop"
+    seed = [("q1", 0, "balanced"), ("q2", 0, "balanced"), ("q3", 0, "balanced")]
+    round_1 = seed + [("q4", 1, "tp_high_entropy"), ("q5", 1, "fp_low_similarity")]
+    round_2 = round_1 + [("q6", 2, "fill")]
+    for k, rows in enumerate((seed, round_1, round_2)):
+        write_parquet(selection(rows), loop / f"round_{k}/selection.parquet")
+        write_json({"round": k, "budget": len(rows)}, loop / f"round_{k}/selection_report.json")
+    write_json({"per_predicate": {"on": 0.5, "near": 0.25}, "mean_recall": 0.375, "recall": 0.4}, loop / "round_1/val_recall.json")
+    write_json({"per_predicate": {"on": 0.75, "near": 0.5}, "mean_recall": 0.625, "recall": 0.7}, loop / "round_2/val_recall.json")
+    instructions = pd.DataFrame(
+        {
+            "qid": ["q1", "q2", "q3", "q4", "q5", "q6", "q7"],
+            "kind": ["positive"] * 6 + ["negative"],
+            "predicate": ["on", "on", "near", "near", "on", "near", None],
+        }
+    )
+    write_parquet(instructions, root / "data/instructions/synthetic/train.parquet")
+    write_json({"objects": ["man"], "predicates": ["on", "near"], "image_root": str(root / "images")}, root / "data/scenes/synthetic/vocab.json")
+
+    (root / "images_ood").mkdir()
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(root / "images_ood/a.png")  # b.png is missing on purpose
+    scenes = pd.DataFrame(
+        {
+            "image_id": ["a", "b"],
+            "image_path": ["a.png", "b.png"],
+            "width": [64, 64],
+            "height": [48, 48],
+            "boxes": [[[2.0, 2.0, 30.0, 40.0], [20.0, 10.0, 60.0, 44.0]], [[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 20.0]]],
+            "labels": [["man", "horse"], ["cup", "table"]],
+            "relations": [[{"subj": 0, "obj": 1, "predicate": "riding"}], [{"subj": 0, "obj": 1, "predicate": "on"}]],
+        }
+    )
+    write_parquet(scenes, root / "data/scenes/synthetic-ood/test.parquet")
+    write_json({"objects": [], "predicates": ["riding", "on"], "image_root": str(root / "images_ood")}, root / "data/scenes/synthetic-ood/vocab.json")
+    predictions = pd.DataFrame(
+        {"image_id": ["a", "a", "b"], "subj": [0, 1, 0], "obj": [1, 0, 1], "predicate": ["riding", "on", "near"], "score": [0.9, 0.5, 0.7]}
+    )
+    write_parquet(predictions, root / "data/predictions/synthetic-ood.parquet")
+    result = evaluate_predictions(scenes, predictions, ["on", "near"], similarity=lambda *a: np.zeros(len(a[1])))
+    write_json(result.metrics, root / "metrics/synthetic-ood.json")
+    write_json({**result.metrics, "R@20": 12.5}, root / "metrics/synthetic-ood_blind.json")
+    (root / "metrics/per_predicate").mkdir(parents=True)
+    result.per_predicate.to_csv(root / "metrics/per_predicate/synthetic-ood.csv", index=False)
+
+
+def test_report_on_a_fake_run(tmp_path):
+    make_run(tmp_path)
+    out = tmp_path / "report"
+    argv = ["report", "--loop-dir", str(tmp_path / "data/loop"), "--metrics-dir", str(tmp_path / "metrics")]
+    argv += ["--per-predicate-dir", str(tmp_path / "metrics/per_predicate"), "--scenes-dir", str(tmp_path / "data/scenes")]
+    argv += ["--predictions-dir", str(tmp_path / "data/predictions"), "--instructions-dir", str(tmp_path / "data/instructions")]
+    argv += ["--held-in", "synthetic", "--out-dir", str(out)]
+    assert run_cli(argv) == 0
+
+    page = (out / "index.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 7  # 2 validation, 2 selection, 1 per-predicate, 2 gallery
+    for source in sources:
+        assert (out / source).is_file() and (out / source).read_bytes()[:4] == b"\x89PNG"
+
+    per_round = pd.read_csv(out / "plots/selection_per_round.csv").set_index("round")
+    assert per_round.loc[0, "balanced"] == 3 and per_round.loc[0, "total"] == 3
+    assert (per_round.loc[1, "tp_high_entropy"], per_round.loc[1, "fp_low_similarity"], per_round.loc[1, "total"]) == (1, 1, 2)
+    assert (per_round.loc[2, "fill"], per_round.loc[2, "total"]) == (1, 1)
+    per_predicate = pd.read_csv(out / "plots/selection_per_predicate.csv")
+    assert per_predicate.to_dict("list") == {
+        "predicate": ["near", "on"],
+        "round_0": [1, 2],
+        "round_1": [1, 1],
+        "round_2": [1, 0],
+        "selected": [3, 3],
+    }
+    val = pd.read_csv(out / "plots/val_recall.csv")
+    assert val.to_dict("list") == {"round": [1, 2], "mean_recall": [0.375, 0.625], "recall": [0.4, 0.7]}
+
+    # results table: the blind control side by side with the real run
+    assert "R@20 (blind)" in page and "<td>12.50</td>" in page
+    results = pd.read_csv(out / "results.csv")
+    assert results[["dataset", "variant"]].values.tolist() == [["synthetic-ood", "real"], ["synthetic-ood", "blind"]]
+
+    # gallery: the hit on an unseen predicate is marked both ways; the missing image is said so
+    assert '<li class="hit unseen">1. man (0) riding horse (1)' in page
+    assert '<li class="">2. horse (1) on man (0)' in page
+    assert '<li class="">1. cup (0) near table (1)' in page  # near is a training predicate
+    assert "image not available" in page and "b.png" in page
+    assert "round 2: selection_report.json" in page
+
+
+def test_metrics_files_flatten_nested_values_and_pair_blind_controls(tmp_path):
+    from reltune.evaluation.report_data import metrics_files, results_side_by_side
+
+    write_json({"R@20": 40.0, "mR@20": 10.0}, tmp_path / "gqa.json")
+    write_json({"R@20": 5.0, "mR@20": 1.0}, tmp_path / "gqa_blind.json")
+    write_json({"loss": {"final": 0.5}, "preset": "tiny"}, tmp_path / "train.json")
+    table = results_side_by_side(metrics_files(tmp_path)).set_index("dataset")
+    assert list(table.columns) == ["R@20", "R@20 (blind)", "mR@20", "mR@20 (blind)", "loss.final", "loss.final (blind)", "preset", "preset (blind)"]
+    assert table.loc["gqa", ["R@20", "R@20 (blind)", "mR@20 (blind)"]].tolist() == [40.0, 5.0, 1.0]
+    assert (table.loc["train", "loss.final"], table.loc["train", "preset"]) == (0.5, "tiny")
