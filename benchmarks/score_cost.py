@@ -1,0 +1,211 @@
+"""Cost of a round's scoring and of prediction: fitted decoding length, vision cache, capped pool subset.
+
+On the default world (data/scenes/synthetic, data/instructions/synthetic) and a
+relation-tuned tiny backbone, measures in process:
+  1. pool scoring of a seeded sample of pool questions with
+     (a) max_new_tokens = the cap, no cache (the paper's / previous behaviour),
+     (b) the fitted max_new_tokens, no cache,
+     (c) fitted + vision cache cold, (d) fitted + cache warm;
+     answers / outcomes / entropies of b vs a, c vs b (fp16 effect), d vs c;
+  2. the capped subset: validation recall of the model, then how many pool rows
+     `pool_scoring_candidates` keeps with C = --cap-factor vs the whole pool;
+  3. prediction on --predict-images test images: no cache vs cache cold vs warm;
+  4. cache bytes per crop, distinct crops of the default world, and the VG150 /
+     EVA ViT-g estimate.
+
+    .venv/bin/python benchmarks/score_cost.py --backbone models/round_1 [--pool-sample 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reltune.data.scenes import read_scenes
+from reltune.embedding import shared_embedder
+from reltune.models.backbone import load_backbone
+from reltune.models.generation import CropLoader, GenerationSettings
+from reltune.models.predict import predict_relations
+from reltune.models.scoring import (
+    answer_token_limit,
+    model_answer_source,
+    pool_questions,
+    pool_scoring_candidates,
+    positive_questions,
+    score_questions,
+    validation_recall,
+)
+from reltune.models.vision_cache import open_vision_cache
+from reltune.sampling import round_budget
+
+
+def timed(function, *args, **kwargs):
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def compare(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
+    return {
+        "identical_answers": float((reference["answer"].to_numpy() == other["answer"].to_numpy()).mean()),
+        "identical_outcomes": float((reference["outcome"].to_numpy() == other["outcome"].to_numpy()).mean()),
+        "max_entropy_difference": float(np.abs(reference["entropy"].to_numpy() - other["entropy"].to_numpy()).max()),
+        "mean_entropy_difference": float(np.abs(reference["entropy"].to_numpy() - other["entropy"].to_numpy()).mean()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--data", default="data", help="directory holding scenes/synthetic and instructions/synthetic")
+    parser.add_argument("--selection", default="data/loop/round_0/selection.parquet")
+    parser.add_argument("--pool-sample", type=int, default=400)
+    parser.add_argument("--predict-images", type=int, default=60)
+    parser.add_argument("--cap-factor", type=float, default=10)
+    parser.add_argument("--budget-fraction", type=float, default=0.02)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", default="benchmarks/out/score_cost.json")
+    args = parser.parse_args()
+
+    data = Path(args.data)
+    instructions = pd.read_parquet(data / "instructions/synthetic/train.parquet")
+    val_instructions = pd.read_parquet(data / "instructions/synthetic/val.parquet")
+    selection = pd.read_parquet(args.selection)
+    train_scenes, vocab = read_scenes(data / "scenes/synthetic", "train")
+    val_scenes, _ = read_scenes(data / "scenes/synthetic", "val")
+    test_scenes, _ = read_scenes(data / "scenes/synthetic", "test")
+    backbone = load_backbone(args.backbone)
+    backbone.model.eval()
+    similarity = shared_embedder().relation_similarity
+    paths = {
+        name: dict(zip(table["image_id"].astype(str), table["image_path"].astype(str)))
+        for name, table in (("train", train_scenes), ("val", val_scenes), ("test", test_scenes))
+    }
+
+    def loader(split: str) -> CropLoader:
+        return CropLoader(paths[split], vocab["image_root"], backbone.image_size)
+
+    pool = pool_questions(instructions, selection, "train", "selection")
+    sample = pool.sample(n=min(args.pool_sample, len(pool)), random_state=0).reset_index(drop=True)
+    targets = list(instructions["target"].dropna()) + list(val_instructions["target"].dropna())
+    fitted = answer_token_limit(targets, backbone.processor.tokenizer, args.max_new_tokens)
+    capped = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    fitted_settings = dataclasses.replace(capped, max_new_tokens=fitted)
+    results: dict = {"pool_size": len(pool), "pool_sample": len(sample), "fitted_max_new_tokens": fitted,
+                     "max_new_tokens_cap": args.max_new_tokens}
+
+    # warm-up outside the timings: the sentence embedder loads lazily, torch allocates on first use
+    similarity(["man"], ["on"], ["near"], ["horse"])
+    score_questions(pool.iloc[:2], model_answer_source(backbone, loader("train"), capped, "warm-up"), similarity)
+
+    # 1. pool scoring variants on the same sample
+    cache_dir = Path(tempfile.mkdtemp(prefix="vision_cache."))
+    runs = {}
+    for name, settings, use_cache in (
+        ("cap_no_cache", capped, False),
+        ("fitted_no_cache", fitted_settings, False),
+        ("fitted_cache_cold", fitted_settings, True),
+        ("fitted_cache_warm", fitted_settings, True),
+    ):
+        cache = open_vision_cache(backbone, str(cache_dir), 4096) if use_cache else None
+        source = model_answer_source(backbone, loader("train"), settings, name, cache)
+        scores, seconds = timed(score_questions, sample, source, similarity)
+        runs[name] = scores
+        results[f"pool_seconds_{name}"] = round(seconds, 2)
+        if cache is not None:
+            results[f"cache_{name}"] = cache.store.stats()
+    results["fitted_vs_cap"] = compare(runs["cap_no_cache"], runs["fitted_no_cache"])
+    results["cache_vs_no_cache"] = compare(runs["fitted_no_cache"], runs["fitted_cache_cold"])
+    results["warm_vs_cold"] = compare(runs["fitted_cache_cold"], runs["fitted_cache_warm"])
+    base = results["pool_seconds_cap_no_cache"]
+    results["speedup_pool_fitted"] = round(base / results["pool_seconds_fitted_no_cache"], 2)
+    results["speedup_pool_cache_warm_vs_off"] = round(
+        results["pool_seconds_fitted_no_cache"] / results["pool_seconds_fitted_cache_warm"], 2
+    )
+    results["speedup_pool_fitted_and_warm"] = round(base / results["pool_seconds_fitted_cache_warm"], 2)
+
+    # 2. capped subset: validation recall first, then the candidates
+    val_positives = positive_questions(val_instructions, "val")
+    cache = open_vision_cache(backbone, str(cache_dir), 4096)
+    (recall, _), seconds = timed(
+        validation_recall, val_positives, model_answer_source(backbone, loader("val"), fitted_settings, "val", cache)
+    )
+    results["validation_questions"] = len(val_positives)
+    results["validation_seconds_cache_cold"] = round(seconds, 2)
+    results["validation_mean_recall"] = recall["mean_recall"]
+    budget = round_budget(args.budget_fraction, len(positive_questions(instructions, "train")))
+    subset, per_predicate = pool_scoring_candidates(pool, recall["per_predicate"], budget, args.cap_factor, seed=0)
+    results["round_budget"] = budget
+    results["cap_factor"] = args.cap_factor
+    results["pool_scored_with_cap"] = len(subset)
+    results["pool_scored_fraction"] = round(len(subset) / len(pool), 4)
+    results["per_predicate_budget_and_scored"] = {k: [v["budget"], v["scored"], v["pool"]] for k, v in per_predicate.items()}
+
+    # 3. prediction on a slice of the test split
+    test = test_scenes.iloc[: args.predict_images].reset_index(drop=True)
+    predict_dir = Path(tempfile.mkdtemp(prefix="vision_cache_predict."))
+    predictions = {}
+    for name, use_cache in (("no_cache", False), ("cache_cold", True), ("cache_warm", True)):
+        cache = open_vision_cache(backbone, str(predict_dir), 4096) if use_cache else None
+        (table, report), seconds = timed(
+            predict_relations, backbone, test, vocab, loader("test"), fitted_settings, vision_cache=cache
+        )
+        predictions[name] = table
+        results[f"predict_seconds_{name}"] = round(seconds, 2)
+        results["predict_questions"] = report["questions"]
+    results["speedup_predict_cache_warm_vs_off"] = round(
+        results["predict_seconds_no_cache"] / results["predict_seconds_cache_warm"], 2
+    )
+    merged = predictions["no_cache"].merge(
+        predictions["cache_warm"], on=["image_id", "subj", "obj", "predicate"], how="outer", suffixes=("_off", "_on")
+    )
+    results["predict_triplets_off_on_both"] = [
+        len(predictions["no_cache"]), len(predictions["cache_warm"]), int(merged.dropna().shape[0])
+    ]
+    common = merged.dropna()
+    results["predict_max_score_difference_common"] = (
+        float(np.abs(common["score_off"] - common["score_on"]).max()) if len(common) else None
+    )
+    # a round's score stage: balanced answers the validation positives only, art also the capped subset
+    seconds_per_question = results["pool_seconds_fitted_cache_warm"] / len(sample)
+    results["score_stage_seconds_estimate"] = {
+        "balanced": round(results["validation_seconds_cache_cold"], 1),
+        "art_capped": round(results["validation_seconds_cache_cold"] + seconds_per_question * len(subset), 1),
+        "art_whole_pool_paper": round(
+            results["validation_seconds_cache_cold"] + results["pool_seconds_cap_no_cache"] / len(sample) * len(pool), 1
+        ),
+    }
+
+    # 4. disk size
+    entries = list(cache_dir.rglob("*.npy"))
+    per_crop = int(np.mean([entry.stat().st_size for entry in entries]))
+    crops = set()
+    for table in (train_scenes, val_scenes, test_scenes):
+        for image_id, boxes, relations in zip(table["image_id"], table["boxes"], table["relations"]):
+            for relation in relations:
+                subj, obj = np.asarray(boxes[relation["subj"]]), np.asarray(boxes[relation["obj"]])
+                union = tuple(np.concatenate([np.minimum(subj[:2], obj[:2]), np.maximum(subj[2:], obj[2:])]).tolist())
+                crops.add((str(image_id), union))
+    results["cache_bytes_per_crop"] = per_crop
+    results["default_world_distinct_annotated_crops"] = len(crops)
+    results["default_world_cache_mib"] = round(per_crop * len(crops) / 2**20, 2)
+    vg_bytes = 257 * 1408 * 2 + 128  # tokens x dims x fp16 + npy header
+    results["vg150_eva_vitg_bytes_per_crop"] = vg_bytes
+    results["vg150_cache_gib_for_600k_crops"] = round(vg_bytes * 600_000 / 2**30, 1)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Answer parsing (DESIGN §6) and the pool outcome of an answer (DESIGN §6, ART selection).
+
+An answer is lowercased and stripped of punctuation and of a leading `Yes,`;
+the known subject label must then open it and the object label close it
+(multi-word labels included, matched word by word); what lies between is the
+predicate. An answer that starts with "No" is a negative answer. Anything
+else is `malformed`: it is kept and counted, never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from reltune.text import normalise_predicate
+
+AnswerKind = Literal["yes", "no", "malformed"]
+Outcome = Literal["TP", "FP", "FN"]
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """`kind`: yes | no | malformed; `predicate`: the parsed predicate (yes only);
+    `remainder`: the normalised answer without its leading "yes" (what a
+    malformed answer said, used as its predicate for similarity)."""
+
+    kind: AnswerKind
+    predicate: str | None
+    remainder: str
+
+
+def parse_answer(answer: str, subject_label: str, object_label: str) -> ParsedAnswer:
+    """Parse one generated answer about the pair (subject_label, object_label)."""
+    words = normalise_predicate(answer).split()
+    if words[:1] == ["no"]:
+        return ParsedAnswer("no", None, " ".join(words))
+    if words[:1] == ["yes"]:
+        words = words[1:]
+    remainder = " ".join(words)
+    subject_words = normalise_predicate(subject_label).split()
+    object_words = normalise_predicate(object_label).split()
+    predicate_words = words[len(subject_words) : len(words) - len(object_words)]
+    if (
+        subject_words
+        and object_words
+        and predicate_words
+        and words[: len(subject_words)] == subject_words
+        and words[len(words) - len(object_words) :] == object_words
+    ):
+        return ParsedAnswer("yes", " ".join(predicate_words), remainder)
+    return ParsedAnswer("malformed", None, remainder)
+
+
+def answer_outcome(parsed: ParsedAnswer, ground_truth_predicate: str) -> Outcome:
+    """TP = parsed predicate equals the GT; FN = a "No" answer; FP = anything else (malformed included)."""
+    if parsed.kind == "no":
+        return "FN"
+    if parsed.kind == "yes" and parsed.predicate == normalise_predicate(ground_truth_predicate):
+        return "TP"
+    return "FP"

@@ -1,0 +1,145 @@
+"""Relation predictions for evaluation (DESIGN §4 "Predictions"; PredCls with GT boxes).
+
+For every candidate pair of boxes (the annotated pairs, or all ordered
+pairs) the model is asked the three category questions of DESIGN §6. Every
+beam that answers "Yes, {s} {predicate} {o}" becomes a candidate triplet.
+Its score is exp(sequence score): with `length_penalty` 0 (the default) that
+is the probability of the whole answer under beam search's log-probabilities,
+so higher = more confident. A triplet proposed by several beams or questions
+keeps its highest score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from reltune.instructions.categories import CATEGORIES
+from reltune.instructions.templates import category_question
+from reltune.models.answers import parse_answer
+from reltune.models.generation import CropLoader, GenerationSettings, answer_questions
+
+if TYPE_CHECKING:
+    from reltune.models.backbone import Backbone
+    from reltune.models.vision_cache import CachedVisionEncoder
+
+PREDICTION_COLUMNS = ("image_id", "subj", "obj", "predicate", "score")
+PAIR_MODES = ("annotated", "all")
+
+
+def candidate_pairs(scenes: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """One row per ordered (subj, obj) box pair to ask about: image_id, subj, obj, labels, union_box.
+
+    `annotated`: the distinct pairs that have a GT relation (PredCls);
+    `all`: every ordered pair of distinct boxes.
+    """
+    if mode not in PAIR_MODES:
+        raise ValueError(f"pairs must be one of {PAIR_MODES}, got {mode!r}")
+    rows = []
+    columns = (scenes["image_id"], scenes["boxes"], scenes["labels"], scenes["relations"])
+    for image_id, boxes, labels, relations in zip(*columns):
+        if mode == "annotated":
+            pairs = list(dict.fromkeys((int(rel["subj"]), int(rel["obj"])) for rel in relations))
+        else:
+            count = len(boxes)
+            pairs = [(subj, obj) for subj in range(count) for obj in range(count) if subj != obj]
+        for subj, obj in pairs:
+            subj_box, obj_box = np.asarray(boxes[subj], dtype=float), np.asarray(boxes[obj], dtype=float)
+            union_box = np.concatenate([np.minimum(subj_box[:2], obj_box[:2]), np.maximum(subj_box[2:], obj_box[2:])])
+            rows.append(
+                {
+                    "image_id": str(image_id),
+                    "subj": subj,
+                    "obj": obj,
+                    "subj_label": str(labels[subj]),
+                    "obj_label": str(labels[obj]),
+                    "union_box": union_box.tolist(),
+                }
+            )
+    columns = ["image_id", "subj", "obj", "subj_label", "obj_label", "union_box"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def categories_to_ask(vocab: dict, source: str) -> list[str]:
+    """`all`: the three categories; `vocab`: those the dataset's predicates fall into (DESIGN order)."""
+    if source == "all":
+        return list(CATEGORIES)
+    if source == "vocab":
+        present = set(vocab.get("categories", {}).values())
+        return [category for category in CATEGORIES if category in present]
+    raise ValueError(f"categories-from must be 'vocab' or 'all', got {source!r}")
+
+
+def pair_questions(pairs: pd.DataFrame, categories: Sequence[str]) -> pd.DataFrame:
+    """The category questions (DESIGN §6 template) for every pair: pair columns + category + prompt."""
+    if pairs.empty or not categories:
+        return pairs.assign(category=pd.Series(dtype=str), prompt=pd.Series(dtype=str)).iloc[0:0]
+    repeated = pairs.loc[pairs.index.repeat(len(categories))].reset_index(drop=True)
+    repeated["category"] = list(categories) * len(pairs)
+    repeated["prompt"] = category_question(repeated["category"], repeated["subj_label"], repeated["obj_label"])
+    return repeated
+
+
+def predictions_from_beams(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Candidate triplets from every "Yes" beam, distinct per (image, subj, obj, predicate), best score kept.
+
+    Returns the predictions (PREDICTION_COLUMNS, by image then descending
+    score) and counts of beams by kind (yes / no / malformed).
+    """
+    question = beams["question"].to_numpy()
+    parsed = [
+        parse_answer(answer, subject, obj)
+        for answer, subject, obj in zip(
+            beams["answer"],
+            questions["subj_label"].to_numpy()[question],
+            questions["obj_label"].to_numpy()[question],
+        )
+    ]
+    kinds = np.array([item.kind for item in parsed], dtype=object)
+    counts = {kind: int((kinds == kind).sum()) for kind in ("yes", "no", "malformed")}
+    is_yes = kinds == "yes"
+    candidates = pd.DataFrame(
+        {
+            "image_id": questions["image_id"].to_numpy()[question][is_yes],
+            "subj": questions["subj"].to_numpy()[question][is_yes].astype(np.int64),
+            "obj": questions["obj"].to_numpy()[question][is_yes].astype(np.int64),
+            "predicate": [item.predicate for item, yes in zip(parsed, is_yes) if yes],
+            "score": np.exp(beams["sequence_score"].to_numpy(dtype=float)[is_yes]),
+        }
+    )
+    best = (
+        candidates.sort_values("score", ascending=False, kind="stable")
+        .drop_duplicates(["image_id", "subj", "obj", "predicate"], keep="first")
+        .sort_values(["image_id", "score"], ascending=[True, False], kind="stable", ignore_index=True)
+    )
+    return best[list(PREDICTION_COLUMNS)], counts
+
+
+def predict_relations(
+    backbone: Backbone,
+    scenes: pd.DataFrame,
+    vocab: dict,
+    crop_loader: CropLoader,
+    settings: GenerationSettings,
+    pairs: str = "annotated",
+    categories_from: str = "vocab",
+    vision_cache: CachedVisionEncoder | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Predictions table and a report (pairs, questions, beam kinds, triplets) for one scene split."""
+    pair_table = candidate_pairs(scenes, pairs)
+    questions = pair_questions(pair_table, categories_to_ask(vocab, categories_from))
+    beams = answer_questions(
+        backbone, questions, crop_loader, settings, description="predicting", vision_cache=vision_cache
+    )
+    predictions, beam_kinds = predictions_from_beams(questions, beams)
+    report = {
+        "images": int(len(scenes)),
+        "pairs": int(len(pair_table)),
+        "questions": int(len(questions)),
+        "beams": beam_kinds,
+        "predictions": int(len(predictions)),
+    }
+    return predictions, report

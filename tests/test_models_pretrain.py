@@ -1,0 +1,110 @@
+"""Generic pretraining questions: content, held-out split, accuracy, end-to-end stage."""
+
+import json
+import random
+
+import pandas as pd
+import pytest
+
+from reltune.errors import InputError
+from reltune.models.pretrain import (
+    QuestionSettings,
+    class_attributes,
+    generic_questions,
+    image_questions,
+    pair_sides,
+    pretrain_tiny,
+    question_accuracy,
+    world_vocabulary,
+)
+from reltune.models.toy_scenes import make_toy_scenes, toy_world_spec
+from reltune.models.training import TrainSettings
+
+ATTRIBUTES = {"apple": {"colour": "red", "shape": "circle"}, "box": {"colour": "blue", "shape": "square"}}
+
+
+def test_pair_sides_use_the_dominant_axis():
+    assert pair_sides([0, 0, 10, 10], [20, 2, 30, 12]) == ("left", "right")
+    assert pair_sides([20, 2, 30, 12], [0, 0, 10, 10]) == ("right", "left")
+    assert pair_sides([0, 0, 10, 10], [3, 30, 13, 40]) == ("top", "bottom")
+    assert pair_sides([3, 30, 13, 40], [0, 0, 10, 10]) == ("bottom", "top")
+
+
+def test_image_questions_answer_from_boxes_labels_and_attributes():
+    settings = QuestionSettings(objects_per_image=2, pairs_per_image=1)
+    rows = image_questions(
+        "img1", "img1.png", 40, 20, [[0, 0, 10, 10], [20, 2, 30, 12]], ["apple", "box"], ATTRIBUTES, settings, random.Random(0)
+    )
+    table = pd.DataFrame(rows)
+    assert len(table) == 2 * 4 + 3 + 1
+    by_prompt = {(prompt, tuple(box)): target for prompt, box, target in zip(table["prompt"], table["union_box"], table["target"])}
+    # Single objects: the crop is the box grown by 10% per side, clipped to the image.
+    assert by_prompt[("What object is this?", (0.0, 0.0, 11.0, 11.0))] == "apple"
+    assert by_prompt[("What colour is this object?", (19.0, 1.0, 31.0, 13.0))] == "blue"
+    assert by_prompt[("What shape is this object?", (0.0, 0.0, 11.0, 11.0))] == "circle"
+    union = (0.0, 0.0, 30.0, 12.0)
+    where = table[table["kind"] == "where"].iloc[0]
+    assert tuple(where["union_box"]) == union
+    assert where["target"] == {"Where is the apple in the image?": "left", "Where is the box in the image?": "right"}[where["prompt"]]
+    which = table[table["kind"] == "which_side"].iloc[0]
+    assert which["target"] == {"Which object is on the left?": "apple", "Which object is on the right?": "box"}[which["prompt"]]
+    side_colour = table[table["kind"] == "side_colour"].iloc[0]
+    assert side_colour["target"] == {"What colour is the object on the left?": "red", "What colour is the object on the right?": "blue"}[side_colour["prompt"]]
+    count = table[table["kind"] == "count"].iloc[0]
+    assert (count["prompt"], count["target"], tuple(count["union_box"])) == ("How many objects are there?", "two", (0.0, 0.0, 40.0, 20.0))
+    for _, row in table[table["kind"] == "yes_no"].iterrows():
+        asked = row["prompt"].removeprefix("Is there a ").removesuffix(" in the image?")
+        own = "apple" if row["union_box"][0] == 0.0 else "box"
+        assert row["target"] == (f"Yes, there is a {own}." if asked == own else f"No, there is no {asked}.")
+
+
+def test_generic_questions_never_read_relations_and_hold_out_whole_images(tmp_path):
+    from reltune.data.scenes import read_scenes
+
+    scenes, _ = read_scenes(make_toy_scenes(tmp_path / "s", images=20, seed=3, image_size=48), "train")
+    attributes = class_attributes(toy_world_spec(), "spec")
+    settings = QuestionSettings(holdout_fraction=0.3, seed=5)
+    questions = generic_questions(scenes, attributes, settings)
+    without_relations = generic_questions(scenes.assign(relations=[[] for _ in range(len(scenes))]), attributes, settings)
+    pd.testing.assert_frame_equal(questions, without_relations)
+    assert (questions.groupby("image_id")["split"].nunique() == 1).all()
+    heldout_images = questions.loc[questions["split"] == "heldout", "image_id"].nunique()
+    assert 0 < heldout_images < 20
+    with pytest.raises(InputError, match="missing from the world spec: \\['box'\\]"):
+        generic_questions(scenes, {k: v for k, v in attributes.items() if k != "box"}, settings)
+
+
+def test_world_spec_reading():
+    spec = {"classes": [{"name": "fox", "colour": "orange", "shape": "pentagon"}], "predicates": {"ood": [{"name": "Looking_at"}]}}
+    assert class_attributes(spec, "w.json") == {"fox": {"colour": "orange", "shape": "pentagon"}}
+    assert world_vocabulary(spec) == ["fox", "looking at", "orange", "pentagon"]
+    with pytest.raises(InputError, match="w.json \\[classes\\[0\\]\\]"):
+        class_attributes({"classes": [{"name": "fox"}]}, "w.json")
+
+
+def test_question_accuracy_and_text_only_baseline():
+    train = pd.DataFrame({"prompt": ["Q1", "Q1", "Q1", "Q2"], "target": ["red", "red", "blue", "two"]})
+    heldout = pd.DataFrame({"prompt": ["Q1", "Q1", "Q2", "Q3"], "target": ["Red.", "blue", "three", "x"], "kind": ["a", "a", "b", "b"]})
+    result = question_accuracy(heldout, ["red", "red", "three", "y"], train)
+    assert result["accuracy"] == pytest.approx(2 / 4)
+    assert result["text_only_baseline"] == pytest.approx(1 / 4)  # Q1 -> red (right once), Q2 -> two, Q3 unseen
+    assert result["per_kind"]["a"] == {"accuracy": 0.5, "text_only_baseline": 0.5, "questions": 2}
+    assert result["per_kind"]["b"] == {"accuracy": 0.5, "text_only_baseline": 0.0, "questions": 2}
+
+
+def test_pretrain_stage_writes_backbone_and_metrics(tmp_path):
+    scenes_dir = make_toy_scenes(tmp_path / "scenes", images=12, seed=1, image_size=48)
+    (tmp_path / "world_spec.json").write_text(json.dumps(toy_world_spec()))
+    metrics = pretrain_tiny(
+        scenes_dir, tmp_path / "world_spec.json", None, tmp_path / "pretrained", tmp_path / "metrics" / "pretrain.json",
+        TrainSettings(epochs=50, max_steps=3, batch_size=8, warmup_steps=1, checkpoint_every=0, seed=0),
+        QuestionSettings(holdout_fraction=0.25, eval_questions=6, seed=1),
+        sizes=dict(vocab_size=350, text_d_model=32, text_d_ff=64, vision_intermediate=64, qformer_intermediate=64),
+    )  # fmt: skip
+    written = json.loads((tmp_path / "metrics" / "pretrain.json").read_text())
+    assert written == metrics and written["questions"] == 6 and written["steps"] == 3
+    assert 0.0 <= written["accuracy"] <= 1.0 and set(written["per_kind"]) <= {
+        "object", "colour", "shape", "yes_no", "which_side", "where", "side_colour", "count"}  # fmt: skip
+    backbone_file = json.loads((tmp_path / "pretrained" / "reltune_backbone.json").read_text())
+    assert backbone_file["trainable"] == ["all"] and backbone_file["preset"] == "tiny"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics", "pretrained", "scenes", "world_spec.json"]
