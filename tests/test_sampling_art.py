@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reltune.sampling import art_select, z_at_budget
+from reltune.sampling import art_scores, art_select, z_at_budget
 
 ALL = ("h_tp", "h_fn", "t_fn", "t_fp")
 REASON = {"h_tp": "tp_high_entropy", "h_fn": "fn_high_entropy", "t_fn": "fn_low_entropy", "t_fp": "fp_low_similarity"}
@@ -117,7 +117,7 @@ def test_art_select_equals_literal_algorithm_1(case, seed):
 
 
 def pool_table(rows):
-    return pd.DataFrame(rows, columns=["qid", "predicate", "outcome", "entropy", "similarity"])
+    return pd.DataFrame(rows, columns=None if isinstance(rows, dict) else ["qid", "predicate", "outcome", "entropy", "similarity"])
 
 
 HAND_POOL = pool_table(
@@ -226,3 +226,78 @@ def test_fn_just_below_the_mean_is_taken_by_h_fn_when_both_fire_at_the_same_z():
     result = art_select(pool, {"on": 3}, z_init=1.0)
     assert dict(zip(result["qid"], result["reason"]))["m"] == "fn_low_entropy"
     assert result.attrs["z_met"]["on"] == 0.0
+
+
+def test_group_moments_match_group_statistics_bit_for_bit():
+    from reltune.sampling.art import group_moments, group_statistics
+
+    rng = np.random.default_rng(3)
+    groups = [rng.gamma(2.0, 0.3, size) for size in (0, 1, 2, 7, 130, 1000)]
+    means, sigmas = group_moments(np.concatenate(groups), np.array([len(group) for group in groups]))
+    for group, mean, sigma in zip(groups, means, sigmas):
+        assert (mean, sigma) == group_statistics(group)  # exact: same pairwise sums over the same order
+    assert (means[1], sigmas[1]) == (0.0, 1.0)  # one row: mu 0, sigma 1
+
+
+def brute_force_selection(pool, budgets, components):
+    """Per predicate the B highest finite z* by (z* desc, qid), from art_scores over every row."""
+    scores = pd.concat([pool.reset_index(drop=True), art_scores(pool, components).reset_index(drop=True)], axis=1)
+    scores = scores[np.isfinite(scores["z_star"])]
+    scores = scores.assign(negative=-scores["z_star"]).sort_values(["predicate", "negative", "qid"])
+    taken = scores.groupby("predicate").head(0)
+    for predicate, budget in budgets.items():
+        taken = pd.concat([taken, scores[scores["predicate"] == predicate].head(budget)])
+    return list(taken["qid"]), [REASON[c] for c in taken["component"]]
+
+
+@pytest.mark.parametrize(
+    "values, components",
+    [
+        ("quantised", ALL),  # many exact ties at the budget boundary, also just outside the kept windows
+        ("continuous", ("h_fn", "t_fn", "t_fp")),
+        ("constant", ALL),  # one z* per group: the whole selection is decided by qid
+        ("huge", ALL),  # a value past the fast path's bound: every row is scored
+    ],
+)
+def test_art_select_equals_sorting_every_score(values, components):
+    rng = np.random.default_rng(11)
+    size = 3000
+    outcome = rng.choice(["TP", "FN", "FP"], size=size, p=[0.5, 0.3, 0.2])
+    entropy = {
+        "quantised": np.round(rng.gamma(2.0, 0.3, size), 1),
+        "continuous": rng.gamma(2.0, 0.3, size),
+        "constant": np.full(size, 0.5),
+        "huge": np.r_[1e120, rng.gamma(2.0, 0.3, size - 1)],
+    }[values]
+    pool = pool_table(
+        {
+            "qid": [f"q{index:05d}" for index in rng.permutation(size)],
+            "predicate": rng.choice(["on", "has", "near"], size=size, p=[0.7, 0.2, 0.1]),
+            "outcome": outcome,
+            "entropy": entropy,
+            "similarity": np.where(outcome == "FP", np.round(rng.uniform(-1, 1, size), 2), np.nan),
+        }
+    )
+    budgets = {"has": 17, "near": 400, "on": 60}
+    result = art_select(pool, budgets, components=components)
+    expected_qids, expected_reasons = brute_force_selection(pool, budgets, components)
+    adaptive = result[result["reason"] != "fill"]
+    assert list(adaptive["qid"]) == expected_qids
+    assert list(adaptive["reason"]) == expected_reasons
+    # Without h_tp, "near" (about 300 rows, budget 400) runs out of scored rows: TP rows fill, all of them.
+    fill = result[result["reason"] == "fill"]
+    near = pool[pool["predicate"] == "near"]
+    expected_fill = 0 if "h_tp" in components else int((near["outcome"] == "TP").sum())
+    assert len(fill) == expected_fill and set(fill["predicate"]) <= {"near"}
+
+
+def test_row_left_out_of_the_value_window_still_wins_a_tie_by_qid():
+    # TP mu = 1.5: (1e-20 - 1.5) and (2e-20 - 1.5) round to the same -1.5, so "a"
+    # and "b" tie on z* although their entropies differ. The value window for a
+    # budget of 3 keeps "b" (2e-20 and up) only; the tie rule must bring "a" back.
+    pool = pool_table(
+        [("b", "on", "TP", 2e-20, np.nan), ("a", "on", "TP", 1e-20, np.nan), ("c", "on", "TP", 3.0, np.nan), ("d", "on", "TP", 3.0, np.nan)]
+    )
+    result = art_select(pool, {"on": 3})
+    assert list(result["qid"]) == ["c", "d", "a"]
+    assert result["z_star"].iloc[2] == -1.5 / (1.5 + 1e-6)

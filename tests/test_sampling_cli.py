@@ -109,6 +109,9 @@ def test_balanced_round_needs_no_scores(tmp_path, instructions):
         (lambda s: s.assign(qid=["nope"] + list(s["qid"][1:])), "[row 0]: qid 'nope' is not a training positive"),
         (lambda s: s.assign(outcome=["MAYBE"] + list(s["outcome"][1:])), "[row 0]: outcome must be TP, FP or FN"),
         (lambda s: s.assign(entropy=[np.nan] + list(s["entropy"][1:])), "[row 0]: entropy is missing"),
+        (lambda s: s.assign(entropy=list(s["entropy"][:2]) + [-1.0] + list(s["entropy"][3:])),
+         "[row 2]: entropy must be finite and >= 0"),
+        (lambda s: s.assign(similarity=[1e150] + list(s["similarity"][1:])), "[row 0]: similarity must lie in [-1, 1]"),
     ],
 )
 def test_bad_scores_fail_with_one_line(tmp_path, instructions, capsys, corrupt, message):

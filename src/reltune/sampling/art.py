@@ -23,15 +23,25 @@ Statistics are over the predicate's pool rows of each outcome: mu = sum/n,
 sigma = population std + 1e-6, both summed (numpy) over the values in
 ascending order so the result does not depend on the pool's row order;
 groups with fewer than 2 rows: mu 0, sigma 1.
+
+Speed (a 100,000-row pool in a few ms, see benchmarks/select_pool.py): the
+pool is read as numpy arrays once (string columns through their Arrow
+buffers, see string_keys), the statistics need one radix sort by group and
+a sort per group, and only rows that can be among a predicate's B'_p highest
+z* are scored and ranked (`top_candidates`); qid strings are compared only
+to break ties.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from reltune.sampling.string_keys import has_duplicates, short_string_keys
 
 COMPONENTS = ("h_tp", "h_fn", "t_fn", "t_fp")
 REASONS = {
@@ -44,6 +54,8 @@ FILL = "fill"
 OUTCOMES = ("TP", "FP", "FN")
 SIGMA_EPSILON = 1e-6
 POOL_COLUMNS = ("qid", "predicate", "outcome", "entropy", "similarity")
+# Scored values within this bound cannot overflow mu, sigma or z*, so every scored z* is finite.
+FAST_PATH_LARGEST_VALUE = 1e100
 
 
 def check_components(components: Iterable[str]) -> tuple[str, ...]:
@@ -73,7 +85,11 @@ def z_grid(z_init: float, z_step: float, k: int) -> float:
 
 def first_grid_below(scores: np.ndarray, z_init: float, z_step: float) -> np.ndarray:
     """For finite scores: the first loop threshold z_init - k*z_step (k >= 0) strictly below each."""
-    k = np.maximum(0, np.floor((z_init - scores) / z_step)).astype(np.int64)
+    steps = (z_init - scores) / z_step
+    if (np.isnan(steps) | (steps > 2.0**62)).any():
+        # The loop would never get there (and k would overflow int64): values far out of range.
+        raise ValueError(f"z* too far below z_init={z_init} for the loop to reach (entropy or similarity out of range?)")
+    k = np.maximum(0, np.floor(steps)).astype(np.int64)
     # The estimate can be off by one either way through rounding; step to the exact grid point.
     while True:
         lower = (k > 0) & (z_grid(z_init, z_step, k - 1) < scores)
@@ -95,6 +111,112 @@ def z_at_budget(kth_highest_score: float, z_init: float, z_step: float) -> float
     return float(first_grid_below(np.array([kth_highest_score]), z_init, z_step)[0])
 
 
+def group_moments(grouped_values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) per group: `group_statistics` of each; sorts each group's slice of `grouped_values` in place.
+
+    `grouped_values` holds group 0's values, then group 1's, ... (counts[g]
+    each). Each sum is numpy's over the group's contiguous ascending slice:
+    the same pairwise summation as np.sum on the group alone, so the results
+    are bit-identical (np.add.reduceat sums sequentially and would not be).
+    """
+    means = np.zeros(len(counts))
+    sigmas = np.ones(len(counts))
+    ends = np.cumsum(counts)
+    # Plain ints for the loops (numpy scalars index more slowly); groups of < 2 keep mu 0, sigma 1.
+    spans = [(group, int(ends[group] - counts[group]), int(ends[group])) for group in np.flatnonzero(counts >= 2).tolist()]
+    for group, start, end in spans:
+        segment = grouped_values[start:end]
+        segment.sort()
+        means[group] = float(np.add.reduce(segment)) / (end - start)
+    squared = (grouped_values - np.repeat(means, counts)) ** 2
+    for group, start, end in spans:
+        sigmas[group] = math.sqrt(float(np.add.reduce(squared[start:end])) / (end - start)) + SIGMA_EPSILON
+    return means, sigmas
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    """The DESIGN §6 statistics of a pool, per group g = predicate code * 3 + outcome code.
+
+    Per row: `groups` and `values` (entropy; similarity for FP). Per group:
+    `means`, `sigmas`, and its values in ascending order,
+    `sorted_values[group_bounds[g] : group_bounds[g + 1]]`.
+    """
+
+    groups: np.ndarray
+    values: np.ndarray
+    sorted_values: np.ndarray
+    group_bounds: np.ndarray
+    means: np.ndarray
+    sigmas: np.ndarray
+
+
+def pool_statistics(
+    predicate_codes: np.ndarray, outcome_codes: np.ndarray, entropy: np.ndarray, similarity: np.ndarray
+) -> PoolStatistics:
+    """mu and sigma of every (predicate, outcome) group, its rows gathered by one (radix) sort."""
+    values = np.where(outcome_codes == OUTCOMES.index("FP"), similarity, entropy)
+    groups = predicate_codes.astype(np.int64) * len(OUTCOMES) + outcome_codes
+    group_count = (int(predicate_codes.max()) + 1) * len(OUTCOMES) if len(groups) else 0
+    sorted_values = values[np.argsort(groups.astype(np.min_scalar_type(group_count)), kind="stable")]
+    counts = np.bincount(groups, minlength=group_count)
+    means, sigmas = group_moments(sorted_values, counts)
+    return PoolStatistics(groups, values, sorted_values, np.r_[0, np.cumsum(counts)], means, sigmas)
+
+
+def scored_outcomes(enabled: tuple[str, ...]) -> np.ndarray:
+    """Per outcome code (OUTCOMES order): whether an enabled component scores it."""
+    return np.array(["h_tp" in enabled, "t_fp" in enabled, "h_fn" in enabled or "t_fn" in enabled])
+
+
+def value_scores(
+    values: np.ndarray, groups: np.ndarray, statistics: PoolStatistics, enabled: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z* of values in their groups, with the h_fn and t_fn scores (FN entries; -inf where disabled).
+
+    Elementwise, so a row gets the same z* whichever other rows are scored with it.
+    """
+    mean, sigma = statistics.means[groups], statistics.sigmas[groups]
+    high = (values - mean) / sigma  # h_tp, h_fn
+    low = (mean - values) / sigma  # t_fn, t_fp
+    outcome = groups % len(OUTCOMES)
+    # TP and FN take `high`, FP `low`; FN rows then take the larger of their two enabled scores.
+    z_star = np.where(outcome == OUTCOMES.index("FP"), low, high)
+    is_fn = outcome == OUTCOMES.index("FN")
+    fn_high = np.where(is_fn, high if "h_fn" in enabled else -np.inf, -np.inf)
+    fn_low = np.where(is_fn, low if "t_fn" in enabled else -np.inf, -np.inf)
+    z_star = np.where(is_fn, np.maximum(fn_high, fn_low), z_star)
+    unscored = ~scored_outcomes(enabled)
+    if unscored.any():
+        z_star[unscored[outcome]] = -np.inf
+    return z_star, fn_high, fn_low
+
+
+def row_scores(
+    rows: np.ndarray, statistics: PoolStatistics, enabled: tuple[str, ...], z_init: float, z_step: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """z* and component index (-1: none) of the given rows."""
+    groups = statistics.groups[rows]
+    z_star, fn_high, fn_low = value_scores(statistics.values[rows], groups, statistics, enabled)
+    outcome = groups % len(OUTCOMES)
+    component_of = np.full(len(OUTCOMES), -1, dtype=np.int8)
+    for outcome_name, name in (("TP", "h_tp"), ("FP", "t_fp"), ("FN", "t_fn")):
+        component_of[OUTCOMES.index(outcome_name)] = COMPONENTS.index(name) if name in enabled else -1
+    if "h_fn" in enabled:
+        component_of[OUTCOMES.index("FN")] = COMPONENTS.index("t_fn")
+    component = component_of[outcome]
+    if "h_fn" in enabled:
+        # The loop takes the row at the first grid z below its z*; if h_fn also
+        # fires at that z (possible for rows near the mean once z < 0), h_fn
+        # took it, being tested first (Alg. 1 line 27 before 28). Where the
+        # h_fn score is the larger (always, for non-FN entries) it is z* itself.
+        h_fn_takes = outcome == OUTCOMES.index("FN")
+        low_wins = np.flatnonzero(h_fn_takes & (fn_high < fn_low))
+        h_fn_takes[low_wins] = fn_high[low_wins] > first_grid_below(fn_low[low_wins], z_init, z_step)
+        component[h_fn_takes] = COMPONENTS.index("h_fn")
+    return z_star, component
+
+
 def score_rows(
     predicate_codes: np.ndarray,
     outcome_codes: np.ndarray,
@@ -106,61 +228,34 @@ def score_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """z* and the index into COMPONENTS of the criterion that takes each row (-1: none).
 
-    outcome_codes index OUTCOMES (0 TP, 1 FP, 2 FN).
+    outcome_codes index OUTCOMES (0 TP, 1 FP, 2 FN); rows of an outcome no
+    enabled component scores get -inf.
     """
     enabled = check_components(components)
-    z_star = np.full(len(outcome_codes), -np.inf)
-    component = np.full(len(outcome_codes), -1, dtype=np.int8)
-    for outcome_name, values, needed in (
-        ("TP", entropy, "h_tp" in enabled),
-        ("FN", entropy, "h_fn" in enabled or "t_fn" in enabled),
-        ("FP", similarity, "t_fp" in enabled),
-    ):
-        if not needed:
-            continue
-        rows = np.flatnonzero(outcome_codes == OUTCOMES.index(outcome_name))
-        if len(rows) == 0:
-            continue
-        # Rows of each (outcome, predicate) group by one sort, not a mask per predicate
-        # (small integer codes sort by radix).
-        small_codes = predicate_codes[rows].astype(np.min_scalar_type(max(int(predicate_codes.max()), 0)))
-        rows = rows[np.argsort(small_codes, kind="stable")]
-        codes = predicate_codes[rows]
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        ends = np.r_[starts[1:], len(rows)]
-        means = np.empty(len(rows))
-        sigmas = np.empty(len(rows))
-        for start, end in zip(starts, ends):
-            means[start:end], sigmas[start:end] = group_statistics(values[rows[start:end]])
-        group_values = values[rows]
-        if outcome_name == "TP":
-            z_star[rows] = (group_values - means) / sigmas
-            component[rows] = COMPONENTS.index("h_tp")
-        elif outcome_name == "FP":
-            z_star[rows] = (means - group_values) / sigmas
-            component[rows] = COMPONENTS.index("t_fp")
-        else:
-            high = (group_values - means) / sigmas if "h_fn" in enabled else np.full(len(rows), -np.inf)
-            low = (means - group_values) / sigmas if "t_fn" in enabled else np.full(len(rows), -np.inf)
-            best = np.maximum(high, low)
-            # The loop takes the row at the first grid z below its z*; if h_fn also
-            # fires at that z (possible for rows near the mean once z < 0), h_fn
-            # took it, being tested first (Alg. 1 line 27 before 28).
-            taken_at = first_grid_below(best, z_init, z_step)
-            use_high = high > taken_at
-            z_star[rows] = best
-            component[rows] = np.where(use_high, COMPONENTS.index("h_fn"), COMPONENTS.index("t_fn"))
-    return z_star, component
+    statistics = pool_statistics(predicate_codes, outcome_codes, entropy, similarity)
+    return row_scores(np.arange(len(outcome_codes)), statistics, enabled, z_init, z_step)
 
 
 def outcome_codes_of(outcome: pd.Series) -> np.ndarray:
     """Index into OUTCOMES per row (ValueError naming values outside TP/FP/FN)."""
+    codes = short_string_keys(outcome, OUTCOMES)
+    if codes is not None and (codes >= 0).all():
+        return codes
+    # Other storage, or a bad value to name: the general path.
     codes, values = pd.factorize(outcome)
     unknown = sorted(str(value) for value in values if value not in OUTCOMES)
     if unknown or (codes < 0).any():
         raise ValueError(f"pool outcomes must be TP, FP or FN, got {unknown or ['missing']}")
     mapping = np.array([OUTCOMES.index(value) for value in values], dtype=np.int8)
     return mapping[codes] if len(codes) else codes.astype(np.int8)
+
+
+def predicate_codes_of(predicate: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes into the sorted predicate names (ValueError on a missing predicate)."""
+    codes, names = pd.factorize(predicate, sort=True)
+    if (codes < 0).any():
+        raise ValueError(f"pool row {int(np.flatnonzero(codes < 0)[0])} has no predicate")
+    return codes, names
 
 
 def art_scores(
@@ -171,7 +266,7 @@ def art_scores(
     Returns columns `z_star` (float, -inf when no enabled component applies)
     and `component` (one of COMPONENTS, or None).
     """
-    predicate_codes, _ = pd.factorize(pool["predicate"])
+    predicate_codes, _ = predicate_codes_of(pool["predicate"])
     z_star, component = score_rows(
         predicate_codes,
         outcome_codes_of(pool["outcome"]),
@@ -185,14 +280,12 @@ def art_scores(
     return pd.DataFrame({"z_star": z_star, "component": names[component]}, index=pool.index)
 
 
-def top_per_group(
-    group_codes: np.ndarray, keys: np.ndarray, budgets: np.ndarray, tie_breaker: pd.Series | None = None
-) -> np.ndarray:
+def top_per_group(group_codes: np.ndarray, keys: np.ndarray, budgets: np.ndarray) -> np.ndarray:
     """Positions of the budgets[g] rows with the highest `keys` in each group g (codes 0..G-1).
 
-    Equal keys at a group's budget boundary are decided by the smaller
-    `tie_breaker` value (qid); without one, by the earlier position. Result
-    ordered by group code; within a group the order is unspecified.
+    Equal keys at a group's budget boundary are decided by the earlier
+    position. Result ordered by group code; within a group the order is
+    unspecified.
     """
     if len(group_codes) == 0:
         return np.array([], dtype=np.int64)
@@ -211,12 +304,104 @@ def top_per_group(
         boundary_key = np.partition(group_keys, len(rows) - budget)[len(rows) - budget]
         above = group_keys > boundary_key
         level = np.flatnonzero(group_keys == boundary_key)
-        needed = budget - int(above.sum())
-        if len(level) > needed and tie_breaker is not None:
-            level = level[np.argsort(tie_breaker.iloc[rows[level]].to_numpy(), kind="stable")]
         chosen.append(rows[above])
-        chosen.append(rows[np.sort(level[:needed]) if tie_breaker is None else level[:needed]])
+        chosen.append(rows[level[: budget - int(above.sum())]])
     return np.concatenate(chosen) if chosen else np.array([], dtype=np.int64)
+
+
+def qid_order(qids: pd.Series, positions: np.ndarray) -> np.ndarray:
+    """Indices that sort qids[positions] (qids are unique, so the order is total)."""
+    return qids.iloc[positions].argsort(kind="stable").to_numpy()
+
+
+def ranked_per_group(
+    rows: np.ndarray, group_codes: np.ndarray, scores: np.ndarray, budgets: np.ndarray, qids: pd.Series
+) -> np.ndarray:
+    """Of `rows`, the budgets[g] with the highest `scores` per group g, ordered by (g, score desc, qid).
+
+    One sort by score, then a stable radix sort by group; only runs of equal
+    (group, score) that reach into a group's budget are then ordered by qid,
+    so qid strings are read for ties alone.
+    """
+    order = rows[np.argsort(-scores[rows])]
+    order = order[np.argsort(group_codes[order].astype(np.min_scalar_type(len(budgets))), kind="stable")]
+    ordered_groups, ordered_scores = group_codes[order], scores[order]
+    group_starts = np.r_[0, np.cumsum(np.bincount(ordered_groups, minlength=len(budgets)))[:-1]]
+    rank_in_group = np.arange(len(order)) - group_starts[ordered_groups]
+    ties_previous = np.r_[False, (ordered_groups[1:] == ordered_groups[:-1]) & (ordered_scores[1:] == ordered_scores[:-1])]
+    if ties_previous.any():
+        run_of = np.cumsum(~ties_previous) - 1
+        run_starts = np.flatnonzero(~ties_previous)
+        run_lengths = np.diff(np.r_[run_starts, len(order)])
+        run_matters = (run_lengths > 1) & (rank_in_group[run_starts] < budgets[ordered_groups[run_starts]])
+        tied = np.flatnonzero(run_matters[run_of])
+        if len(tied):
+            # Sorting by (run, qid) keeps each run in place and orders it by qid.
+            qid_rank = np.empty(len(tied), dtype=np.int64)
+            qid_rank[qid_order(qids, order[tied])] = np.arange(len(tied))
+            order[tied] = order[tied][np.lexsort((qid_rank, run_of[tied]))]
+    return order[rank_in_group < budgets[ordered_groups]]
+
+
+def top_candidates(
+    statistics: PoolStatistics, predicate_codes: np.ndarray, budgets: np.ndarray, enabled: tuple[str, ...]
+) -> np.ndarray:
+    """Rows that may be among the budgets[p] highest z* of their predicate p: a small superset.
+
+    Needs finite z* on every scored row. Within a (predicate, outcome) group
+    z* rises with the value for TP, falls for FP, and for FN is the larger of
+    a rising and a falling score (rounding keeps each monotone). So a row
+    below the group's B-th highest value (TP), above its B-th lowest (FP) or
+    between the two (FN) has B rows of the group kept at or above its z*: it
+    can only be taken in a tie at the predicate's B-th highest kept z*. The
+    highest z* a dropped row can have is that of the values next to the
+    cuts; where it reaches that boundary, the predicate's rows with the
+    boundary z* are added.
+    """
+    group_starts, group_ends = statistics.group_bounds[:-1], statistics.group_bounds[1:]
+    group_ids = np.arange(len(group_starts))
+    outcome_of_group = group_ids % len(OUTCOMES)
+    predicate_of_group = group_ids // len(OUTCOMES)
+    # Groups of an unscored outcome or a predicate without budget keep nothing.
+    widths = np.minimum(budgets[predicate_of_group], group_ends - group_starts)
+    widths[~scored_outcomes(enabled)[outcome_of_group]] = 0
+    takes_low = (widths > 0) & (outcome_of_group != OUTCOMES.index("TP"))  # FP, FN: the lowest values
+    takes_high = (widths > 0) & (outcome_of_group != OUTCOMES.index("FP"))  # TP, FN: the highest values
+    # NaN cuts compare False, so groups that keep nothing pass no row, whatever its value.
+    low_cut = np.full(len(group_ids), np.nan)
+    high_cut = np.full(len(group_ids), np.nan)
+    low_cut[takes_low] = statistics.sorted_values[(group_starts + widths - 1)[takes_low]]
+    high_cut[takes_high] = statistics.sorted_values[(group_ends - widths)[takes_high]]
+    values, groups = statistics.values, statistics.groups
+    kept = (values <= low_cut[groups]) | (values >= high_cut[groups])
+    candidates = np.flatnonzero(kept)
+
+    # The predicate's B-th highest kept z* (NaN: fewer kept than B, so every scored row is kept).
+    candidate_scores, _, _ = value_scores(values[candidates], groups[candidates], statistics, enabled)
+    order = np.argsort(-candidate_scores)
+    order = order[np.argsort(predicate_codes[candidates[order]], kind="stable")]
+    ordered_codes = predicate_codes[candidates[order]]
+    rank_in_group = np.arange(len(order)) - np.searchsorted(ordered_codes, ordered_codes)
+    at_boundary = rank_in_group == budgets[ordered_codes] - 1
+    boundary = np.full(len(budgets), np.nan)
+    boundary[ordered_codes[at_boundary]] = candidate_scores[order[at_boundary]]
+
+    # The values just inside the cuts, where the group has rows left out.
+    below_high = takes_high & (group_ends - widths - 1 >= group_starts + np.where(takes_low, widths, 0))
+    above_low = takes_low & (group_starts + widths <= group_ends - np.where(takes_high, widths, 0) - 1)
+    next_groups = np.r_[group_ids[below_high], group_ids[above_low]]
+    next_values = statistics.sorted_values[np.r_[(group_ends - widths - 1)[below_high], (group_starts + widths)[above_low]]]
+    next_scores, _, _ = value_scores(next_values, next_groups, statistics, enabled)
+    reach = np.full(len(budgets), -np.inf)
+    np.maximum.at(reach, predicate_of_group[next_groups], next_scores)
+    tied_predicates = np.flatnonzero(reach >= boundary)  # NaN boundaries compare False
+    if len(tied_predicates):
+        # Rare: a dropped row may tie the boundary; add every row of the predicate that does.
+        rows = np.flatnonzero(np.isin(predicate_codes, tied_predicates) & ~kept)
+        scores, _, _ = value_scores(values[rows], groups[rows], statistics, enabled)
+        candidates = np.union1d(candidates, rows[scores == boundary[predicate_codes[rows]]])
+    return candidates
+
 
 
 def art_select(
@@ -254,11 +439,13 @@ def art_select(
     similarity = pool["similarity"].to_numpy(dtype=float)
     if np.isnan(entropy).any():
         raise ValueError("pool has NaN entropy")
-    if "t_fp" in enabled and np.isnan(similarity[outcome == OUTCOMES.index("FP")]).any():
+    if "t_fp" in enabled and (np.isnan(similarity) & (outcome == OUTCOMES.index("FP"))).any():
         raise ValueError("pool has FP rows with NaN similarity")
-    if pool["qid"].duplicated().any():
+    qids = pool["qid"].reset_index(drop=True)
+    if has_duplicates(qids):
         raise ValueError("pool has duplicate qids")
-    predicate_codes, predicate_names = pd.factorize(pool["predicate"], sort=True)
+    predicate_codes, predicate_index = predicate_codes_of(pool["predicate"])
+    predicate_names = predicate_index.tolist()  # plain Python values: cheap to index one by one
     budget_array = np.array([int(budgets.get(name, 0)) for name in predicate_names], dtype=np.int64)
     if (budget_array < 0).any():
         raise ValueError("budgets must be >= 0")
@@ -267,38 +454,44 @@ def art_select(
     if unknown_budgets:
         raise ValueError(f"budget given for predicates with no pool rows: {unknown_budgets}")
 
-    z_star, component = score_rows(predicate_codes, outcome, entropy, similarity, enabled, z_init, z_step)
-    qids = pool["qid"].reset_index(drop=True)
-    finite_rows = np.flatnonzero(np.isfinite(z_star))
-    chosen_finite = finite_rows[
-        top_per_group(predicate_codes[finite_rows], z_star[finite_rows], budget_array, qids.iloc[finite_rows])
-    ]
+    statistics = pool_statistics(predicate_codes, outcome, entropy, similarity)
+    scored_rows = scored_outcomes(enabled)[outcome]
+    fast = bool(((np.abs(statistics.values) <= FAST_PATH_LARGEST_VALUE) | ~scored_rows).all())
+    # Every scored z* is finite on the fast path: score only the rows that can be taken.
+    candidates = top_candidates(statistics, predicate_codes, budget_array, enabled) if fast else np.arange(len(outcome))
+    z_star = np.full(len(outcome), -np.inf)
+    component = np.full(len(outcome), -1, dtype=np.int8)
+    z_star[candidates], component[candidates] = row_scores(candidates, statistics, enabled, z_init, z_step)
+    candidates = candidates[np.isfinite(z_star[candidates]) & (budget_array[predicate_codes[candidates]] > 0)]
+    # Already in output order: predicate, z* descending, qid.
+    chosen_finite = ranked_per_group(candidates, predicate_codes, z_star, budget_array, qids)
     taken_finite = np.bincount(predicate_codes[chosen_finite], minlength=len(predicate_names))
 
     # Shortfall: -inf rows drawn uniformly (random keys in qid order, smallest first).
     shortfall = np.maximum(budget_array - taken_finite, 0)
-    infinite_rows = np.flatnonzero(~np.isfinite(z_star))
-    chosen_fill = np.array([], dtype=np.int64)
+    infinite_rows = np.flatnonzero(~scored_rows if fast else ~np.isfinite(z_star))
+    chosen = chosen_finite
     if shortfall.any() and len(infinite_rows):
-        infinite_rows = infinite_rows[qids.iloc[infinite_rows].argsort(kind="stable").to_numpy()]
+        infinite_rows = infinite_rows[qid_order(qids, infinite_rows)]
         random_keys = np.random.default_rng(seed).random(len(infinite_rows))
         chosen_fill = infinite_rows[top_per_group(predicate_codes[infinite_rows], -random_keys, shortfall)]
-
-    chosen = np.r_[chosen_finite, chosen_fill]
+        # Fill rows go after their predicate's adaptive rows, in qid order.
+        chosen = np.r_[chosen_finite, chosen_fill[qid_order(qids, chosen_fill)]]
+        chosen = chosen[np.argsort(predicate_codes[chosen], kind="stable")]
     chosen_codes = predicate_codes[chosen]
-    reason_index = np.r_[component[chosen_finite], np.full(len(chosen_fill), len(COMPONENTS))].astype(np.int64)
-    chosen_qids = qids.iloc[chosen]
-    # Output order: predicate, z* descending, qid (fill rows, z* = -inf, come last).
-    qid_rank = np.empty(len(chosen), dtype=np.int64)
-    qid_rank[chosen_qids.argsort(kind="stable").to_numpy()] = np.arange(len(chosen))
-    order = np.lexsort((qid_rank, -z_star[chosen], chosen_codes))
+    reason_index = np.where(np.isfinite(z_star[chosen]), component[chosen], len(COMPONENTS)).astype(np.int64)
     reason_names = np.array([REASONS[name] for name in COMPONENTS] + [FILL], dtype=object)
+    # Columns of pandas' str dtype stay in Arrow; built from Python strings, the
+    # constructor would infer that same dtype (for a non-empty table) at more cost.
+    in_arrow = len(chosen) > 0
     result = pd.DataFrame(
         {
-            "qid": chosen_qids.to_numpy()[order],
-            "predicate": np.asarray(predicate_names, dtype=object)[chosen_codes[order]],
-            "reason": reason_names[reason_index[order]],
-            "z_star": z_star[chosen[order]],
+            "qid": qids.array.take(chosen) if in_arrow and qids.dtype == "str" else qids.iloc[chosen].to_numpy(),
+            "predicate": predicate_index.array.take(chosen_codes)
+            if in_arrow and predicate_index.dtype == "str"
+            else np.asarray(predicate_names, dtype=object)[chosen_codes],
+            "reason": pd.array(reason_names, dtype="str").take(reason_index) if in_arrow else reason_names[reason_index],
+            "z_star": z_star[chosen],
         }
     )
 

@@ -111,7 +111,15 @@ def validate_scores(
     if entropy.isna().any():
         row = _first_row(entropy.isna())
         raise InputError(file, f"entropy is missing or not a number ({scores['entropy'].iloc[row]!r})", f"row {row}")
+    bad_entropy = ~np.isfinite(entropy.to_numpy(dtype=float)) | (entropy.to_numpy(dtype=float) < 0)
+    if bad_entropy.any():
+        row = int(np.flatnonzero(bad_entropy)[0])
+        raise InputError(file, f"entropy must be finite and >= 0, got {entropy.iloc[row]!r}", f"row {row}")
     similarity = pd.to_numeric(scores["similarity"], errors="coerce")
+    bad_similarity = similarity.notna().to_numpy() & ~similarity.between(-1.0 - 1e-6, 1.0 + 1e-6).to_numpy()
+    if bad_similarity.any():
+        row = int(np.flatnonzero(bad_similarity)[0])
+        raise InputError(file, f"similarity must lie in [-1, 1], got {similarity.iloc[row]!r}", f"row {row}")
     fp_without_similarity = (scores["outcome"] == "FP") & similarity.isna()
     if fp_without_similarity.any():
         row = _first_row(fp_without_similarity)
