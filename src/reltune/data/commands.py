@@ -12,19 +12,11 @@ from __future__ import annotations
 import argparse
 
 from reltune.data import world_spec
+from reltune.argtypes import boolean
 
 DEFAULT_VAL_SIZE = 5000
 DEFAULT_BOX_TOLERANCE = 0.02
 DEFAULT_WORLD = world_spec.WorldSize()
-
-
-def _boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _probabilities(text: str) -> tuple[float, ...]:
@@ -106,7 +98,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         nargs="?",
         const=True,
         default=False,
-        type=_boolean,
+        type=boolean,
         metavar="BOOL",
         help="skip bad images and list them in import_report.json",
     )
@@ -115,7 +107,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         nargs="?",
         const=True,
         default=True,
-        type=_boolean,
+        type=boolean,
         metavar="BOOL",
         help="check that every image file exists (default true)",
     )

@@ -8,17 +8,9 @@ from pathlib import Path
 from reltune.instructions.build import InstructionOptions
 from reltune.instructions.negatives import NEGATIVE_MODES
 from reltune.instructions.stage import build_instruction_dataset
+from reltune.argtypes import boolean
 
 DEFAULTS = InstructionOptions()
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +26,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--dataset", default=None, help="category map name (vg150, gqa200, oiv4, oiv6, synthetic, ...); "
         "default: the scene directory's name",
     )
-    parser.add_argument("--categories", type=_boolean, default=DEFAULTS.categories, metavar="true|false",
+    parser.add_argument("--categories", type=boolean, default=DEFAULTS.categories, metavar="true|false",
                         help="ask about the high-level category (Fig. 2) or the naive question")
     parser.add_argument("--negatives", choices=NEGATIVE_MODES, default=DEFAULTS.negatives,
                         help="counter (Eq. 1), random (any category not annotated on the pair) or none")
