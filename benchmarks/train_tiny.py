@@ -8,7 +8,7 @@ projection) and once training every weight. Prints steps/s, examples/s, the
 ratio between the two, and the process's peak RSS.
 
     .venv/bin/python benchmarks/train_tiny.py [--steps 20] [--batch-size 128]
-        [--scenes data/scenes/synthetic --instructions data/instructions/synthetic/train.parquet]
+        [--cpu-threads 1] [--scenes data/scenes/synthetic --instructions data/instructions/synthetic/train.parquet]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads (training default 1; 0 = torch default)")
     parser.add_argument("--scenes", type=Path, default=None, help="scene directory (default: render toy scenes)")
     parser.add_argument("--instructions", type=Path, default=None, help="train instruction table for --scenes")
     args = parser.parse_args()
@@ -52,7 +53,7 @@ def main() -> None:
         for label, train_all in (("frozen vision+LM (DESIGN §8)", False), ("everything trainable", True)):
             settings = TrainSettings(
                 epochs=1000, max_steps=args.steps, batch_size=args.batch_size, warmup_steps=2,
-                checkpoint_every=0, train_all=train_all, device="cpu",
+                checkpoint_every=0, train_all=train_all, device="cpu", cpu_threads=args.cpu_threads,
             )  # fmt: skip
             result = train_backbone(work / "tiny", examples, vocab["image_root"], work / f"out_{train_all}", settings)
             rates[label] = result.steps / result.seconds

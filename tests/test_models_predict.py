@@ -243,7 +243,7 @@ def test_art_round_scores_a_capped_subset_with_fitted_decoding(world: dict, tmp_
     # 6 training positives: B = round(0.34 * 6) = 2; C = 1 scores exactly B'_p per predicate
     arguments = score_arguments(
         world, out, "--strategy", "art", "--budget-fraction", "0.34", "--pool-cap-factor", "1", "--seed", "3",
-        "--vision-cache", str(cache), "--vision-cache-mb", "5",
+        "--vision-cache", str(cache), "--vision-cache-mb", "5", "--fit-max-new-tokens", "true",
     )
     assert main(arguments) == 0
     report = json.loads((out / "score_report.json").read_text())
@@ -267,10 +267,7 @@ def test_art_round_scores_a_capped_subset_with_fitted_decoding(world: dict, tmp_
     assert report["vision_cache"]["hits"] == len(scores)
     # same seed, warm cache: the same subset and identical answers
     again_out = tmp_path / "again2"
-    assert main(score_arguments(
-        world, again_out, "--strategy", "art", "--budget-fraction", "0.34", "--pool-cap-factor", "1", "--seed", "3",
-        "--vision-cache", str(cache), "--vision-cache-mb", "5",
-    )) == 0
+    assert main([*arguments[: arguments.index("--out") + 1], str(again_out), *arguments[arguments.index("--out") + 2 :]]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(again_out / "scores.parquet"), scores)
     assert json.loads((again_out / "score_report.json").read_text())["vision_cache"]["writes"] == 0
 

@@ -119,3 +119,23 @@ def test_make_strategy_names_and_errors():
         make_strategy("greedy")
     with pytest.raises(ValueError, match="unknown ART components"):
         make_strategy("art", components=["h_xx"])
+
+
+
+def test_budgets_of_a_scored_subset_follow_the_whole_pool():
+    """A capped, partly scored pool (C = 2) keeps the budgets of the whole pool."""
+    from reltune.sampling.strategies import ArtSelection
+
+    recall = {"a": 0.9, "b": 0.9, "c": 0.0}
+    whole = {"a": 5, "b": 11, "c": 9}  # allocate_budget -> a 1, b 0, c 3 for a budget of 4
+    scored_counts = {"a": 2, "c": 6}  # C x B'_p; from these alone the split would be a 0, c 4
+    rows = [
+        {"qid": f"{predicate}{index}", "predicate": predicate, "outcome": "TP", "entropy": float(index),
+         "similarity": np.nan}
+        for predicate, count in scored_counts.items()
+        for index in range(count)
+    ]
+    selection = ArtSelection().select(pd.DataFrame(rows), 4, recall=recall, seed=0, available=whole)
+    assert selection.table["predicate"].value_counts().sort_index().to_dict() == {"a": 1, "c": 3}
+    unaware = ArtSelection().select(pd.DataFrame(rows), 4, recall=recall, seed=0)
+    assert unaware.table["predicate"].value_counts().to_dict() == {"c": 4}

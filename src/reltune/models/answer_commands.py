@@ -28,8 +28,9 @@ DEFAULT_STRATEGY = "art"
 DEFAULT_BUDGET_FRACTION = 0.02
 DEFAULT_POOL_CAP_FACTOR = 0.0
 DEFAULT_SEED = 0
-DEFAULT_VISION_CACHE = ".cache/vision"
+DEFAULT_VISION_CACHE = ""  # off; real profiles (frozen vision encoder) set .cache/vision
 DEFAULT_VISION_CACHE_MB = 2048.0
+DEFAULT_FIT_MAX_NEW_TOKENS = False  # measured to change a weakly tuned model's answers (benchmarks/score_cost.py)
 
 
 def _flag(text: str) -> bool:
@@ -108,8 +109,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument(
         "--fit-max-new-tokens",
         type=_flag,
-        default=True,
-        help="true: decode at most (longest instruction target in tokens + 1 EOS) tokens, capped by --max-new-tokens",
+        default=DEFAULT_FIT_MAX_NEW_TOKENS,
+        help="true: decode at most (longest instruction target in tokens + 1 EOS) tokens, capped by --max-new-tokens; "
+        "faster, but a weak model's truncated degenerate beams can then outrank finished ones (changes results)",
     )
     score.set_defaults(func=run_score)
 

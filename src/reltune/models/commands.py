@@ -48,6 +48,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     group.add_argument("--box-jitter", type=float, default=defaults["box_jitter"], help="max outward growth of the union box per side")
     group.add_argument("--image-cache-mb", type=int, default=defaults["image_cache_mb"])
     group.add_argument("--device", default=defaults["device"], help="cpu or cuda ('' = cuda when available)")
+    group.add_argument("--cpu-threads", type=int, default=defaults["cpu_threads"], help="torch threads per process on CPU (0: torch default)")
     group.add_argument("--live-dir", default="", help="dvclive directory ('' = <out>/dvclive)")
     group.add_argument("--stop-after-steps", type=int, default=0, help=argparse.SUPPRESS)  # test hook: hard crash
 
@@ -59,7 +60,7 @@ def _train_settings(args: argparse.Namespace) -> TrainSettings:
         max_steps=args.max_steps, clip_norm=args.clip_norm, checkpoint_every=args.checkpoint_every,
         log_every=args.log_every, seed=args.seed, train_all=args.train_all, lora_r=args.lora_r,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, flip_probability=args.flip_probability,
-        box_jitter=args.box_jitter, image_cache_mb=args.image_cache_mb, device=args.device,
+        box_jitter=args.box_jitter, image_cache_mb=args.image_cache_mb, device=args.device, cpu_threads=args.cpu_threads,
         stop_after_steps=args.stop_after_steps,
     )  # fmt: skip
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from reltune.errors import InputError
 from reltune.sampling.art import OUTCOMES
-from reltune.sampling.strategies import Strategy
+from reltune.sampling.strategies import Strategy, pool_counts
 
 INSTRUCTION_COLUMNS = ("qid", "kind", "predicate")
 SELECTION_COLUMNS = ("qid", "added_in_round", "reason")
@@ -187,7 +187,9 @@ def select_round(
         candidates = scores
     else:
         candidates = pool
-    selection = strategy.select(candidates, budget, recall=recall or {}, seed=[seed, round_index])
+    selection = strategy.select(
+        candidates, budget, recall=recall or {}, seed=[seed, round_index], available=pool_counts(pool)
+    )
 
     added = pd.DataFrame(
         {

@@ -48,8 +48,16 @@ class Strategy(Protocol):
     needs_recall: bool
 
     def select(
-        self, pool: pd.DataFrame, budget: int, recall: Mapping[str, float] | None = None, seed: Any = 0
-    ) -> Selection: ...
+        self,
+        pool: pd.DataFrame,
+        budget: int,
+        recall: Mapping[str, float] | None = None,
+        seed: Any = 0,
+        available: Mapping[str, int] | None = None,
+    ) -> Selection:
+        """Pick `budget` rows of `pool`; `available` (per-predicate pool sizes) overrides the
+        counts of `pool` when `pool` is a scored subset of the real pool."""
+        ...
 
 
 def canonical_pool(pool: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +120,14 @@ class FullSelection:
     needs_scores = False
     needs_recall = False
 
-    def select(self, pool: pd.DataFrame, budget: int, recall: Mapping[str, float] | None = None, seed: Any = 0) -> Selection:
+    def select(
+        self,
+        pool: pd.DataFrame,
+        budget: int,
+        recall: Mapping[str, float] | None = None,
+        seed: Any = 0,
+        available: Mapping[str, int] | None = None,
+    ) -> Selection:
         pool = canonical_pool(pool)
         table = _table(pool, np.arange(len(pool)), "full")
         return Selection(table, _account(pool, table, pool_counts(pool)))
@@ -125,7 +140,14 @@ class RandomSelection:
     needs_scores = False
     needs_recall = False
 
-    def select(self, pool: pd.DataFrame, budget: int, recall: Mapping[str, float] | None = None, seed: Any = 0) -> Selection:
+    def select(
+        self,
+        pool: pd.DataFrame,
+        budget: int,
+        recall: Mapping[str, float] | None = None,
+        seed: Any = 0,
+        available: Mapping[str, int] | None = None,
+    ) -> Selection:
         pool = canonical_pool(pool)
         keys = np.random.default_rng(seed).random(len(pool))
         positions = np.sort(np.argsort(keys, kind="stable")[: min(budget, len(pool))])
@@ -140,7 +162,14 @@ class BalancedSelection:
     needs_scores = False
     needs_recall = False
 
-    def select(self, pool: pd.DataFrame, budget: int, recall: Mapping[str, float] | None = None, seed: Any = 0) -> Selection:
+    def select(
+        self,
+        pool: pd.DataFrame,
+        budget: int,
+        recall: Mapping[str, float] | None = None,
+        seed: Any = 0,
+        available: Mapping[str, int] | None = None,
+    ) -> Selection:
         pool = canonical_pool(pool)
         budgets = balanced_allocation(pool_counts(pool), budget)
         table = _table(pool, draw_per_predicate(pool, budgets, seed), "balanced")
@@ -161,8 +190,16 @@ class ArtSelection:
         self.z_step = z_step
         self.name = "art"
 
-    def select(self, pool: pd.DataFrame, budget: int, recall: Mapping[str, float] | None = None, seed: Any = 0) -> Selection:
-        budgets = allocate_budget(recall or {}, pool_counts(pool), budget)
+    def select(
+        self,
+        pool: pd.DataFrame,
+        budget: int,
+        recall: Mapping[str, float] | None = None,
+        seed: Any = 0,
+        available: Mapping[str, int] | None = None,
+    ) -> Selection:
+        # budgets follow the whole pool's availability even when only a capped subset was scored
+        budgets = allocate_budget(recall or {}, available or pool_counts(pool), budget)
         chosen = art_select(pool, budgets, self.components, self.z_init, self.z_step, seed)
         table = chosen[["qid", "predicate", "reason"]]
         return Selection(table, _account(pool, table, budgets, chosen.attrs["z_met"]))
@@ -175,11 +212,19 @@ class EntropySelection:
     needs_scores = True
     needs_recall = True
 
-    def select(self, pool: pd.DataFrame, budget: int, recall: Mapping[str, float] | None = None, seed: Any = 0) -> Selection:
+    def select(
+        self,
+        pool: pd.DataFrame,
+        budget: int,
+        recall: Mapping[str, float] | None = None,
+        seed: Any = 0,
+        available: Mapping[str, int] | None = None,
+    ) -> Selection:
         pool = canonical_pool(pool)
         if pool["entropy"].isna().any():
             raise ValueError("pool has NaN entropy")
-        budgets = allocate_budget(recall or {}, pool_counts(pool), budget)
+        # budgets follow the whole pool's availability even when only a capped subset was scored
+        budgets = allocate_budget(recall or {}, available or pool_counts(pool), budget)
         codes, names = pd.factorize(pool["predicate"], sort=True)
         budget_array = np.array([budgets.get(name, 0) for name in names], dtype=np.int64)
         positions = top_per_group(codes, pool["entropy"].to_numpy(dtype=float), budget_array)
@@ -207,9 +252,17 @@ class FixedThresholdSelection:
             raise ValueError(f"unknown fixed thresholds {sorted(unknown)}")
         self.components = check_components(components)
 
-    def select(self, pool: pd.DataFrame, budget: int, recall: Mapping[str, float] | None = None, seed: Any = 0) -> Selection:
+    def select(
+        self,
+        pool: pd.DataFrame,
+        budget: int,
+        recall: Mapping[str, float] | None = None,
+        seed: Any = 0,
+        available: Mapping[str, int] | None = None,
+    ) -> Selection:
         pool = canonical_pool(pool)
-        budgets = allocate_budget(recall or {}, pool_counts(pool), budget)
+        # budgets follow the whole pool's availability even when only a capped subset was scored
+        budgets = allocate_budget(recall or {}, available or pool_counts(pool), budget)
         outcome = pool["outcome"].to_numpy()
         entropy = pool["entropy"].to_numpy(dtype=float)
         similarity = pool["similarity"].to_numpy(dtype=float)
