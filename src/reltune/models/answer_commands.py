@@ -14,6 +14,7 @@ from pathlib import Path
 from reltune.errors import InputError
 from reltune.io import read_parquet, write_json, write_parquet
 from reltune.progress import log
+from reltune.argtypes import boolean
 
 DEFAULT_SETTINGS = {
     "num_beams": 3,
@@ -31,15 +32,6 @@ DEFAULT_SEED = 0
 DEFAULT_VISION_CACHE = ""  # off; real profiles (frozen vision encoder) set .cache/vision
 DEFAULT_VISION_CACHE_MB = 2048.0
 DEFAULT_FIT_MAX_NEW_TOKENS = False  # measured to change a weakly tuned model's answers (benchmarks/score_cost.py)
-
-
-def _flag(text: str) -> bool:
-    lowered = str(text).strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +100,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the scored pool subset")
     score.add_argument(
         "--fit-max-new-tokens",
-        type=_flag,
+        type=boolean,
         default=DEFAULT_FIT_MAX_NEW_TOKENS,
         help="true: decode at most (longest instruction target in tokens + 1 EOS) tokens, capped by --max-new-tokens; "
         "faster, but a weak model's truncated degenerate beams can then outrank finished ones (changes results)",
@@ -129,7 +121,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--pairs", choices=("annotated", "all"), default="annotated", help="annotated pairs (PredCls) or all ordered pairs"
     )
     predict.add_argument(
-        "--blind", type=_flag, default=False, help="true: every image replaced by a constant grey one (blind control)"
+        "--blind", type=boolean, default=False, help="true: every image replaced by a constant grey one (blind control)"
     )
     predict.add_argument(
         "--categories-from",

@@ -9,19 +9,11 @@ from dataclasses import asdict
 
 from reltune.models.backbone import PRESETS, TinySizes
 from reltune.models.training import TrainSettings
+from reltune.argtypes import boolean
 
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few.
 TRAIN_DEFAULTS = asdict(TrainSettings())
 PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 1500, "train_all": True}
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
@@ -38,7 +30,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     group.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"], help="steps between checkpoints in <out>.ckpt/")
     group.add_argument("--log-every", type=int, default=defaults["log_every"], help="steps between dvclive points")
     group.add_argument("--seed", type=int, default=defaults["seed"])
-    group.add_argument("--train-all", type=_boolean, default=defaults["train_all"], metavar="true|false",
+    group.add_argument("--train-all", type=boolean, default=defaults["train_all"], metavar="true|false",
                        help="train every weight (tiny preset); default: Q-Former, queries, projection only")
     group.add_argument("--lora-r", type=int, default=defaults["lora_r"], help="LoRA rank on the language model (0: no LoRA)")
     group.add_argument("--lora-alpha", type=int, default=defaults["lora_alpha"])
