@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -10,17 +9,9 @@ import pandas as pd
 import pytest
 
 from reltune.errors import InputError
-from reltune.evaluation.commands import add_commands
+from evaluation_helpers import run_cli
 from reltune.evaluation.metrics import evaluate_predictions
 from reltune.io import write_json, write_parquet
-
-
-def run_cli(argv: list[str]) -> int:
-    """The evaluation subcommands alone (reltune.cli assembles the same parsers)."""
-    parser = argparse.ArgumentParser(prog="reltune")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
 
 
 def scenes_table() -> pd.DataFrame:

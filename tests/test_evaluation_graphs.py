@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pandas as pd
 
-from reltune.evaluation.commands import add_commands
+from evaluation_helpers import run_cli
 from reltune.evaluation.graphs import scene_graphs
 from reltune.io import write_parquet
-
-
-def run_cli(argv: list[str]) -> int:
-    """The evaluation subcommands alone (reltune.cli assembles the same parsers)."""
-    parser = argparse.ArgumentParser(prog="reltune")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
 
 
 def scenes_table() -> pd.DataFrame:

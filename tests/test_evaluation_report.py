@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
@@ -10,17 +9,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from reltune.evaluation.commands import add_commands
+from evaluation_helpers import run_cli
 from reltune.evaluation.metrics import evaluate_predictions
 from reltune.io import write_json, write_parquet
-
-
-def run_cli(argv: list[str]) -> int:
-    """The evaluation subcommands alone (reltune.cli assembles the same parsers)."""
-    parser = argparse.ArgumentParser(prog="reltune")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
 
 
 def selection(rows: list[tuple[str, int, str]]) -> pd.DataFrame:
