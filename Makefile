@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test venv compare compare-table clean-venv
+.PHONY: repro test venv compare compare-queue compare-table clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,23 +23,34 @@ test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
 # Strategy comparison: queue one experiment per strategy and seed, run them
-# one after another (each in a clean copy of the commit), print the table.
+# (each in a clean copy of the commit, JOBS at a time), print the table.
+# `full` trains once on the whole pool: its rounds are removed.
+# Extra variants: make compare-queue STRATEGIES=art EXP_SUFFIX=-uncapped EXP_ARGS="-S sampling.pool_cap_factor=0"
 STRATEGIES ?= random balanced art full
-SEEDS ?= 0
+SEEDS ?= 0 1
+JOBS ?= 1
+EXP_SUFFIX ?=
+EXP_ARGS ?=
 DVC := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc
+ROUND_REMOVALS = $(shell $(BIN)/python -c "import yaml; print(' '.join('-S ~sampling.rounds.' + str(k) for k in yaml.safe_load(open('params.yaml'))['sampling']['rounds']))")
 
-compare: $(STAMP)
-	@for seed in $(SEEDS); do for strategy in $(STRATEGIES); do \
-	  case $$strategy in random) first=random;; full) first=full;; *) first=balanced;; esac; \
-	  $(DVC) exp remove -q $$strategy-seed$$seed >/dev/null 2>&1 || true; \
-	  $(DVC) exp run --queue -n $$strategy-seed$$seed -S sampling.strategy=$$strategy \
-	    -S sampling.seed_strategy=$$first -S sampling.seed=$$seed -S train.seed=$$seed || exit 1; \
-	done; done
-	$(DVC) exp run --run-all -j 1
+compare: compare-queue
+	$(DVC) exp run --run-all -j $(JOBS)
 	$(MAKE) --no-print-directory compare-table
 
+compare-queue: $(STAMP)
+	@for seed in $(SEEDS); do for strategy in $(STRATEGIES); do \
+	  case $$strategy in random) first=random;; full) first=full;; *) first=balanced;; esac; \
+	  case $$strategy in full) rounds="$(ROUND_REMOVALS) -S sampling.last_round=0";; *) rounds="";; esac; \
+	  name=$$strategy$(EXP_SUFFIX)-seed$$seed; \
+	  $(DVC) exp remove -q $$name >/dev/null 2>&1 || true; \
+	  $(DVC) exp run --queue -n $$name -S sampling.strategy=$$strategy \
+	    -S sampling.seed_strategy=$$first -S sampling.seed=$$seed -S train.seed=$$seed $$rounds $(EXP_ARGS) || exit 1; \
+	done; done
+
+# The table of every experiment of the current commit (ALL=1: of every commit).
 compare-table: $(STAMP)
-	$(BIN)/python -m reltune.evaluation.compare
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m reltune.evaluation.compare $(if $(ALL),--all-commits)
 
 clean-venv:
 	rm -rf $(VENV)

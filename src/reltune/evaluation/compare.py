@@ -5,11 +5,15 @@ recalls of the tuned model next to its blind control (same model, blank
 images), the unique/unseen predicate counts, and the summed stage wall time.
 A last row gives the chance level: one uniformly random training predicate
 per annotated pair recalls 100/|P| percent of the seen relations.
+
+A second table summarises each variant (the experiment name without its
+`-seed<N>` suffix) over its seeds: mean, and min-max as the seed spread.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,12 +23,19 @@ RECALL_KEYS = ("R@20", "R@50", "mR@20", "mR@50", "gR@20", "mgR@20")
 COUNT_KEYS = ("unique_predicates", "unseen_predicates")
 
 
-def _experiment_rows(entries: list[dict]) -> Iterator[tuple[str, dict]]:
-    """(name, data) of every experiment in `dvc exp show --json` output (baseline rows included)."""
+SEED_SUFFIX = re.compile(r"-seed\d+$")
+
+
+def _experiment_rows(entries: list[dict], baselines: bool = True) -> Iterator[tuple[str, dict]]:
+    """(name, data) of every experiment in `dvc exp show --json` output.
+
+    Commit (baseline) rows come too when `baselines`; the workspace row always
+    does, since it holds the run of `make repro`.
+    """
     for entry in entries:
         data = entry.get("data") or {}
         name = entry.get("name") or data.get("name") or entry.get("rev", "?")
-        if data.get("metrics"):
+        if data.get("metrics") and (baselines or entry.get("rev") == "workspace"):
             yield name, data
         for experiment in entry.get("experiments") or []:
             for revision in experiment.get("revs") or []:
@@ -37,10 +48,10 @@ def _unwrap(files: dict) -> dict[str, Any]:
     return {path: (content or {}).get("data") or {} for path, content in (files or {}).items()}
 
 
-def comparison_rows(entries: list[dict]) -> list[dict]:
+def comparison_rows(entries: list[dict], baselines: bool = True) -> list[dict]:
     """Flat result rows, one per experiment."""
     rows = []
-    for name, data in _experiment_rows(entries):
+    for name, data in _experiment_rows(entries, baselines):
         params = _unwrap(data.get("params")).get("params.yaml", {})
         metrics = _unwrap(data.get("metrics"))
         sampling = params.get("sampling", {})
@@ -73,6 +84,28 @@ def chance_row(training_predicates: int, columns: list[str]) -> dict:
     return row
 
 
+def seed_summary_rows(rows: list[dict]) -> list[dict]:
+    """Per variant (name without `-seed<N>`) with 2+ seeds: 'mean (min-max)' of every number."""
+    variants: dict[str, list[dict]] = {}
+    for row in rows:
+        if SEED_SUFFIX.search(str(row["experiment"])):
+            variants.setdefault(SEED_SUFFIX.sub("", str(row["experiment"])), []).append(row)
+    summary = []
+    for variant, members in variants.items():
+        if len(members) < 2:
+            continue
+        seeds = sorted(str(member.get("seed")) for member in members)
+        row: dict[str, Any] = {"variant": variant, "seeds": ",".join(seeds)}
+        for column in members[0]:
+            values = [member.get(column) for member in members]
+            if column in ("experiment", "seed") or not all(isinstance(v, (int, float)) for v in values):
+                continue
+            mean = sum(values) / len(values)
+            row[column] = f"{mean:.2f} ({min(values):.2f}-{max(values):.2f})"
+        summary.append(row)
+    return summary
+
+
 def markdown_table(rows: list[dict]) -> str:
     columns: list[str] = []
     for row in rows:
@@ -89,12 +122,16 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv:
-        entries = json.loads(open(argv[0]).read())
+    all_commits = "--all-commits" in argv
+    paths = [arg for arg in argv if arg != "--all-commits"]
+    if paths:
+        entries = json.loads(open(paths[0]).read())
     else:
-        shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True)
+        command = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+        shown = subprocess.run(command, capture_output=True, text=True, check=True)
         entries = json.loads(shown.stdout)
-    rows = comparison_rows(entries)
+    # with every commit, old commits' own runs would bury the experiments
+    rows = comparison_rows(entries, baselines=not all_commits)
     if not rows:
         print("no experiments with metrics yet: run `make compare` (or `dvc exp run`) first", file=sys.stderr)
         return 1
@@ -110,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError):
         pass  # no scenes in the workspace: the table goes without the chance row
     print(markdown_table(rows))
+    summary = seed_summary_rows(rows)
+    if summary:
+        print("\nPer variant over seeds: mean (min-max)\n")
+        print(markdown_table(summary))
     return 0
 
 
