@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from reltune.evaluation.matching import box_iou
-from reltune.evaluation.metrics import evaluate_predictions
+from reltune.evaluation.metrics import chance_metrics, evaluate_predictions
 
 
 def scene(image_id: str, labels: list[str], relations: list[tuple[int, int, str]], boxes: list[list[float]] | None = None) -> dict:
@@ -234,3 +234,23 @@ def test_similarity_is_only_asked_for_predictions_ranked_above_the_best_exact_on
     metrics = run(scenes, rows, ks=(1, 2, 3), similarity=injected).metrics
     assert asked == ["wears"]  # "has" ranks below the exact "wearing": it cannot change any gR@K
     assert (metrics["R@1"], metrics["R@2"], metrics["gR@1"]) == (0.0, 100.0, 100.0)
+
+
+def test_chance_level_is_the_average_over_every_random_answer():
+    # 3 annotated pairs, 4 training predicates; 'under' is unseen, so never hit
+    scenes = [scene("a", ["man", "horse", "hat"], [(0, 1, "on"), (2, 0, "near")]), scene("b", ["cup", "table"], [(0, 1, "under")])]
+    train = ("on", "near", "has", "wearing")
+    chance = chance_metrics(pd.DataFrame(scenes), train, ks=(1, 20))
+    # hand: image a recalls 1/4 on average, b nothing -> R = 12.5; predicates on 1/4, near 1/4, under 0 -> mR = 16.67
+    assert chance["R@1"] == pytest.approx(12.5) and chance["R@20"] == pytest.approx(12.5)
+    assert chance["mR@20"] == pytest.approx(100 / 6) and chance["mgR@1"] == pytest.approx(100 / 6)
+    # exact check through the evaluator: average over all 4^3 ways of answering one training predicate per pair
+    pairs = [("a", 0, 1), ("a", 2, 0), ("b", 0, 1)]
+    totals = {"R@20": 0.0, "mR@20": 0.0}
+    answers = [(p1, p2, p3) for p1 in train for p2 in train for p3 in train]
+    for answer in answers:
+        rows = [(image, subj, obj, predicate, 1.0) for (image, subj, obj), predicate in zip(pairs, answer)]
+        metrics = run(scenes, rows, ks=(20,), train=train).metrics
+        for key in totals:
+            totals[key] += metrics[key] / len(answers)
+    assert totals["R@20"] == pytest.approx(chance["R@20"]) and totals["mR@20"] == pytest.approx(chance["mR@20"])

@@ -98,6 +98,11 @@ def test_report_on_a_fake_run(tmp_path):
     assert "R@20 (blind)" in page and "<td>12.50</td>" in page
     results = pd.read_csv(out / "results.csv")
     assert results[["dataset", "variant"]].values.tolist() == [["synthetic-ood", "real"], ["synthetic-ood", "blind"]]
+    # chance row: 'riding' is unseen (never hit), 'on' is hit with 1/2 -> R = mean(0, 0.5), mR = mean(0, 0.5)
+    chance_row = re.search(r"<td>synthetic-ood \(chance\)</td>((?:\s*<td>[^<]*</td>)+)", page)
+    assert chance_row is not None
+    cells = re.findall(r"<td>([^<]*)</td>", chance_row.group(1))
+    assert cells[:4] == ["25.00", "–", "25.00", "–"]  # R@20 then its (blind) column, R@50, ...
 
     # gallery: the hit on an unseen predicate is marked both ways; the missing image is said so
     assert '<li class="hit unseen">1. man (0) riding horse (1)' in page

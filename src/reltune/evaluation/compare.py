@@ -3,8 +3,9 @@
 One row per experiment: its strategy and seed, then per evaluated dataset the
 recalls of the tuned model next to its blind control (same model, blank
 images), the unique/unseen predicate counts, and the summed stage wall time.
-A last row gives the chance level: one uniformly random training predicate
-per annotated pair recalls 100/|P| percent of the seen relations.
+A last row gives the chance level of each dataset (`metrics.chance_metrics`:
+one uniformly random training predicate per annotated pair), computed from
+the workspace's scenes tables.
 
 A second table summarises each variant (the experiment name without its
 `-seed<N>` suffix) over its seeds: mean, and min-max as the seed spread.
@@ -13,6 +14,7 @@ A second table summarises each variant (the experiment name without its
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -74,14 +76,34 @@ def comparison_rows(entries: list[dict], baselines: bool = True) -> list[dict]:
     return rows
 
 
-def chance_row(training_predicates: int, columns: list[str]) -> dict:
-    """Chance level: a uniformly random training predicate per annotated pair."""
-    level = round(100.0 / training_predicates, 2) if training_predicates else 0.0
-    row = {"experiment": f"chance (1/{training_predicates} predicates)", "strategy": "", "seed": ""}
+def chance_row(levels: dict[str, dict[str, float]], columns: list[str]) -> dict:
+    """Chance level per dataset (`metrics.chance_metrics`) in that dataset's real-metric columns."""
+    row: dict[str, Any] = {"experiment": "chance (random training predicate)", "strategy": "", "seed": ""}
     for column in columns:
-        if column.endswith(RECALL_KEYS) and " blind " not in column:
-            row[column] = level
+        dataset, _, key = column.rpartition(" ")
+        if dataset in levels and key in levels[dataset]:
+            row[column] = levels[dataset][key]
     return row
+
+
+def workspace_chance_levels(datasets: list[str]) -> dict[str, dict[str, float]]:
+    """Chance levels of the datasets whose scenes the workspace holds (params.yaml names held-in and split)."""
+    import pandas as pd
+    import yaml
+
+    from reltune.evaluation.metrics import chance_metrics
+
+    with open("params.yaml") as handle:
+        params = yaml.safe_load(handle)
+    split = (params.get("evaluate") or {}).get("split", "test")
+    with open(f"data/scenes/{params.get('held_in')}/vocab.json") as handle:
+        train_predicates = json.load(handle)["predicates"]
+    ks = [int(key.partition("@")[2]) for key in RECALL_KEYS]
+    return {
+        dataset: chance_metrics(pd.read_parquet(path), train_predicates, sorted(set(ks)), path)
+        for dataset in datasets
+        if os.path.isfile(path := f"data/scenes/{dataset}/{split}.parquet")
+    }
 
 
 def seed_summary_rows(rows: list[dict]) -> list[dict]:
@@ -136,16 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         print("no experiments with metrics yet: run `make compare` (or `dvc exp run`) first", file=sys.stderr)
         return 1
     columns = [column for row in rows for column in row]
+    datasets = sorted({column.rpartition(" ")[0] for column in columns if column.endswith(RECALL_KEYS) and " blind " not in column})
     try:
-        with open("params.yaml") as handle:
-            import yaml
-
-            held_in = yaml.safe_load(handle).get("held_in")
-        with open(f"data/scenes/{held_in}/vocab.json") as handle:
-            predicates = len(json.load(handle)["predicates"])
-        rows.append(chance_row(predicates, [c for c in columns if c.startswith(f"{held_in} ")]))
-    except (OSError, KeyError, ValueError):
-        pass  # no scenes in the workspace: the table goes without the chance row
+        levels = workspace_chance_levels(datasets)
+    except (OSError, KeyError, ValueError, TypeError):
+        levels = {}  # no scenes in the workspace (run `make repro` first)
+    if levels:
+        rows.append(chance_row(levels, columns))
+    else:
+        print("no chance row: the workspace has no scenes tables (run `make repro`)", file=sys.stderr)
     print(markdown_table(rows))
     summary = seed_summary_rows(rows)
     if summary:

@@ -126,6 +126,30 @@ def evaluate_predictions(
     return EvaluationResult(metrics, per_predicate, ranked, predicted)
 
 
+def chance_metrics(
+    scenes: pd.DataFrame, train_predicates: Iterable[str], ks: Sequence[int] = DEFAULT_KS, scenes_file: str = "scenes"
+) -> dict[str, float]:
+    """Expected R/mR/gR/mgR@K of a model answering one uniformly random training predicate per annotated pair.
+
+    A GT relation is hit with probability 1/|P| when its predicate is a
+    training predicate and never otherwise; recalls are linear in the hits, so
+    feeding those probabilities to the recall functions gives the expectation.
+    One answer per pair makes every K alike. gR/mgR count exact labels only:
+    similarity matches between distinct predicates would add slightly to them.
+    """
+    training = training_predicate_set(train_predicates)
+    if not training:
+        raise InputError(scenes_file, "no training predicates: the chance level is undefined")
+    ground_truth = ground_truth_table(scenes, scenes_file)
+    if ground_truth.empty:
+        raise InputError(scenes_file, "no image has a GT relation: nothing to evaluate")
+    predicate = ground_truth["predicate"].to_numpy()
+    image = ground_truth["image"].to_numpy()
+    expected_hit = np.isin(predicate, sorted(training)).astype(np.float64) / len(training)
+    recall, mean = image_recall(expected_hit, image), mean_recall(expected_hit, image, predicate)
+    return {f"{prefix}@{k}": value for prefix, value in (("R", recall), ("mR", mean), ("gR", recall), ("mgR", mean)) for k in ks}
+
+
 def training_predicate_set(train_predicates: Iterable[str]) -> set[str]:
     return {normalise_predicate(predicate) for predicate in train_predicates}
 

@@ -18,6 +18,7 @@ import pandas as pd
 from reltune.errors import InputError
 from reltune.evaluation import plots
 from reltune.evaluation.gallery import GalleryEntry, gallery_entries
+from reltune.evaluation.metrics import chance_metrics
 from reltune.evaluation.report_data import (
     ReportConfig,
     metrics_files,
@@ -55,13 +56,40 @@ def predictions_path(predictions_dir: Path, dataset: str, split: str) -> Path | 
     return None
 
 
+def _chance_rows(config: ReportConfig, side_by_side: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """One '<dataset> (chance)' row per evaluated dataset, in the real-metric columns; notes for what is missing."""
+    vocab_path = config.scenes_dir / config.held_in / "vocab.json"
+    if not vocab_path.is_file():
+        return pd.DataFrame(), _note(f"no chance level: {vocab_path} is missing")
+    train_predicates = [str(predicate) for predicate in read_json(vocab_path).get("predicates", [])]
+    ks = sorted({int(column[2:]) for column in side_by_side.columns if column.startswith("R@") and column[2:].isdigit()})
+    recall_columns = [f"R@{k}" for k in ks]
+    with_recalls = side_by_side[side_by_side[recall_columns].notna().any(axis=1)] if recall_columns else side_by_side.iloc[:0]
+    rows, notes = [], []
+    for dataset in with_recalls["dataset"]:
+        scenes_path = config.scenes_dir / dataset / f"{config.split}.parquet"
+        if not scenes_path.is_file():
+            notes.append(_note(f"no chance level for {dataset}: {scenes_path} is missing"))
+            continue
+        levels = chance_metrics(read_parquet(scenes_path), train_predicates, ks or (20,), str(scenes_path))
+        rows.append({"dataset": f"{dataset} (chance)", **{key: value for key, value in levels.items() if key in side_by_side.columns}})
+    return pd.DataFrame(rows), "".join(notes)
+
+
 def _results_section(config: ReportConfig) -> str:
     metrics = metrics_files(config.metrics_dir)
     if metrics.empty:
         return "<h2>Results</h2>" + _note(f"no metrics files in {config.metrics_dir}")
     side_by_side = results_side_by_side(metrics)
     _write_csv(metrics, config.out_dir / "results.csv")
-    return "<h2>Results</h2><p>Recalls in percent; <em>(blind)</em> columns are the blind controls.</p>" + _table_html(side_by_side)
+    chance, notes = _chance_rows(config, side_by_side)
+    table = pd.concat([side_by_side, chance], ignore_index=True) if len(chance) else side_by_side
+    return (
+        "<h2>Results</h2><p>Recalls in percent; <em>(blind)</em> columns are the blind controls (same model, blank images); "
+        "<em>(chance)</em> rows are the expected recalls of one uniformly random training predicate per annotated pair.</p>"
+        + _table_html(table)
+        + notes
+    )
 
 
 def _rounds_section(config: ReportConfig) -> str:
