@@ -30,7 +30,9 @@ def exp_show(commit_metrics: bool) -> list[dict]:
     head["experiments"] = [
         {"revs": [experiment("art-seed0", "art", 0, 50.0, 19.0, 600.0)]},
         {"revs": [experiment("art-seed1", "art", 1, 40.0, 17.0, 660.0)]},
-        {"revs": [experiment("random-seed0", "random", 0, 30.0, 16.0, 540.0)]},
+        {"revs": [experiment("random-seed0", "random", 0, 30.0, 16.0, 540.0)], "executor": {"state": "success"}},
+        # still running: `dvc exp show` gives it the workspace's metrics
+        {"revs": [experiment("random-seed1", "random", 1, 50.0, 19.0, 60.0)], "executor": {"state": "running"}},
     ]
     return [workspace, head]
 

@@ -40,6 +40,10 @@ def _experiment_rows(entries: list[dict], baselines: bool = True) -> Iterator[tu
         if data.get("metrics") and (baselines or entry.get("rev") == "workspace"):
             yield name, data
         for experiment in entry.get("experiments") or []:
+            # a queued or running experiment shows the workspace's metrics: not its own yet
+            state = (experiment.get("executor") or {}).get("state")
+            if state not in (None, "success"):
+                continue
             for revision in experiment.get("revs") or []:
                 revision_data = revision.get("data") or {}
                 if revision_data.get("metrics"):
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         entries = json.loads(shown.stdout)
     # with every commit, old commits' own runs would bury the experiments
     rows = comparison_rows(entries, baselines=not all_commits)
+    rows.sort(key=lambda row: (row["experiment"] != "workspace", str(row["experiment"])))
     if not rows:
         print("no experiments with metrics yet: run `make compare` (or `dvc exp run`) first", file=sys.stderr)
         return 1
