@@ -102,9 +102,9 @@ def workspace_chance_levels(datasets: list[str]) -> dict[str, dict[str, float]]:
     split = (params.get("evaluate") or {}).get("split", "test")
     with open(f"data/scenes/{params.get('held_in')}/vocab.json") as handle:
         train_predicates = json.load(handle)["predicates"]
-    ks = [int(key.partition("@")[2]) for key in RECALL_KEYS]
+    ks = sorted({int(key.partition("@")[2]) for key in RECALL_KEYS})
     return {
-        dataset: chance_metrics(pd.read_parquet(path), train_predicates, sorted(set(ks)), path)
+        dataset: chance_metrics(pd.read_parquet(path), train_predicates, ks, path)
         for dataset in datasets
         if os.path.isfile(path := f"data/scenes/{dataset}/{split}.parquet")
     }
