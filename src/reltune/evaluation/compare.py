@@ -14,7 +14,6 @@ A second table summarises each variant (the experiment name without its
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -92,22 +91,16 @@ def chance_row(levels: dict[str, dict[str, float]], columns: list[str]) -> dict:
 
 def workspace_chance_levels(datasets: list[str]) -> dict[str, dict[str, float]]:
     """Chance levels of the datasets whose scenes the workspace holds (params.yaml names held-in and split)."""
-    import pandas as pd
     import yaml
 
-    from reltune.evaluation.metrics import chance_metrics
+    from reltune.evaluation.report_data import dataset_chance_levels
 
     with open("params.yaml") as handle:
         params = yaml.safe_load(handle)
     split = (params.get("evaluate") or {}).get("split", "test")
-    with open(f"data/scenes/{params.get('held_in')}/vocab.json") as handle:
-        train_predicates = json.load(handle)["predicates"]
     ks = sorted({int(key.partition("@")[2]) for key in RECALL_KEYS})
-    return {
-        dataset: chance_metrics(pd.read_parquet(path), train_predicates, ks, path)
-        for dataset in datasets
-        if os.path.isfile(path := f"data/scenes/{dataset}/{split}.parquet")
-    }
+    levels, _ = dataset_chance_levels("data/scenes", str(params.get("held_in")), split, datasets, ks)
+    return levels
 
 
 def seed_summary_rows(rows: list[dict]) -> list[dict]:

@@ -18,9 +18,9 @@ import pandas as pd
 from reltune.errors import InputError
 from reltune.evaluation import plots
 from reltune.evaluation.gallery import GalleryEntry, gallery_entries
-from reltune.evaluation.metrics import chance_metrics
 from reltune.evaluation.report_data import (
     ReportConfig,
+    dataset_chance_levels,
     metrics_files,
     per_predicate_files,
     results_side_by_side,
@@ -57,23 +57,18 @@ def predictions_path(predictions_dir: Path, dataset: str, split: str) -> Path | 
 
 
 def _chance_rows(config: ReportConfig, side_by_side: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """One '<dataset> (chance)' row per evaluated dataset, in the real-metric columns; notes for what is missing."""
-    vocab_path = config.scenes_dir / config.held_in / "vocab.json"
-    if not vocab_path.is_file():
-        return pd.DataFrame(), _note(f"no chance level: {vocab_path} is missing")
-    train_predicates = [str(predicate) for predicate in read_json(vocab_path).get("predicates", [])]
+    """One '<dataset> (chance)' row per dataset with recalls, in the real-metric columns; notes for what is missing."""
     ks = sorted({int(column[2:]) for column in side_by_side.columns if column.startswith("R@") and column[2:].isdigit()})
     recall_columns = [f"R@{k}" for k in ks]
-    with_recalls = side_by_side[side_by_side[recall_columns].notna().any(axis=1)] if recall_columns else side_by_side.iloc[:0]
-    rows, notes = [], []
-    for dataset in with_recalls["dataset"]:
-        scenes_path = config.scenes_dir / dataset / f"{config.split}.parquet"
-        if not scenes_path.is_file():
-            notes.append(_note(f"no chance level for {dataset}: {scenes_path} is missing"))
-            continue
-        levels = chance_metrics(read_parquet(scenes_path), train_predicates, ks or (20,), str(scenes_path))
-        rows.append({"dataset": f"{dataset} (chance)", **{key: value for key, value in levels.items() if key in side_by_side.columns}})
-    return pd.DataFrame(rows), "".join(notes)
+    if not recall_columns:
+        return pd.DataFrame(), ""
+    with_recalls = side_by_side.loc[side_by_side[recall_columns].notna().any(axis=1), "dataset"].tolist()
+    levels, missing = dataset_chance_levels(config.scenes_dir, config.held_in, config.split, with_recalls, ks)
+    rows = [
+        {"dataset": f"{dataset} (chance)", **{key: value for key, value in dataset_levels.items() if key in side_by_side.columns}}
+        for dataset, dataset_levels in levels.items()
+    ]
+    return pd.DataFrame(rows), "".join(_note(line) for line in missing)
 
 
 def _results_section(config: ReportConfig) -> str:

@@ -229,3 +229,24 @@ def per_predicate_files(per_predicate_dir: str | os.PathLike) -> dict[str, pd.Da
             raise InputError(path, "missing column 'predicate'")
         tables[path.stem] = table
     return tables
+
+
+def dataset_chance_levels(
+    scenes_dir: str | os.PathLike, held_in: str, split: str, datasets: list[str], ks: list[int]
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Chance recalls (`metrics.chance_metrics`) of each dataset's `<split>.parquet`, and a line per one that cannot be had."""
+    from reltune.evaluation.metrics import chance_metrics
+
+    scenes_dir = Path(scenes_dir)
+    vocab_path = scenes_dir / held_in / "vocab.json"
+    if not vocab_path.is_file():
+        return {}, [f"no chance level: {vocab_path} is missing"]
+    train_predicates = [str(predicate) for predicate in read_json(vocab_path).get("predicates", [])]
+    levels, missing = {}, []
+    for dataset in datasets:
+        scenes_path = scenes_dir / dataset / f"{split}.parquet"
+        if scenes_path.is_file():
+            levels[dataset] = chance_metrics(read_parquet(scenes_path), train_predicates, ks, str(scenes_path))
+        else:
+            missing.append(f"no chance level for {dataset}: {scenes_path} is missing")
+    return levels, missing
