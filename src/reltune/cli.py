@@ -13,6 +13,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from reltune.errors import InputError
 from reltune.io import write_json
@@ -48,9 +49,16 @@ COMMAND_OWNERS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block), like InputError."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n".replace("\n", " ").rstrip() + "\n")
+
+
 def build_parser(only_command: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or (with `only_command`) one holding just that command's module."""
-    parser = argparse.ArgumentParser(prog="reltune", description="Adaptive Relation Tuning pipeline stages.")
+    parser = OneLineParser(prog="reltune", description="Adaptive Relation Tuning pipeline stages.")
     parser.add_argument(
         "--timing",
         type=Path,
