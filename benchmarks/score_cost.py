@@ -31,9 +31,9 @@ import pandas as pd
 from reltune.data.scenes import read_scenes
 from reltune.embedding import shared_embedder
 from reltune.models.backbone import load_backbone
-from reltune.models.generation import CropLoader, GenerationSettings
-from reltune.models.predict import predict_relations
-from reltune.models.scoring import (
+from reltune.inference.generation import CropLoader, GenerationSettings
+from reltune.inference.predict import predict_relations
+from reltune.inference.scoring import (
     answer_token_limit,
     model_answer_source,
     pool_questions,
@@ -42,7 +42,7 @@ from reltune.models.scoring import (
     score_questions,
     validation_recall,
 )
-from reltune.models.vision_cache import open_vision_cache
+from reltune.inference.vision_cache import open_vision_cache
 from reltune.sampling import round_budget
 
 

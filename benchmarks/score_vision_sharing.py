@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from reltune.models.backbone import build_tiny, load_backbone
-from reltune.models.generation import GenerationSettings, generate_answers
+from reltune.inference.generation import GenerationSettings, generate_answers
 
 LABELS = ["man", "horse", "red car", "tree", "dog", "table", "cup", "shirt"]
 CATEGORIES = ["spatial", "possessive", "semantic"]

@@ -18,10 +18,10 @@ import pandas as pd
 
 from reltune.data.scenes import read_scenes
 from reltune.models.backbone import load_backbone
-from reltune.models.generation import CropLoader, GenerationSettings, answer_questions
-from reltune.models.predict import predict_relations
-from reltune.models.scoring import pool_questions
-from reltune.models.vision_cache import encode_crops, open_vision_cache
+from reltune.inference.generation import CropLoader, GenerationSettings, answer_questions
+from reltune.inference.predict import predict_relations
+from reltune.inference.scoring import pool_questions
+from reltune.inference.vision_cache import encode_crops, open_vision_cache
 
 
 def best_of(repeats: int, functions: dict) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reltune.models.answers import ParsedAnswer, answer_outcome, parse_answer
+from reltune.inference.answers import ParsedAnswer, answer_outcome, parse_answer
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from test_models_answers_helpers import single_torch_thread, tiny_backbone  # noqa: F401 (autouse fixture)
 
-from reltune.models.generation import (
+from reltune.inference.generation import (
     GenerationSettings,
     beam_entropy,
     generate_answers,

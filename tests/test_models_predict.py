@@ -16,7 +16,7 @@ from test_models_answers_helpers import (  # noqa: F401 (single_torch_thread: au
 
 from reltune.cli import main
 from reltune.data.scenes import read_scenes
-from reltune.models.predict import (
+from reltune.inference.predict import (
     PREDICTION_COLUMNS,
     candidate_pairs,
     categories_to_ask,
@@ -129,8 +129,8 @@ def generation_flags() -> list[str]:
 
 def test_score_end_to_end_and_after_save_load(world: dict) -> None:
     from reltune.embedding import shared_embedder
-    from reltune.models.generation import CropLoader, GenerationSettings
-    from reltune.models.scoring import SCORE_COLUMNS, model_answer_source, pool_questions, score_questions
+    from reltune.inference.generation import CropLoader, GenerationSettings
+    from reltune.inference.scoring import SCORE_COLUMNS, model_answer_source, pool_questions, score_questions
 
     root, out = world["root"], world["root"] / "round_0"
     code = main(
@@ -213,8 +213,8 @@ def score_arguments(world: dict, out, *extra: str) -> list[str]:
 
 
 def test_balanced_round_skips_pool_scoring_but_not_validation_recall(world: dict) -> None:
-    from reltune.models.generation import CropLoader, GenerationSettings
-    from reltune.models.scoring import SCORE_COLUMNS, model_answer_source, positive_questions, validation_recall
+    from reltune.inference.generation import CropLoader, GenerationSettings
+    from reltune.inference.scoring import SCORE_COLUMNS, model_answer_source, positive_questions, validation_recall
 
     out = world["root"] / "balanced"
     arguments = score_arguments(world, out, "--strategy", "balanced", "--fit-max-new-tokens", "false", "--vision-cache", "")
@@ -236,7 +236,7 @@ def test_balanced_round_skips_pool_scoring_but_not_validation_recall(world: dict
 
 
 def test_art_round_scores_a_capped_subset_with_fitted_decoding(world: dict, tmp_path) -> None:
-    from reltune.models.scoring import answer_token_limit
+    from reltune.inference.scoring import answer_token_limit
 
     out = tmp_path / "art"
     cache = tmp_path / "cache"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from reltune.errors import InputError
-from reltune.models.scoring import (
+from reltune.inference.scoring import (
     SCORE_COLUMNS,
     outcome_counts,
     pool_questions,
@@ -209,8 +209,8 @@ def test_score_command_rejects_bad_inputs_before_loading_a_model(tmp_path, capsy
 def test_cli_defaults_equal_the_generation_defaults() -> None:
     from dataclasses import asdict
 
-    from reltune.models.answer_commands import DEFAULT_SETTINGS
-    from reltune.models.generation import GenerationSettings
+    from reltune.inference.commands import DEFAULT_SETTINGS
+    from reltune.inference.generation import GenerationSettings
 
     assert DEFAULT_SETTINGS == asdict(GenerationSettings())
     assert DEFAULT_SETTINGS == {"num_beams": 3, "max_new_tokens": 32, "min_new_tokens": 1, "length_penalty": 0.0, "batch_size": 32}

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reltune.models.scoring import SCORE_COLUMNS, answer_token_limit, empty_scores, pool_scoring_candidates
+from reltune.inference.scoring import SCORE_COLUMNS, answer_token_limit, empty_scores, pool_scoring_candidates
 
 RECALL = {"a": 0.5, "b": 0.75, "c": 1.0, "d": 0.0}
 

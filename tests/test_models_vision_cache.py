@@ -19,8 +19,8 @@ from test_models_answers_helpers import (  # noqa: F401 (single_torch_thread: au
     write_tiny_scenes,
 )
 
-from reltune.models.generation import CropLoader, GenerationSettings, answer_questions, encode_prompts, generate_batch
-from reltune.models.vision_cache import (
+from reltune.inference.generation import CropLoader, GenerationSettings, answer_questions, encode_prompts, generate_batch
+from reltune.inference.vision_cache import (
     VisionFeatureStore,
     crop_identity,
     encode_crops,

@@ -133,7 +133,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from reltune.models.generation import GenerationSettings
+    from reltune.inference.generation import GenerationSettings
 
     for name in ("num_beams", "max_new_tokens", "batch_size"):
         if getattr(args, name) < 1:
@@ -176,8 +176,8 @@ def run_score(args: argparse.Namespace) -> int:
     from reltune.data.scenes import read_scenes
     from reltune.embedding import shared_embedder
     from reltune.models.backbone import load_backbone
-    from reltune.models.generation import CropLoader
-    from reltune.models.scoring import (
+    from reltune.inference.generation import CropLoader
+    from reltune.inference.scoring import (
         QUESTION_COLUMNS,
         answer_token_limit,
         check_images_known,
@@ -190,7 +190,7 @@ def run_score(args: argparse.Namespace) -> int:
         score_questions,
         validation_recall,
     )
-    from reltune.models.vision_cache import open_vision_cache
+    from reltune.inference.vision_cache import open_vision_cache
     from reltune.sampling import round_budget
 
     settings = _settings(args)
@@ -310,9 +310,9 @@ def run_score(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from reltune.data.scenes import read_scenes
     from reltune.models.backbone import load_backbone
-    from reltune.models.generation import CropLoader
-    from reltune.models.predict import predict_relations
-    from reltune.models.vision_cache import open_vision_cache
+    from reltune.inference.generation import CropLoader
+    from reltune.inference.predict import predict_relations
+    from reltune.inference.vision_cache import open_vision_cache
 
     settings = _settings(args)
     scenes, vocab = read_scenes(args.scenes, args.split)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from reltune.models.backbone import Backbone
-    from reltune.models.vision_cache import CachedVisionEncoder
+    from reltune.inference.vision_cache import CachedVisionEncoder
 
 
 @dataclass(frozen=True)
@@ -416,7 +416,7 @@ class CropLoader:
     def identity(self, key: tuple[str, tuple[float, ...]]) -> str:
         """The vision-cache identity of a crop (image file, union box, crop size, blind flag)."""
         from reltune.errors import InputError
-        from reltune.models.vision_cache import crop_identity
+        from reltune.inference.vision_cache import crop_identity
 
         image_id, union_box = key
         image_file = self.image_file(image_id)

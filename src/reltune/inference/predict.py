@@ -19,12 +19,12 @@ import pandas as pd
 
 from reltune.instructions.categories import CATEGORIES
 from reltune.instructions.templates import category_question
-from reltune.models.answers import parse_answer
-from reltune.models.generation import CropLoader, GenerationSettings, answer_questions
+from reltune.inference.answers import parse_answer
+from reltune.inference.generation import CropLoader, GenerationSettings, answer_questions
 
 if TYPE_CHECKING:
     from reltune.models.backbone import Backbone
-    from reltune.models.vision_cache import CachedVisionEncoder
+    from reltune.inference.vision_cache import CachedVisionEncoder
 
 PREDICTION_COLUMNS = ("image_id", "subj", "obj", "predicate", "score")
 PAIR_MODES = ("annotated", "all")

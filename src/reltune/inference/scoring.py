@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from reltune.errors import InputError
-from reltune.models.answers import answer_outcome, parse_answer
-from reltune.models.generation import CropLoader, GenerationSettings, answer_questions
+from reltune.inference.answers import answer_outcome, parse_answer
+from reltune.inference.generation import CropLoader, GenerationSettings, answer_questions
 from reltune.text import normalise_predicate
 
 if TYPE_CHECKING:
     from reltune.models.backbone import Backbone
-    from reltune.models.vision_cache import CachedVisionEncoder
+    from reltune.inference.vision_cache import CachedVisionEncoder
 
 SCORE_COLUMNS = (
     "qid",

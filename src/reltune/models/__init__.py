@@ -7,5 +7,6 @@ training    the training loop (AdamW, warm-up + cosine, accelerate/DDP, checkpoi
 pretrain    generic-question pretraining of the tiny backbone
 lavis       LAVIS InstructBLIP checkpoint conversion
 toy_scenes  small coloured-shape scene tables for tests and benchmarks
-generation, answers, scoring, predict: answering, entropy and pool scoring (see answer_commands)
+
+Answering questions with a backbone (generation, scoring, prediction) is reltune.inference.
 """
