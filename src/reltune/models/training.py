@@ -14,7 +14,8 @@ Examples are a plain table with `image_path` (relative to an image root),
 - `accelerate.Accelerator` wraps the model (DDP under `accelerate launch` /
   torchrun, gloo on CPU); global batch = batch_size x processes x grad_accum.
 - checkpoints every `checkpoint_every` steps in `<out>.ckpt/` (trainable
-  weights, optimizer, scheduler, step, RNG); a later run with the same settings
+  weights, optimizer, scheduler, step, RNG; JSON plus a weights-only tensor
+  file, see reltune.models.checkpoints); a later run with the same settings
   resumes from it. dvclive metrics are flushed with each checkpoint so the log
   and the checkpoint always agree.
 - the final model is saved atomically (temp directory, then rename) and the
@@ -44,13 +45,20 @@ import torch
 from PIL import Image
 
 from reltune.errors import InputError
-from reltune.io import atomic_path
 from reltune.models.backbone import Backbone, load_backbone, save_backbone, set_trainable, trainable_parameter_count
+from reltune.models.checkpoints import (  # noqa: F401  (checkpoint_dir_for: part of this module's interface)
+    CHECKPOINT_FILE,
+    checkpoint_dir_for,
+    load_checkpoint,
+    restore_checkpoint,
+    rng_state,
+    save_checkpoint,
+    trainable_state,
+)
 from reltune.models.images import augment_example, load_image, union_crop
 from reltune.progress import log, progress_bar
 
 EXAMPLE_COLUMNS = ("image_path", "union_box", "prompt", "target")
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -294,48 +302,6 @@ def example_views(
     return crops, prompts, targets
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
-def checkpoint_dir_for(out_dir: str | Path) -> Path:
-    out_dir = Path(out_dir)
-    return out_dir.parent / f"{out_dir.name}.ckpt"
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: parameter.detach().cpu().clone() for name, parameter in model.named_parameters() if parameter.requires_grad}
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        torch.save(state, temporary)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a corrupt checkpoint must not silently restart the run
-        raise InputError(path, f"unreadable checkpoint ({type(error).__name__}); delete it to restart") from None
-
-
 # ---------------------------------------------------------------- the loop
 
 
@@ -464,11 +430,9 @@ def train_backbone(
             log(f"ignoring stale checkpoint {checkpoint_path} (different {', '.join(differing)})")
         checkpoint = None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["trainable"], strict=False)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_state(checkpoint["rng"][accelerator.process_index])
-        start_step = int(checkpoint["step"])
+        start_step = restore_checkpoint(
+            checkpoint, model, optimizer, scheduler, accelerator.process_index, total_steps, checkpoint_path
+        )
         if is_main:
             log(f"resuming from checkpoint step {start_step} of {total_steps}")
     accelerator.wait_for_everyone()
@@ -522,7 +486,7 @@ def train_backbone(
                 live.add(done, step_loss, current_lr)
             progress.update(task, advance=1, description=f"train loss {step_loss:.3f}")
             if settings.checkpoint_every > 0 and done % settings.checkpoint_every == 0 and done < total_steps:
-                rng_states = gather_object([_rng_state()])
+                rng_states = gather_object([rng_state()])
                 if is_main:
                     save_checkpoint(
                         checkpoint_path,
