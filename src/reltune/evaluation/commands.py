@@ -10,6 +10,7 @@ import pandas as pd
 from reltune.errors import InputError
 from reltune.evaluation.graphs import DEFAULT_GRAPH_TOP_K, scene_graphs, write_scene_graphs
 from reltune.evaluation.metrics import DEFAULT_KS, DEFAULT_SIMILARITY_THRESHOLD, evaluate_predictions
+from reltune.evaluation.per_image import write_per_image
 from reltune.evaluation.report_data import ReportConfig
 from reltune.evaluation.tables import PREDICTION_COLUMNS, SCENE_COLUMNS
 from reltune.io import atomic_path, read_json, read_parquet, write_json
@@ -50,6 +51,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     write_json(result.metrics, args.out)
     if args.per_predicate:
         _write_csv(result.per_predicate, args.per_predicate)
+    if args.per_image:
+        write_per_image(result.ground_truth, args.per_image, args.ks)
     if args.predicted_predicates:
         _write_csv(result.predicted_predicates, args.predicted_predicates)
     log(" ".join(f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}" for key, value in result.metrics.items()))
@@ -95,6 +98,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--train-vocab", required=True, help="vocab.json of the training dataset (for unseen predicates)")
     evaluate.add_argument("--out", required=True, help="metrics JSON")
     evaluate.add_argument("--per-predicate", default=None, help="optional CSV of per-predicate recalls")
+    evaluate.add_argument("--per-image", default=None, help="optional JSON of per-image recall counts (what `make compare` bootstraps)")
     evaluate.add_argument("--predicted-predicates", default=None, help="optional CSV of the distinct predicted predicates (top-50)")
     evaluate.add_argument("--ks", type=parse_ks, default=list(DEFAULT_KS), help="comma-separated K values (default 20,50,100)")
     evaluate.add_argument("--similarity-threshold", type=float, default=DEFAULT_SIMILARITY_THRESHOLD, help="gR/mgR similarity threshold")
