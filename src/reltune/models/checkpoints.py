@@ -5,9 +5,13 @@ A checkpoint is two files in `<out>.ckpt/`:
 - `checkpoint.json`: the run identity, the step, the python and numpy RNG
   states of every process (as plain lists) and the name and SHA-256 of the
   tensor file;
-- `checkpoint-<step>.pt`: tensors and plain containers only (trainable
-  weights, optimizer and scheduler state, torch RNG states), read with
+- `checkpoint-<step>.pt`: tensors and plain containers only (the state keys
+  in TENSOR_KEYS: trainable weights, optimizer and scheduler state, best-epoch
+  weights; and the torch RNG states), read with
   `torch.load(..., weights_only=True)`, which refuses any pickled object.
+
+Every other key of the saved state (e.g. validation records) must be JSON; it
+goes to the header's `state`.
 
 The tensor file is written first under a new name, then the JSON is replaced
 atomically, then older tensor files are removed: a crash at any point leaves a
@@ -37,6 +41,11 @@ FORMAT_VERSION = 1
 _WEIGHTS_NAME = re.compile(r"^checkpoint-\d{8}\.pt$")
 # The pickled single-file checkpoint of earlier versions: never unpickled.
 LEGACY_FILE = "checkpoint.pt"
+# State keys that hold tensors (to the .pt file); every other key but identity/step/rng goes to the JSON.
+TENSOR_KEYS = ("trainable", "optimizer", "scheduler", "best")
+_REQUIRED_TENSOR_KEYS = {"trainable", "optimizer", "scheduler", "rng"}
+# Keys the header itself uses.
+_HEADER_KEYS = ("format", "identity", "step", "weights", "weights_sha256", "rng", "state")
 
 
 def checkpoint_dir_for(out_dir: str | Path) -> Path:
@@ -114,7 +123,7 @@ def _split_rng(states: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` (identity, step, trainable, optimizer, scheduler, rng: one `rng_state()` per process).
+    """Write `state`: identity, step, rng (one `rng_state()` per process), TENSOR_KEYS, and JSON-safe rest.
 
     `path` is the checkpoint's JSON file; the tensor file goes beside it.
     """
@@ -123,9 +132,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     step = int(state["step"])
     rng_json, rng_tensors = _split_rng(list(state["rng"]))
     weights = path.parent / f"checkpoint-{step:08d}.pt"
-    tensors = {"trainable": state["trainable"], "optimizer": state["optimizer"], "scheduler": state["scheduler"], "rng": rng_tensors}
     with atomic_path(weights) as temporary:
-        torch.save(tensors, temporary)
+        torch.save({key: state[key] for key in TENSOR_KEYS if key in state} | {"rng": rng_tensors}, temporary)
     header = {
         "format": FORMAT_VERSION,
         "identity": state["identity"],
@@ -133,6 +141,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         "weights": weights.name,
         "weights_sha256": _sha256(weights),
         "rng": rng_json,
+        "state": {key: value for key, value in state.items() if key not in TENSOR_KEYS and key not in _HEADER_KEYS},
     }
     write_json(header, path)
     for old in path.parent.glob("checkpoint-*.pt"):
@@ -154,8 +163,8 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise InputError(path, f"checkpoint weights must be named checkpoint-<8 digits>.pt, got {weights!r}")
     if not isinstance(rng, list) or not all(isinstance(item, dict) for item in rng):
         raise InputError(path, "checkpoint rng must be a list of per-process states")
-    if not isinstance(header.get("identity"), dict):
-        raise InputError(path, "checkpoint identity must be a mapping")
+    if not isinstance(header.get("identity"), dict) or not isinstance(header.get("state"), dict):
+        raise InputError(path, "checkpoint identity and state must be mappings")
     return header
 
 
@@ -167,10 +176,10 @@ def _load_tensors(weights: Path, expected_sha256: object) -> dict[str, Any]:
     try:
         tensors = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as error:  # refused pickled objects and corrupt archives both end here
-        problem = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        problem = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise InputError(weights, f"refused checkpoint: not a plain tensor file ({problem})") from None
-    if not isinstance(tensors, dict) or not {"trainable", "optimizer", "scheduler", "rng"} <= set(tensors):
-        raise InputError(weights, "checkpoint tensor file lacks trainable/optimizer/scheduler/rng")
+    if not isinstance(tensors, dict) or not _REQUIRED_TENSOR_KEYS <= set(tensors):
+        raise InputError(weights, f"checkpoint tensor file lacks one of {sorted(_REQUIRED_TENSOR_KEYS)}")
     return tensors
 
 
@@ -188,7 +197,16 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     if not isinstance(tensors["rng"], list) or len(tensors["rng"]) != len(header["rng"]):
         raise InputError(path, "checkpoint RNG states of the JSON and the tensor file differ in number")
     rng = [{**json_part, **tensor_part} for json_part, tensor_part in zip(header["rng"], tensors["rng"])]
-    return {**tensors, "identity": header["identity"], "step": header["step"], "rng": rng}
+    extra = {key: value for key, value in header["state"].items() if key not in TENSOR_KEYS and key not in _HEADER_KEYS}
+    return {**extra, **tensors, "identity": header["identity"], "step": header["step"], "rng": rng}
+
+
+def _check_weights(stored: Any, expected: dict[str, torch.Size], what: str, source: str | Path) -> None:
+    if not isinstance(stored, dict) or set(stored) != set(expected):
+        raise InputError(source, f"checkpoint {what} are not the trainable parameters of this model")
+    wrong = [name for name, tensor in stored.items() if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[name]]
+    if wrong:
+        raise InputError(source, f"checkpoint {what} of the wrong shape, e.g. {wrong[0]}")
 
 
 def restore_checkpoint(
@@ -205,19 +223,32 @@ def restore_checkpoint(
     if step >= total_steps:
         raise InputError(source, f"checkpoint step {step} is not before the last step {total_steps}")
     expected = {name: parameter.shape for name, parameter in model.named_parameters() if parameter.requires_grad}
-    stored = checkpoint["trainable"]
-    if not isinstance(stored, dict) or set(stored) != set(expected):
-        raise InputError(source, "checkpoint weights are not the trainable parameters of this model")
-    wrong = [name for name, tensor in stored.items() if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[name]]
-    if wrong:
-        raise InputError(source, f"checkpoint weights of the wrong shape, e.g. {wrong[0]}")
+    _check_weights(checkpoint["trainable"], expected, "weights", source)
+    if checkpoint.get("best") is not None:
+        _check_weights(checkpoint["best"], expected, "best-epoch weights", source)
     if process_index >= len(checkpoint["rng"]):
         raise InputError(source, f"checkpoint has no RNG state for process {process_index}")
     try:
-        model.load_state_dict(stored, strict=False)
+        model.load_state_dict(checkpoint["trainable"], strict=False)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise InputError(source, f"checkpoint does not fit this run ({type(error).__name__}: {error})".splitlines()[0]) from None
+        message = f"checkpoint does not fit this run ({type(error).__name__}: {error})"
+        raise InputError(source, message.splitlines()[0]) from None
     set_rng_state(checkpoint["rng"][process_index], source)
     return step
+
+
+# Files of a backbone directory that decide what its weights mean (the weights themselves can be
+# gigabytes; their shapes follow config.json). The tokenizer matters: other token ids, other run.
+_BACKBONE_IDENTITY_FILES = ("config.json", "tokenizer.json", "qformer_tokenizer/tokenizer.json", "processor_config.json")
+
+
+def backbone_fingerprint(backbone_dir: str | Path) -> str:
+    """`<dir>:<hash of its config and tokenizer files>` (a hub id without local files hashes to the empty text)."""
+    digest = hashlib.sha256()
+    for name in _BACKBONE_IDENTITY_FILES:
+        file = Path(backbone_dir) / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return f"{backbone_dir}:{digest.hexdigest()[:16]}"
