@@ -15,4 +15,6 @@ class InputError(ValueError):
         self.where = None if where is None else str(where)
         self.problem = problem
         location = f"{self.file}" + (f" [{self.where}]" if self.where else "")
-        super().__init__(f"{location}: {problem}".replace("\n", " "))
+        message = f"{location}: {problem}".replace("\n", " ")
+        # a lone surrogate (from bad input) could not be printed or logged: escape it
+        super().__init__(message.encode("utf-8", "backslashreplace").decode("utf-8"))

@@ -12,18 +12,30 @@ from __future__ import annotations
 import argparse
 
 from reltune.data import world_spec
-from reltune.argtypes import boolean
+from reltune.data.download import ArchiveLimits
+from reltune.argtypes import boolean, int_at_least, non_negative_int, positive_float, positive_int, unit_interval
 
 DEFAULT_VAL_SIZE = 5000
 DEFAULT_BOX_TOLERANCE = 0.02
 DEFAULT_WORLD = world_spec.WorldSize()
+DEFAULT_LIMITS = ArchiveLimits()
 
 
 def _probabilities(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(part) for part in text.split(","))
+        values = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if len(values) != 4 or not all(0.0 <= value <= 1.0 for value in values) or abs(sum(values) - 1.0) > 1e-5:
+        raise argparse.ArgumentTypeError(f"expected 4 probabilities in [0, 1] summing to 1, got {text!r}")
+    return values
+
+
+def _jpeg_quality(text: str) -> int:
+    quality = int_at_least(1)(text)
+    if quality > 100:
+        raise argparse.ArgumentTypeError(f"must be at most 100, got {quality}")
+    return quality
 
 
 def _run_import(args: argparse.Namespace) -> int:
@@ -71,6 +83,7 @@ def _run_download(args: argparse.Namespace) -> int:
         members=args.member or [],
         retries=args.retries,
         timeout=args.timeout,
+        limits=ArchiveLimits(max_members=args.max_members, max_bytes=args.max_bytes, max_ratio=args.max_ratio),
     )
     return 0
 
@@ -91,7 +104,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="dataset name selecting the predicate category map (vg150, gqa200, oiv4, oiv6, synthetic, "
         "synthetic-ood); default: the format name (required for oi)",
     )
-    importer.add_argument("--val-size", type=int, default=DEFAULT_VAL_SIZE, help="images in val (format convention)")
+    importer.add_argument("--val-size", type=non_negative_int, default=DEFAULT_VAL_SIZE, help="images in val (format convention)")
     # flags take an optional true/false so that DVC can pass `--skip-bad ${...}` from params.yaml
     importer.add_argument(
         "--skip-bad",
@@ -114,7 +127,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     importer.add_argument("--no-check-images", dest="check_images", action="store_false", help="same as --check-images false")
     importer.add_argument(
         "--box-tolerance",
-        type=float,
+        type=unit_interval,
         default=DEFAULT_BOX_TOLERANCE,
         help="boxes may overshoot the image by this fraction of its longer side (then clipped); more is bad input",
     )
@@ -122,22 +135,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     world = data_commands.add_parser("world", help="generate the synthetic scene-graph world (held-in + held-out)")
     world.add_argument("--out", required=True, help="output directory (synthetic/, synthetic-ood/, world_spec.json)")
-    world.add_argument("--seed", type=int, default=0)
-    world.add_argument("--train-images", type=int, default=DEFAULT_WORLD.train_images)
-    world.add_argument("--test-images", type=int, default=DEFAULT_WORLD.test_images)
-    world.add_argument("--ood-images", type=int, default=DEFAULT_WORLD.ood_images)
-    world.add_argument("--image-size", type=int, default=DEFAULT_WORLD.image_size, help="square image side in pixels")
+    world.add_argument("--seed", type=non_negative_int, default=0)
+    world.add_argument("--train-images", type=non_negative_int, default=DEFAULT_WORLD.train_images)
+    world.add_argument("--test-images", type=non_negative_int, default=DEFAULT_WORLD.test_images)
+    world.add_argument("--ood-images", type=non_negative_int, default=DEFAULT_WORLD.ood_images)
+    world.add_argument("--image-size", type=int_at_least(64), default=DEFAULT_WORLD.image_size, help="square image side in pixels")
     world.add_argument(
         "--pair-probabilities",
         type=_probabilities,
         default=",".join(f"{p:g}" for p in DEFAULT_WORLD.pair_probabilities),
         help="comma-separated probabilities of 1,2,3,4 related pairs per image (one pair per grid cell)",
     )
-    world.add_argument("--distractor-probability", type=float, default=DEFAULT_WORLD.distractor_probability)
+    world.add_argument("--distractor-probability", type=unit_interval, default=DEFAULT_WORLD.distractor_probability)
     world.add_argument(
-        "--ood-unseen-object-probability", type=float, default=DEFAULT_WORLD.ood_unseen_object_probability
+        "--ood-unseen-object-probability", type=unit_interval, default=DEFAULT_WORLD.ood_unseen_object_probability
     )
-    world.add_argument("--jpeg-quality", type=int, default=DEFAULT_WORLD.jpeg_quality)
+    world.add_argument("--jpeg-quality", type=_jpeg_quality, default=DEFAULT_WORLD.jpeg_quality)
     world.set_defaults(func=_run_world)
 
     download = data_commands.add_parser(
@@ -152,6 +165,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     download.add_argument(
         "--member", action="append", help="extract only this path (file or folder) from the archives (repeatable)"
     )
-    download.add_argument("--retries", type=int, default=5, help="resume attempts per file after a broken transfer")
-    download.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    download.add_argument("--retries", type=non_negative_int, default=5, help="resume attempts per file after a broken transfer")
+    download.add_argument("--timeout", type=positive_float, default=60.0, help="network timeout in seconds")
+    limits = download.add_argument_group("archive limits (an archive beyond one fails before anything is written)")
+    limits.add_argument("--max-members", "--max_members", type=positive_int, default=DEFAULT_LIMITS.max_members,
+                        help="most members extracted from one archive")
+    limits.add_argument("--max-bytes", "--max_bytes", type=positive_int, default=DEFAULT_LIMITS.max_bytes,
+                        help="most uncompressed bytes extracted from one archive")
+    limits.add_argument("--max-ratio", "--max_ratio", type=positive_float, default=DEFAULT_LIMITS.max_ratio,
+                        help="most uncompressed bytes per byte of archive (stops archive bombs)")
     download.set_defaults(func=_run_download)

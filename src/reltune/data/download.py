@@ -24,7 +24,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from reltune.errors import InputError
@@ -63,8 +65,13 @@ def link_local(local: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 def file_name_of(url: str) -> str:
+    """The file name a URL's path ends in (percent-decoded); one that is not a plain file name raises."""
     name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
-    return name or "download"
+    if name in ("", ".", "..") or "\\" in name or "\x00" in name:
+        raise InputError(url, f"the URL does not end in a usable file name (got {name!r})")
+    if name in (DOWNLOAD_DIR, MANIFEST_NAME):
+        raise InputError(url, f"the URL's file name {name!r} would overwrite the download bookkeeping")
+    return name
 
 
 def _expected_total(response: http.client.HTTPResponse, start: int) -> int | None:
@@ -149,10 +156,26 @@ def fetch_verified(url: str, sha256: str, downloads: Path, retries: int = 5, tim
     return final
 
 
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What one archive may expand to (params.yaml `download.<name>`: max-members, max-bytes, max-ratio).
+
+    The defaults admit the real datasets (VG150's images: 108,077 files,
+    about 15 GB) and stop archive bombs: the ratio compares the uncompressed
+    size of the extracted members with the archive's size on disk.
+    """
+
+    max_members: int = 1_000_000
+    max_bytes: int = 256 * 2**30
+    max_ratio: float = 100.0
+
+
 def _safe_member(name: str, archive: Path) -> PurePosixPath:
     path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts:
+    if path.is_absolute() or ".." in path.parts or "\x00" in name:
         raise InputError(archive, f"archive member {name!r} would be written outside the output directory")
+    if path.parts and path.parts[0] in (DOWNLOAD_DIR, MANIFEST_NAME):
+        raise InputError(archive, f"archive member {name!r} collides with the download bookkeeping ({path.parts[0]})")
     return path
 
 
@@ -162,43 +185,87 @@ def _selected(path: PurePosixPath, members: Sequence[str]) -> bool:
     return any(path == PurePosixPath(m) or PurePosixPath(m) in path.parents for m in members)
 
 
-def extract_archive(archive: Path, out: Path, members: Sequence[str] = ()) -> list[str]:
+def _check_limits(archive: Path, sizes: list[int], limits: ArchiveLimits) -> None:
+    """Refuse an archive whose chosen members exceed a limit, before anything is written."""
+    total = sum(sizes)
+    if len(sizes) > limits.max_members:
+        raise InputError(archive, f"{len(sizes)} members exceed the limit max-members={limits.max_members}")
+    if total > limits.max_bytes:
+        raise InputError(archive, f"{total} uncompressed bytes exceed the limit max-bytes={limits.max_bytes}")
+    ratio = total / max(1, archive.stat().st_size)
+    if ratio > limits.max_ratio:
+        raise InputError(archive, f"expands {ratio:.0f}-fold, beyond the limit max-ratio={limits.max_ratio:g}")
+
+
+def _tar_member_kind(info: tarfile.TarInfo) -> str | None:
+    """Why a tar member cannot be extracted as data (links, FIFOs, devices), or None."""
+    if info.issym() or info.islnk():
+        return "a link"
+    if info.isfifo():
+        return "a FIFO"
+    if info.ischr() or info.isblk():
+        return "a device"
+    if not (info.isfile() or info.isdir()):
+        return "not a regular file or directory"
+    return None
+
+
+def _extract_zip(archive: Path, staging: Path, members: Sequence[str], limits: ArchiveLimits) -> set[str]:
+    with zipfile.ZipFile(archive) as bundle:
+        chosen = [info for info in bundle.infolist() if _selected(_safe_member(info.filename, archive), members)]
+        _check_limits(archive, [info.file_size for info in chosen], limits)
+        for info in chosen:
+            bundle.extract(info, staging)
+    return {str(PurePosixPath(info.filename)) for info in chosen}
+
+
+def _extract_tar(archive: Path, staging: Path, members: Sequence[str], limits: ArchiveLimits) -> set[str]:
+    with tarfile.open(archive) as bundle:
+        chosen = []
+        for info in bundle.getmembers():
+            path = _safe_member(info.name, archive)
+            kind = _tar_member_kind(info)
+            if kind:
+                raise InputError(archive, f"archive member {info.name!r} is {kind}; refusing to extract")
+            if _selected(path, members):
+                chosen.append(info)
+        _check_limits(archive, [info.size for info in chosen], limits)
+        bundle.extractall(staging, members=chosen, filter="data")
+    return {str(PurePosixPath(info.name)) for info in chosen}
+
+
+def _move_into(staging: Path, out: Path) -> list[str]:
+    """Move the extracted top-level entries over their namesakes in `out`; return their names."""
+    names = sorted(entry.name for entry in staging.iterdir())
+    for name in names:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(staging / name, target)
+    return names
+
+
+def extract_archive(
+    archive: Path, out: Path, members: Sequence[str] = (), limits: ArchiveLimits = ArchiveLimits()
+) -> list[str]:
     """Extract a zip/tar archive into `out` (via a temporary directory); return the top-level names."""
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=out))
-    found: set[str] = set()
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as bundle:
-                for info in bundle.infolist():
-                    path = _safe_member(info.filename, archive)
-                    if _selected(path, members):
-                        found.add(str(path))
-                        bundle.extract(info, staging)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as bundle:
-                chosen = []
-                for info in bundle.getmembers():
-                    path = _safe_member(info.name, archive)
-                    if info.issym() or info.islnk():
-                        raise InputError(archive, f"archive member {info.name!r} is a link; refusing to extract")
-                    if _selected(path, members):
-                        found.add(str(path))
-                        chosen.append(info)
-                bundle.extractall(staging, members=chosen, filter="data")
-        else:
-            raise InputError(archive, "not a zip or tar archive")
+        try:
+            if zipfile.is_zipfile(archive):
+                found = _extract_zip(archive, staging, members, limits)
+            elif tarfile.is_tarfile(archive):
+                found = _extract_tar(archive, staging, members, limits)
+            else:
+                raise InputError(archive, "not a zip or tar archive")
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError, RuntimeError) as error:
+            raise InputError(archive, f"corrupt or unsupported archive ({type(error).__name__}: {error})") from None
         missing = [m for m in members if not any(f == m or f.startswith(m.rstrip("/") + "/") for f in found)]
         if missing:
             raise InputError(archive, f"members not in the archive: {', '.join(missing)}")
-        names = sorted(entry.name for entry in staging.iterdir())
-        for name in names:
-            target = out / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            os.replace(staging / name, target)
-        return names
+        return _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -216,6 +283,7 @@ def fetch_dataset(
     members: Sequence[str] = (),
     retries: int = 5,
     timeout: float = 60.0,
+    limits: ArchiveLimits = ArchiveLimits(),
 ) -> Path:
     """Link a local copy or download, verify and extract the files of one dataset into `out`."""
     out_path = Path(out)
@@ -244,7 +312,7 @@ def fetch_dataset(
             continue
         verified = fetch_verified(url, sha256, downloads, retries=retries, timeout=timeout)
         if is_archive(verified):
-            extracted = extract_archive(verified, out_path, members)
+            extracted = extract_archive(verified, out_path, members, limits)
             verified.unlink()  # the extracted tree is the output; the manifest keeps the checksum
         else:
             target = out_path / name

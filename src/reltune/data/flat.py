@@ -129,6 +129,7 @@ class ImageProblem:
     row: int  # index of the image in its FlatScenes
     field: str
     reason: str
+    file: str | None = None  # the source file at fault when it is not the part's annotation file
 
 
 def _first_per_image(bad_element: np.ndarray, element_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

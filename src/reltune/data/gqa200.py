@@ -13,11 +13,12 @@ comparable); images without boxes or relations are dropped.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from reltune.data.flat import FlatScenes
-from reltune.data.jsonscenes import flat_from_records, parse_image
+from reltune.data.jsonscenes import ImageRecord, flat_from_records, parse_image
 from reltune.data.raw import RawDataset, RawPart, first_val, require_keys
+from reltune.data.values import image_id_text
 from reltune.errors import InputError
 from reltune.io import read_json
 
@@ -41,6 +42,24 @@ def _names_after_background(info: dict, key: str, file: Path) -> list[str]:
     return names[1:]
 
 
+def _parse_gqa_image(filename: object, image_info: object, boxes: object, classes: object, relations: object) -> ImageRecord:
+    """One image of the parallel lists; the file name must stay inside `images/`."""
+    name, name_problem = image_id_text(filename, "file name")
+    size = [image_info.get("width"), image_info.get("height")] if isinstance(image_info, dict) else image_info
+    return parse_image(
+        image_id=PurePosixPath(name).stem,
+        image_path=f"{IMAGE_DIR}/{name}",
+        size=size,
+        boxes=boxes,
+        labels=classes,
+        relations=relations,
+        label_offset=1,
+        predicate_offset=1,
+        field_names=FIELD_NAMES,
+        id_problem=("filenames_all", name_problem) if name_problem else None,
+    )
+
+
 def read_gqa200(src: str | Path) -> RawDataset:
     src = Path(src)
     info_path = src / INFO_NAME
@@ -56,25 +75,7 @@ def read_gqa200(src: str | Path) -> RawDataset:
         lengths = {key: len(data[key]) if isinstance(data[key], list) else -1 for key in LISTS}
         if len(set(lengths.values())) != 1 or -1 in lengths.values():
             raise InputError(path, f"the parallel lists differ in length or are not lists: {lengths}")
-        records = []
-        for row, (filename, image_info, boxes, classes, relations) in enumerate(zip(*(data[key] for key in LISTS))):
-            size = (
-                (image_info.get("width"), image_info.get("height")) if isinstance(image_info, dict) else None
-            )
-            image_name = str(filename)
-            records.append(
-                parse_image(
-                    image_id=Path(image_name).stem,
-                    image_path=f"{IMAGE_DIR}/{image_name}",
-                    size=size,
-                    boxes=boxes,
-                    labels=classes,
-                    relations=relations,
-                    label_offset=1,
-                    predicate_offset=1,
-                    field_names=FIELD_NAMES,
-                )
-            )
+        records = [_parse_gqa_image(*values) for values in zip(*(data[key] for key in LISTS))]
         flat, problems = flat_from_records(records)
         parts.append(RawPart(name=name, file=str(path), flat=flat, problems=problems))
 

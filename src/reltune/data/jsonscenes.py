@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reltune.data.flat import FlatScenes, ImageProblem
-from reltune.data.raw import as_array
+from reltune.data.values import number_array, printable
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ImageRecord:
 
 
 def parse_image(
-    image_id: object,
+    image_id: str,
     image_path: str,
     size: object,
     boxes: object,
@@ -39,32 +39,33 @@ def parse_image(
     label_offset: int,
     predicate_offset: int,
     field_names: dict[str, str],
+    id_problem: tuple[str, str] | None = None,
 ) -> ImageRecord:
-    """Parse one image's JSON values; ids become 0-based by subtracting the offsets."""
-    record = ImageRecord(str(image_id), image_path, np.nan, np.nan, None, None, None)
-    try:
-        width, height = (float(value) for value in size)  # type: ignore[union-attr]
-        record.width, record.height = width, height
-    except (TypeError, ValueError):
-        record.problem = (field_names["size"], f"image size {size!r} is not [width, height]")
+    """Parse one image's JSON values; ids become 0-based by subtracting the offsets.
+
+    `id_problem` ((field, reason), from `values.image_id_text`) marks an image
+    whose id or file name is unusable; the first problem found is kept.
+    """
+    record = ImageRecord(image_id, image_path, np.nan, np.nan, None, None, None, problem=id_problem)
+    if id_problem is not None:
         return record
-    box_array = as_array(boxes, (4,), np.float64)
+    size_array, why = number_array(list(size) if isinstance(size, (list, tuple)) else size, (), integer=True)
+    if size_array is None or len(size_array) != 2:
+        record.problem = (field_names["size"], f"image size {printable(repr(size))[:60]} is not [width, height] integers")
+        return record
+    record.width, record.height = float(size_array[0]), float(size_array[1])
+    box_array, why = number_array(boxes, (4,), integer=False)
     if box_array is None:
-        record.problem = (field_names["boxes"], "boxes are not a list of [x1, y1, x2, y2]")
+        record.problem = (field_names["boxes"], f"boxes are not a list of [x1, y1, x2, y2] ({why})")
         return record
-    label_array = as_array(labels, (), np.float64)
+    label_array, why = number_array(labels, (), integer=True)
     if label_array is None or len(label_array) != len(box_array):
-        record.problem = (field_names["labels"], f"labels are not one integer per box ({len(box_array)} boxes)")
+        detail = f" ({why})" if why else ""
+        record.problem = (field_names["labels"], f"labels are not one integer per box ({len(box_array)} boxes){detail}")
         return record
-    if np.any(label_array != np.round(label_array)):
-        record.problem = (field_names["labels"], "labels are not integers")
-        return record
-    relation_array = as_array(relations, (3,), np.float64)
+    relation_array, why = number_array(relations, (3,), integer=True)
     if relation_array is None:
-        record.problem = (field_names["relations"], "relations are not a list of [subj, obj, predicate]")
-        return record
-    if np.any(relation_array != np.round(relation_array)):
-        record.problem = (field_names["relations"], "relations are not integers")
+        record.problem = (field_names["relations"], f"relations are not a list of integer [subj, obj, predicate] ({why})")
         return record
     record.boxes = box_array
     record.label_ids = label_array.astype(np.int64) - label_offset

@@ -18,6 +18,7 @@ import numpy as np
 from reltune.data.flat import FlatScenes
 from reltune.data.jsonscenes import ImageRecord, flat_from_records, parse_image
 from reltune.data.raw import RawDataset, RawPart, first_val, require_keys
+from reltune.data.values import image_id_text
 from reltune.errors import InputError
 from reltune.io import read_json
 
@@ -31,6 +32,27 @@ FIELD_NAMES = {"size": "img_size", "boxes": "bbox", "labels": "det_labels", "rel
 
 def annotation_file(src: Path, split: str) -> Path:
     return src / ANNOTATION_DIR / f"vrd-{split}-anno.json"
+
+
+def _parse_oi_record(row: int, entry: object) -> ImageRecord:
+    """One record of an annotation file; a broken record is one bad image (skippable), not a broken file."""
+    raw_name = entry.get("img_fn", f"row {row}") if isinstance(entry, dict) else f"row {row}"
+    name, name_problem = image_id_text(raw_name, "img_fn")
+    missing = [key for key in RECORD_KEYS if not isinstance(entry, dict) or key not in entry]
+    if missing or name_problem:
+        problem = (missing[0], f"record lacks key {missing[0]!r}") if missing else ("img_fn", name_problem)
+        return ImageRecord(name, f"{IMAGE_DIR}/{name}.jpg", np.nan, np.nan, None, None, None, problem=problem)
+    return parse_image(
+        image_id=name,
+        image_path=f"{IMAGE_DIR}/{name}.jpg",
+        size=entry["img_size"],
+        boxes=entry["bbox"],
+        labels=entry["det_labels"],
+        relations=entry["rel"],
+        label_offset=0,
+        predicate_offset=0,
+        field_names=FIELD_NAMES,
+    )
 
 
 def read_openimages(src: str | Path) -> RawDataset:
@@ -48,29 +70,7 @@ def read_openimages(src: str | Path) -> RawDataset:
         annotations = read_json(path)
         if not isinstance(annotations, list):
             raise InputError(path, "expected a JSON list of images")
-        records = []
-        for row, entry in enumerate(annotations):
-            missing = [key for key in RECORD_KEYS if not isinstance(entry, dict) or key not in entry]
-            if missing:
-                # a broken record is one bad image (skippable), not a broken file
-                image_id = entry.get("img_fn", f"row {row}") if isinstance(entry, dict) else f"row {row}"
-                record = ImageRecord(str(image_id), f"{IMAGE_DIR}/{image_id}.jpg", np.nan, np.nan, None, None, None)
-                record.problem = (missing[0], f"record lacks key {missing[0]!r}")
-                records.append(record)
-                continue
-            records.append(
-                parse_image(
-                    image_id=entry["img_fn"],
-                    image_path=f"{IMAGE_DIR}/{entry['img_fn']}.jpg",
-                    size=entry["img_size"],
-                    boxes=entry["bbox"],
-                    labels=entry["det_labels"],
-                    relations=entry["rel"],
-                    label_offset=0,
-                    predicate_offset=0,
-                    field_names=FIELD_NAMES,
-                )
-            )
+        records = [_parse_oi_record(row, entry) for row, entry in enumerate(annotations)]
         flat, problems = flat_from_records(records)
         parts.append(RawPart(name=split, file=str(path), flat=flat, problems=problems))
 

@@ -53,16 +53,3 @@ def first_val(flat: FlatScenes, val_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the first `val_size` images and of the rest."""
     rows = np.arange(len(flat))
     return rows[:val_size], rows[val_size:]
-
-
-def as_array(value: Any, shape_tail: tuple[int, ...], dtype: type) -> np.ndarray | None:
-    """A JSON list as an array of shape (k, *shape_tail), or None when it is not one."""
-    try:
-        array = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError):
-        return None
-    if array.size == 0:
-        return np.zeros((0, *shape_tail), dtype=dtype)
-    if array.ndim != 1 + len(shape_tail) or array.shape[1:] != shape_tail:
-        return None
-    return array

@@ -286,14 +286,25 @@ def write_scene_table(table: pa.Table | pd.DataFrame, path: str | os.PathLike) -
         pq.write_table(table, temporary)
 
 
-def write_scenes(
-    directory: str | os.PathLike, splits: dict[str, pa.Table | pd.DataFrame], vocab: dict[str, Any]
-) -> None:
-    """Validate and write `{split}.parquet` for each split and `vocab.json`."""
+def validate_scenes(directory: str | os.PathLike, splits: dict[str, pa.Table | pd.DataFrame], vocab: dict[str, Any]) -> None:
+    """Check the vocabulary and every split table; errors name `<directory>/<split>.parquet`."""
     directory = Path(directory)
     validate_vocab(vocab, directory / "vocab.json")
     for split, table in splits.items():
         validate_scene_table(table, directory / f"{split}.parquet", vocab)
+
+
+def write_scene_files(directory: str | os.PathLike, splits: dict[str, pa.Table | pd.DataFrame], vocab: dict[str, Any]) -> None:
+    """Write `{split}.parquet` for each split and `vocab.json` (each file atomically; tables already validated)."""
+    directory = Path(directory)
     for split, table in splits.items():
         write_scene_table(table, directory / f"{split}.parquet")
     write_json({key: vocab[key] for key in VOCAB_KEYS}, directory / "vocab.json")
+
+
+def write_scenes(
+    directory: str | os.PathLike, splits: dict[str, pa.Table | pd.DataFrame], vocab: dict[str, Any]
+) -> None:
+    """Validate and write `{split}.parquet` for each split and `vocab.json`."""
+    validate_scenes(directory, splits, vocab)
+    write_scene_files(directory, splits, vocab)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from reltune.data.world_spec import (
     vg_shaped_weights,
     world_spec_json,
 )
+from reltune.io import atomic_directory
 from reltune.progress import log, track
 
 HELD_IN_DIR = "synthetic"
@@ -192,9 +191,7 @@ def generate_world(out: str | os.PathLike, seed: int, size: WorldSize = WorldSiz
     """
     size.check()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as temporary:
         train = generate_scenes("train", size.train_images, seed, size)
         test = generate_scenes("test", size.test_images, seed, size)
         ood = generate_scenes("ood", size.ood_images, seed, size)
@@ -204,16 +201,6 @@ def generate_world(out: str | os.PathLike, seed: int, size: WorldSize = WorldSiz
         }
         spec = world_spec_json(seed, size, counts)
         _write_json(temporary / SPEC_NAME, spec)
-        if out.exists():
-            previous = out.with_name(f".{out.name}.old")
-            shutil.rmtree(previous, ignore_errors=True)
-            os.replace(out, previous)
-            os.replace(temporary, out)
-            shutil.rmtree(previous, ignore_errors=True)
-        else:
-            os.replace(temporary, out)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     log(
         f"world -> {out}: held-in train {size.train_images}, test {size.test_images} images; "
         f"held-out {size.ood_images} images"

@@ -8,7 +8,7 @@ from pathlib import Path
 from reltune.instructions.build import InstructionOptions
 from reltune.instructions.negatives import NEGATIVE_MODES
 from reltune.instructions.stage import build_instruction_dataset
-from reltune.argtypes import boolean
+from reltune.argtypes import boolean, non_negative_int, positive_int
 
 DEFAULTS = InstructionOptions()
 
@@ -30,8 +30,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="ask about the high-level category (Fig. 2) or the naive question")
     parser.add_argument("--negatives", choices=NEGATIVE_MODES, default=DEFAULTS.negatives,
                         help="counter (Eq. 1), random (any category not annotated on the pair) or none")
-    parser.add_argument("--negatives-per-positive", type=int, choices=(1, 2), default=DEFAULTS.negatives_per_positive)
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--negatives-per-positive", type=positive_int, choices=(1, 2), default=DEFAULTS.negatives_per_positive)
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULTS.seed)
     parser.set_defaults(func=run_instructions, _parser=parser)
 
 
