@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 
 import pandas as pd
+import pytest
 
 from reltune.evaluation import compare
+from reltune.errors import InputError
 from reltune.io import write_json, write_parquet
 
 
@@ -18,12 +22,12 @@ def experiment(name: str, strategy: str, seed: int, held_in_mr: float, blind_mr:
         "metrics/pretrain_tiny.json": {"data": {"accuracy": 0.7}},
     }
     params = {"params.yaml": {"data": {"sampling": {"strategy": strategy, "seed": seed}}}}
-    return {"rev": name[:7], "name": name, "data": {"metrics": metrics, "params": params}}
+    rev = "workspace" if name == "workspace" else hashlib.sha1(name.encode()).hexdigest()
+    return {"rev": rev, "name": name, "data": {"rev": rev, "metrics": metrics, "params": params}}
 
 
 def exp_show(commit_metrics: bool) -> list[dict]:
     workspace = experiment("workspace", "art", 0, 50.0, 19.0, 60.0)
-    workspace["rev"] = "workspace"
     head = experiment("main", "art", 0, 50.0, 19.0, 60.0)
     if not commit_metrics:
         head["data"]["metrics"] = {}
@@ -51,14 +55,16 @@ def test_rows_blind_columns_and_baselines_filter():
     assert names == ["workspace", "art-seed0", "art-seed1", "random-seed0"]
 
 
-def test_seed_summary_gives_mean_and_spread_of_variants_with_two_seeds():
+def test_seed_summary_gives_mean_and_t_interval_of_variants_with_two_seeds():
     summary = compare.seed_summary_rows(compare.comparison_rows(exp_show(commit_metrics=False)))
-    assert len(summary) == 1  # random has one seed: no spread to give
+    assert len(summary) == 1  # random has one seed: no interval to give
     art = summary[0]
     assert (art["variant"], art["seeds"]) == ("art", "0,1")
-    assert art["synthetic mR@20"] == "45.00 (40.00-50.00)"
-    assert art["synthetic blind mR@20"] == "18.00 (17.00-19.00)"
-    assert art["wall time (min)"] == "10.50 (10.00-11.00)"
+    # 50 and 40: mean 45, sem 5, t(0.975, 1 df) = 12.7062 -> 45 -+ 63.53
+    assert art["synthetic mR@20"] == "45.00 [-18.53, 108.53]"
+    assert art["synthetic mR@20 sd"] == "7.07" and "synthetic blind mR@20 sd" not in art
+    assert art["synthetic blind mR@20"] == "18.00 [5.29, 30.71]"
+    assert art["wall time (min)"] == "10.50 [4.15, 16.85]"
 
 
 def test_main_prints_the_chance_row_from_workspace_scenes(tmp_path, monkeypatch, capsys):
@@ -88,3 +94,98 @@ def test_main_prints_the_chance_row_from_workspace_scenes(tmp_path, monkeypatch,
     assert cells[header.index("synthetic R@20")] == "12.50" and cells[header.index("synthetic mR@20")] == "12.50"
     assert cells[header.index("synthetic blind mR@20")] == ""
     assert any(line.startswith("Per variant over seeds") for line in lines)
+
+
+IMAGES = [f"img{i}" for i in range(30)]
+
+
+def per_image(hit_every: int, offset: int = 0) -> dict:
+    """Per-image file of 30 images with an 'on' (2 GT) and a 'near' (1 GT); every `hit_every`-th image fully recalled."""
+    rows = [(image, predicate, gt) for image in IMAGES for predicate, gt in (("near", 1), ("on", 2))]
+    recalled = [gt if (i // 2 + offset) % hit_every == 0 else 0 for i, (_, _, gt) in enumerate(rows)]
+    return {
+        "format": "reltune-per-image/1",
+        "ks": [20],
+        "image_id": [row[0] for row in rows],
+        "predicate": [row[1] for row in rows],
+        "gt": [row[2] for row in rows],
+        "recalled@20": recalled,
+    }
+
+
+def strategy_show() -> tuple[list[dict], dict]:
+    """exp show of art/balanced/random over seeds 0-2 (+ a lone `full`), and the per-image file of each rev."""
+    head = experiment("main", "art", 0, 50.0, 19.0, 60.0)
+    head["data"]["metrics"] = {}
+    head["experiments"], files = [], {}
+    hit_every = {"art": 1, "balanced": 2, "random": 2}  # art recalls everything; balanced and random the same half
+    for strategy in ("art", "balanced", "random"):
+        for seed in range(3):
+            run = experiment(f"{strategy}-seed{seed}", strategy, seed, 100.0 / hit_every[strategy], 10.0, 60.0)
+            run["data"]["metrics"]["metrics/synthetic-ood.json"] = {"data": {"R@20": 1.0, "mR@20": 5.0}}
+            head["experiments"].append({"revs": [run], "executor": {"state": "success"}})
+            files[(run["rev"], "metrics/per_image/synthetic.json")] = per_image(hit_every[strategy], offset=seed)
+            files[(run["rev"], "metrics/per_image/synthetic-ood.json")] = per_image(3)
+    head["experiments"].append({"revs": [experiment("full-seed0", "full", 0, 90.0, 10.0, 60.0)]})
+    return [head], files
+
+
+def test_paired_differences_give_intervals_and_verdicts_per_dataset(monkeypatch):
+    monkeypatch.setattr(compare, "workspace_held_in", lambda: "synthetic")
+    entries, files = strategy_show()
+    rows = compare.comparison_rows(entries)
+    differences = compare.difference_rows(rows, ["synthetic", "synthetic-ood"], "synthetic", lambda rev, path: files[(rev, path)])
+    table = {(row["difference"], row["dataset"]): row for row in differences}
+    assert len(differences) == 6 and all(row["seeds"] == "0,1,2" for row in differences)
+    ahead = table[("art - balanced", "synthetic (held-in)")]
+    # art 100 on every seed; balanced recalls images 0,2,.. (seeds 0, 2) or 1,3,.. (seed 1): 50 -> +50
+    assert ahead["mR@20 difference [95% interval]"].startswith("+50.00 [+") and ahead["verdict"] == "ahead"
+    assert table[("art - random", "synthetic (held-in)")]["verdict"] == "ahead"
+    # balanced and random: identical runs -> exactly 0
+    same = table[("balanced - random", "synthetic (held-in)")]
+    assert same["mR@20 difference [95% interval]"] == "+0.00 [+0.00, +0.00]" and same["verdict"] == "not separable at 95%"
+    assert table[("art - balanced", "synthetic-ood (held-out)")]["verdict"] == "not separable at 95%"
+    # a missing per-image file is reported in the row, not a crash
+    del files[(rows[1]["rev"], "metrics/per_image/synthetic.json")]
+
+    def reader(rev, path):
+        if (rev, path) not in files:
+            raise InputError(path, f"not readable in experiment {rev[:7]}")
+        return files[(rev, path)]
+
+    broken = compare.difference_rows(rows, ["synthetic"], "synthetic", reader)
+    assert broken[0]["verdict"].startswith("not compared: metrics/per_image/synthetic.json: not readable")
+
+
+def test_main_prints_summary_and_differences_and_the_report_gets_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("held_in: synthetic\n")
+    entries, files = strategy_show()
+    monkeypatch.setattr(compare, "read_revision_json", lambda rev, path: files[(rev, path)])
+    (tmp_path / "show.json").write_text(json.dumps(entries))
+    assert compare.main([str(tmp_path / "show.json")]) == 0
+    out = capsys.readouterr().out
+    assert compare.SUMMARY_TITLE in out and compare.DIFFERENCES_TITLE in out
+    assert "| art - balanced | synthetic (held-in) | 0,1,2 | +50.00 [" in out
+    assert "| balanced - random | synthetic-ood (held-out) | 0,1,2 | +0.00 [+0.00, +0.00] | not separable at 95% |" in out
+    section = compare.experiments_html(entries)
+    assert "<h2>Experiments (make compare)</h2>" in section and "<td>art - random</td>" in section and "<td>ahead</td>" in section
+    monkeypatch.setenv("DVC_EXP_NAME", "art-seed0")  # inside an experiment's own run: no comparison
+    assert compare.experiments_html() == ""
+
+
+def test_per_image_files_are_read_from_the_experiments_git_commit(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@t"), git("config", "user.name", "t")
+    write_json({"seed": 1}, tmp_path / "metrics/per_image/synthetic.json")
+    git("add", "metrics"), git("commit", "-q", "-m", "run")
+    rev = git("rev-parse", "HEAD")
+    write_json({"seed": 2}, tmp_path / "metrics/per_image/synthetic.json")  # the workspace moved on
+    assert compare.read_revision_json(rev, "metrics/per_image/synthetic.json") == {"seed": 1}
+    assert compare.read_revision_json("workspace", "metrics/per_image/synthetic.json") == {"seed": 2}
+    with pytest.raises(InputError, match="metrics/per_image/other.json: not readable in experiment"):
+        compare.read_revision_json(rev, "metrics/per_image/other.json")

@@ -1,4 +1,4 @@
-"""The strategy-comparison table of `make compare`, from `dvc exp show --json`.
+"""The strategy-comparison tables of `make compare`, from `dvc exp show --json`.
 
 One row per experiment: its strategy and seed, then per evaluated dataset the
 recalls of the tuned model next to its blind control (same model, blank
@@ -8,27 +8,52 @@ one uniformly random training predicate per annotated pair), computed from
 the workspace's scenes tables.
 
 A second table summarises each variant (the experiment name without its
-`-seed<N>` suffix) over its seeds: mean, and min-max as the seed spread.
+`-seed<N>` suffix) over its seeds: mean and 95% Student-t interval, and the
+seed standard deviation of mR@20.
+
+A third gives the paired differences art - balanced, art - random and
+balanced - random of mR@20 (the plain, graph-constrained key) on every
+dataset, with a 95% bootstrap interval over test images and seed pairs and a
+verdict (`statistics`). Each experiment's per-image recall counts
+(`evaluate --per-image`, `per_image`) are read from its git commit.
+`experiments_html` gives the same tables to the HTML report.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from reltune.errors import InputError
+from reltune.evaluation.per_image import read_per_image
+from reltune.evaluation.statistics import AlignedRecalls, Estimate, align_per_image, paired_difference, seed_interval
+from reltune.progress import log
 
 RECALL_KEYS = ("R@20", "R@50", "mR@20", "mR@50", "gR@20", "mgR@20")
 COUNT_KEYS = ("unique_predicates", "unseen_predicates")
-
+PAIRS = (("art", "balanced"), ("art", "random"), ("balanced", "random"))
+PAIRED_K = 20  # the differences are of mR@PAIRED_K (plain key: graph-constrained)
+SPREAD_KEY = "mR@20"  # whose seed standard deviation the summary shows
+PER_IMAGE_PATH = "metrics/per_image/{dataset}.json"  # `evaluate --per-image` output of the pipeline
+HIDDEN_COLUMNS = ("rev",)  # kept in the rows for reading per-image files, not printed
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 
+# (rev, path) -> the file's parsed JSON in that commit
+RevisionReader = Callable[[str, str], Any]
 
-def _experiment_rows(entries: list[dict], baselines: bool = True) -> Iterator[tuple[str, dict]]:
-    """(name, data) of every experiment in `dvc exp show --json` output.
+
+def _experiment_rows(entries: list[dict], baselines: bool = True) -> Iterator[tuple[str, str, dict]]:
+    """(name, rev, data) of every experiment in `dvc exp show --json` output.
 
     Commit (baseline) rows come too when `baselines`; the workspace row always
     does, since it holds the run of `make repro`.
@@ -37,7 +62,7 @@ def _experiment_rows(entries: list[dict], baselines: bool = True) -> Iterator[tu
         data = entry.get("data") or {}
         name = entry.get("name") or data.get("name") or entry.get("rev", "?")
         if data.get("metrics") and (baselines or entry.get("rev") == "workspace"):
-            yield name, data
+            yield name, str(data.get("rev") or entry.get("rev") or "workspace"), data
         for experiment in entry.get("experiments") or []:
             # a queued or running experiment shows the workspace's metrics: not its own yet
             state = (experiment.get("executor") or {}).get("state")
@@ -46,7 +71,8 @@ def _experiment_rows(entries: list[dict], baselines: bool = True) -> Iterator[tu
             for revision in experiment.get("revs") or []:
                 revision_data = revision.get("data") or {}
                 if revision_data.get("metrics"):
-                    yield revision.get("name") or experiment.get("name") or revision.get("rev", "?"), revision_data
+                    rev = str(revision_data.get("rev") or revision.get("rev") or "?")
+                    yield revision.get("name") or experiment.get("name") or rev, rev, revision_data
 
 
 def _unwrap(files: dict) -> dict[str, Any]:
@@ -56,7 +82,7 @@ def _unwrap(files: dict) -> dict[str, Any]:
 def comparison_rows(entries: list[dict], baselines: bool = True) -> list[dict]:
     """Flat result rows, one per experiment."""
     rows = []
-    for name, data in _experiment_rows(entries, baselines):
+    for name, rev, data in _experiment_rows(entries, baselines):
         params = _unwrap(data.get("params")).get("params.yaml", {})
         metrics = _unwrap(data.get("metrics"))
         sampling = params.get("sampling", {})
@@ -75,6 +101,7 @@ def comparison_rows(entries: list[dict], baselines: bool = True) -> list[dict]:
                 if key in values:
                     row[f"{dataset}{' blind' if blind else ''} {key}"] = values[key]
         row["wall time (min)"] = round(wall_seconds / 60, 1)
+        row["rev"] = rev
         rows.append(row)
     return rows
 
@@ -103,14 +130,24 @@ def workspace_chance_levels(datasets: list[str]) -> dict[str, dict[str, float]]:
     return levels
 
 
-def seed_summary_rows(rows: list[dict]) -> list[dict]:
-    """Per variant (name without `-seed<N>`) with 2+ seeds: 'mean (min-max)' of every number."""
+def variant_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Experiments named `<variant>-seed<N>`, grouped by variant (listing order kept)."""
     variants: dict[str, list[dict]] = {}
     for row in rows:
         if SEED_SUFFIX.search(str(row["experiment"])):
             variants.setdefault(SEED_SUFFIX.sub("", str(row["experiment"])), []).append(row)
+    return variants
+
+
+def _interval_text(estimate: Estimate, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{estimate.mean:{sign}.2f} [{estimate.low:{sign}.2f}, {estimate.high:{sign}.2f}]"
+
+
+def seed_summary_rows(rows: list[dict]) -> list[dict]:
+    """Per variant with 2+ seeds: 'mean [95% t interval]' of every number, and the seed sd of mR@20."""
     summary = []
-    for variant, members in variants.items():
+    for variant, members in variant_groups(rows).items():
         if len(members) < 2:
             continue
         seeds = sorted(str(member.get("seed")) for member in members)
@@ -119,16 +156,86 @@ def seed_summary_rows(rows: list[dict]) -> list[dict]:
             values = [member.get(column) for member in members]
             if column in ("experiment", "seed") or not all(isinstance(v, (int, float)) for v in values):
                 continue
-            mean = sum(values) / len(values)
-            row[column] = f"{mean:.2f} ({min(values):.2f}-{max(values):.2f})"
+            row[column] = _interval_text(seed_interval(values))
+            if column.endswith(f" {SPREAD_KEY}") and " blind " not in column:
+                row[f"{column} sd"] = f"{np.std(values, ddof=1):.2f}"
         summary.append(row)
     return summary
 
 
-def markdown_table(rows: list[dict]) -> str:
-    columns: list[str] = []
+def read_revision_json(rev: str, path: str) -> Any:
+    """A JSON file as committed in `rev` (git), else from the DVC cache of `rev`; the workspace's from disk."""
+    if rev == "workspace":
+        return json.loads(Path(path).read_text())
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    if shown.returncode == 0:
+        return json.loads(shown.stdout)
+    try:
+        import dvc.api
+
+        return json.loads(dvc.api.read(path, rev=rev))
+    except Exception as error:  # dvc raises many kinds (missing cache, path not an output, bad rev)
+        raise InputError(path, f"not readable in experiment {rev[:7]} (git: {shown.stderr.strip()[:120]}; dvc: {error})") from None
+
+
+def seed_members(rows: list[dict]) -> dict[int, dict]:
+    """A variant's experiments by seed; a repeated seed (same name on several commits) keeps the first listed."""
+    members: dict[int, dict] = {}
     for row in rows:
-        columns.extend(column for column in row if column not in columns)
+        seed = row.get("seed")
+        if isinstance(seed, int) and seed not in members:
+            members[seed] = row
+        elif isinstance(seed, int):
+            log(f"compare: {row['experiment']} seed {seed} appears twice, using {str(members[seed].get('rev'))[:7]}")
+    return members
+
+
+def aligned_variant(members: list[dict], dataset: str, reader: RevisionReader) -> AlignedRecalls:
+    """Per-image recalls at PAIRED_K of a variant's experiments (one per seed) on one dataset."""
+    path = PER_IMAGE_PATH.format(dataset=dataset)
+    tables, names = [], []
+    for member in members:
+        document = reader(str(member.get("rev")), path)
+        tables.append(read_per_image(document, f"{member['experiment']}:{path}", PAIRED_K))
+        names.append(f"{member['experiment']}:{path}")
+    return align_per_image(tables, names)
+
+
+def difference_row(first: str, second: str, dataset: str, label: str, variants: dict[str, list[dict]], reader: RevisionReader) -> dict:
+    """One paired difference first - second of mR@PAIRED_K on a dataset, with interval and verdict."""
+    first_members, second_members = seed_members(variants[first]), seed_members(variants[second])
+    seeds = sorted(set(first_members) & set(second_members))
+    row: dict[str, Any] = {"difference": f"{first} - {second}", "dataset": label, "seeds": ",".join(map(str, seeds))}
+    if not seeds:
+        return {**row, "verdict": "no common seeds"}
+    try:
+        first_recalls = aligned_variant([first_members[seed] for seed in seeds], dataset, reader)
+        second_recalls = aligned_variant([second_members[seed] for seed in seeds], dataset, reader)
+        if first_recalls.image_ids != second_recalls.image_ids:
+            raise InputError(dataset, f"{first} and {second} were evaluated on different test images: not paired")
+        estimate = paired_difference(first_recalls, second_recalls)
+    except (InputError, ValueError) as error:
+        return {**row, "verdict": f"not compared: {error}"}
+    row[f"mR@{PAIRED_K} difference [95% interval]"] = _interval_text(estimate, signed=True)
+    row["verdict"] = estimate.verdict()
+    return row
+
+
+def difference_rows(rows: list[dict], datasets: list[str], held_in: str | None, reader: RevisionReader | None = None) -> list[dict]:
+    """Paired differences of every pair of PAIRS whose two variants have experiments, on every dataset."""
+    variants = variant_groups(rows)
+    reader = reader or read_revision_json
+    result = []
+    for dataset in datasets:
+        label = dataset if held_in is None else f"{dataset} ({'held-in' if dataset == held_in else 'held-out'})"
+        for first, second in PAIRS:
+            if first in variants and second in variants:
+                result.append(difference_row(first, second, dataset, label, variants, reader))
+    return result
+
+
+def markdown_table(rows: list[dict]) -> str:
+    columns = table_columns(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
@@ -139,37 +246,113 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    all_commits = "--all-commits" in argv
-    paths = [arg for arg in argv if arg != "--all-commits"]
-    if paths:
-        entries = json.loads(open(paths[0]).read())
-    else:
-        command = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
-        shown = subprocess.run(command, capture_output=True, text=True, check=True)
-        entries = json.loads(shown.stdout)
+def table_columns(rows: list[dict]) -> list[str]:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(column for column in row if column not in columns and column not in HIDDEN_COLUMNS)
+    return columns
+
+
+def html_table(rows: list[dict]) -> str:
+    columns = table_columns(rows)
+    head = "".join(f"<th>{html.escape(column)}</th>" for column in columns)
+    body = []
+    for row in rows:
+        cells = (row.get(column, "") for column in columns)
+        body.append("<tr>" + "".join(f"<td>{html.escape(f'{v:.2f}' if isinstance(v, float) else str(v))}</td>" for v in cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def evaluated_datasets(rows: list[dict]) -> list[str]:
+    columns = table_columns(rows)
+    return sorted({column.rpartition(" ")[0] for column in columns if column.endswith(RECALL_KEYS) and " blind " not in column})
+
+
+def workspace_held_in() -> str | None:
+    import yaml
+
+    try:
+        with open("params.yaml") as handle:
+            return str((yaml.safe_load(handle) or {}).get("held_in"))
+    except OSError:
+        return None
+
+
+def show_experiments(all_commits: bool = False) -> list[dict]:
+    """`dvc exp show --json` of the repository in the working directory."""
+    command = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    shown = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(shown.stdout)
+
+
+def comparison_tables(entries: list[dict], all_commits: bool = False, reader: RevisionReader | None = None) -> dict[str, list[dict]]:
+    """The three tables of `make compare`: experiments (+ chance row), per-variant summary, paired differences."""
     # with every commit, old commits' own runs would bury the experiments
     rows = comparison_rows(entries, baselines=not all_commits)
     rows.sort(key=lambda row: (row["experiment"] != "workspace", str(row["experiment"])))
     if not rows:
-        print("no experiments with metrics yet: run `make compare` (or `dvc exp run`) first", file=sys.stderr)
-        return 1
-    columns = [column for row in rows for column in row]
-    datasets = sorted({column.rpartition(" ")[0] for column in columns if column.endswith(RECALL_KEYS) and " blind " not in column})
+        return {"experiments": [], "summary": [], "differences": []}
+    datasets = evaluated_datasets(rows)
+    summary = seed_summary_rows(rows)
+    differences = difference_rows(rows, datasets, workspace_held_in(), reader)
     try:
         levels = workspace_chance_levels(datasets)
     except (OSError, KeyError, ValueError, TypeError):
         levels = {}  # no scenes in the workspace (run `make repro` first)
     if levels:
-        rows.append(chance_row(levels, columns))
+        rows.append(chance_row(levels, table_columns(rows)))
     else:
-        print("no chance row: the workspace has no scenes tables (run `make repro`)", file=sys.stderr)
-    print(markdown_table(rows))
-    summary = seed_summary_rows(rows)
-    if summary:
-        print("\nPer variant over seeds: mean (min-max)\n")
-        print(markdown_table(summary))
+        log("compare: no chance row: the workspace has no scenes tables (run `make repro`)")
+    return {"experiments": rows, "summary": summary, "differences": differences}
+
+
+SUMMARY_TITLE = "Per variant over seeds: mean [95% Student-t interval over seeds]"
+DIFFERENCES_TITLE = (
+    f"Paired differences of mR@{PAIRED_K} (same seeds; 95% percentile bootstrap over test images and seed pairs)"
+)
+
+
+def experiments_html(entries: list[dict] | None = None) -> str:
+    """The comparison as an HTML section for `report/index.html`; "" without experiments.
+
+    Inside an experiment run (DVC sets DVC_EXP_NAME) the report is about that
+    one run, so the section is left out; so it is when dvc cannot list experiments.
+    """
+    if entries is None:
+        if os.environ.get("DVC_EXP_NAME"):
+            return ""
+        try:
+            entries = show_experiments()
+        except (OSError, subprocess.CalledProcessError, json.JSONDecodeError) as error:
+            log(f"report: no experiment comparison ({error})")
+            return ""
+    tables = comparison_tables(entries)
+    if not tables["summary"] and not tables["differences"]:
+        return ""
+    parts = ["<h2>Experiments (make compare)</h2>", html_table(tables["experiments"])]
+    if tables["summary"]:
+        parts += [f"<h3>{html.escape(SUMMARY_TITLE)}</h3>", html_table(tables["summary"])]
+    if tables["differences"]:
+        parts += [f"<h3>{html.escape(DIFFERENCES_TITLE)}</h3>", html_table(tables["differences"])]
+    return "".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    all_commits = "--all-commits" in argv
+    paths = [arg for arg in argv if arg != "--all-commits"]
+    entries = json.loads(Path(paths[0]).read_text()) if paths else show_experiments(all_commits)
+    tables = comparison_tables(entries, all_commits)
+    if not tables["experiments"]:
+        print("no experiments with metrics yet: run `make compare` (or `dvc exp run`) first", file=sys.stderr)
+        return 1
+    print(markdown_table(tables["experiments"]))
+    if tables["summary"]:
+        print(f"\n{SUMMARY_TITLE}\n")
+        print(markdown_table(tables["summary"]))
+    if tables["differences"]:
+        print(f"\n{DIFFERENCES_TITLE}\n")
+        print(markdown_table(tables["differences"]))
     return 0
 
 
