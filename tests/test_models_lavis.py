@@ -1,45 +1,43 @@
-"""LAVIS InstructBLIP state dicts -> transformers layout (round trip through LAVIS names)."""
+"""LAVIS / ART InstructBLIP checkpoints -> transformers layout, for the T5 and the Vicuna variant.
+
+Checkpoints are built from LAVIS's module names (test_models_lavis_helpers);
+where each value must land comes from the renaming of transformers' own
+conversion script, re-done independently of reltune's rules.
+"""
+
+import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_models_lavis_helpers import (
+    art_checkpoint,
+    build_tiny_t5,
+    build_tiny_vicuna,
+    lavis_state_dict,
+    transformers_script_names,
+)
 
+from reltune.cli import main
 from reltune.errors import InputError
-from reltune.models.backbone import build_tiny, load_backbone
-from reltune.models.lavis import convert_lavis, lavis_key_to_transformers
+from reltune.models.backbone import load_backbone
+from reltune.models.lavis import REPORT_FILE, ConvertSettings, convert_lavis, lavis_key_to_transformers
 
-CORPUS = ["Is there a cup on the table?", "Yes, cup on table.", "No."] * 10
-SMALL = dict(vocab_size=300, text_d_model=32, text_d_ff=64, vision_intermediate=64, qformer_intermediate=64)
+FP32 = ConvertSettings(dtype="fp32")
+PRESETS = {"t5": "tiny", "llama": "vicuna-7b"}
+BUFFER_REASON = "saved buffer"
 
 
-def to_lavis_names(state):
-    """Hand-written inverse naming (LAVIS blip2_t5_instruct), independent of the converter's rules."""
-    lavis = {}
-    for name, tensor in state.items():
-        if name.endswith("self_attn.qkv.bias"):
-            block = name.split(".")[3]
-            third = tensor.shape[0] // 3
-            lavis[f"visual_encoder.blocks.{block}.attn.q_bias"] = tensor[:third]
-            lavis[f"visual_encoder.blocks.{block}.attn.v_bias"] = tensor[2 * third :]
-            continue
-        key = (
-            name.replace("vision_model.embeddings.class_embedding", "visual_encoder.cls_token")
-            .replace("vision_model.embeddings.position_embedding", "visual_encoder.pos_embed")
-            .replace("vision_model.embeddings.patch_embedding", "visual_encoder.patch_embed.proj")
-            .replace("vision_model.encoder.layers.", "visual_encoder.blocks.")
-            .replace(".layer_norm1.", ".norm1.")
-            .replace(".layer_norm2.", ".norm2.")
-            .replace("self_attn.qkv.weight", "attn.qkv.weight")
-            .replace("self_attn.projection", "attn.proj")
-            .replace("vision_model.post_layernorm", "ln_vision")
-            .replace("qformer.embeddings.layernorm", "Qformer.bert.embeddings.LayerNorm")
-            .replace("qformer.", "Qformer.bert.")
-            .replace("attention.attention.", "attention.self.")
-            .replace("language_projection", "t5_proj")
-            .replace("language_model.", "t5_model.")
-        )
-        lavis[key] = tensor
-    return lavis
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    """Tiny base models of both families: {family: (directory, backbone)}."""
+    root = tmp_path_factory.mktemp("bases")
+    t5 = build_tiny_t5(root / "t5")
+    return {"t5": (root / "t5", t5), "llama": (root / "llama", build_tiny_vicuna(root / "t5", root / "llama"))}
+
+
+def convert(bases, family, checkpoint, out, settings=FP32):
+    return convert_lavis(checkpoint, PRESETS[family], str(bases[family][0]), out, settings)
 
 
 def test_key_names_of_known_lavis_parameters():
@@ -49,55 +47,126 @@ def test_key_names_of_known_lavis_parameters():
     assert lavis_key_to_transformers("llm_proj.bias") == "language_projection.bias"
     assert lavis_key_to_transformers("llm_model.model.layers.0.self_attn.q_proj.weight") == "language_model.model.layers.0.self_attn.q_proj.weight"
     assert lavis_key_to_transformers("Qformer.cls.predictions.bias") is None
+    assert lavis_key_to_transformers("llm_model.model.layers.5.self_attn.rotary_emb.inv_freq") is None
+    assert lavis_key_to_transformers("st_model.0.auto_model.encoder.layer.0.attention.self.query.weight") is None
 
 
-def test_round_trip_through_lavis_names_gives_identical_tensors(tmp_path):
-    build_tiny(CORPUS, tmp_path / "source", seed=1, **SMALL)
-    build_tiny(CORPUS, tmp_path / "base", seed=2, **SMALL)
-    source = load_file(str(tmp_path / "source" / "model.safetensors"))
-    # LAVIS has no key bias in the ViT: make the source's zero so the round trip is exact.
-    for name, tensor in source.items():
-        if name.endswith("self_attn.qkv.bias"):
-            third = tensor.shape[0] // 3
-            tensor[third : 2 * third] = 0.0
-    lavis = to_lavis_names(source)
-    lavis["Qformer.cls.predictions.bias"] = torch.zeros(3)  # unused head, ignored
-    torch.save({"model": lavis, "epoch": 3}, tmp_path / "instruct.pth")
-    loaded = convert_lavis(tmp_path / "instruct.pth", "tiny", str(tmp_path / "base"), tmp_path / "converted")
-    assert len(loaded) == len(source)
-    converted = load_file(str(tmp_path / "converted" / "model.safetensors"))
-    base = load_file(str(tmp_path / "base" / "model.safetensors"))
-    differs = 0
-    for name, tensor in source.items():
-        assert torch.equal(converted[name], tensor), name
-        differs += not torch.equal(base[name], tensor)
-    assert differs > len(source) // 2  # the base really was overwritten
-    assert load_backbone(str(tmp_path / "converted")).preset == "tiny"
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_art_checkpoint_round_trip_lands_every_value_where_transformers_puts_it(bases, family, tmp_path):
+    base_dir, base = bases[family]
+    lavis = lavis_state_dict(base, seed=11)
+    torch.save(art_checkpoint(lavis, seed=12), tmp_path / "checkpoint_best.pth")
+    report = convert(bases, family, tmp_path / "checkpoint_best.pth", tmp_path / "converted")
+
+    reference = transformers_script_names(lavis, base.model.config.vision_config.num_hidden_layers)
+    converted = load_backbone(str(tmp_path / "converted")).model.state_dict()
+    base_state = base.model.state_dict()
+    buffers = {"qformer.embeddings.position_ids"}
+    if family == "llama":
+        buffers |= {f"language_model.model.layers.{i}.self_attn.rotary_emb.inv_freq" for i in range(2)}
+    assert set(reference) - set(converted) == buffers  # only the saved buffers have no place
+    assert set(converted) <= set(reference)  # every weight of the model came from the checkpoint
+    for name, tensor in converted.items():
+        assert torch.equal(tensor, reference[name]), name
+    assert sum(not torch.equal(base_state[name], converted[name]) for name in converted) > 0.9 * len(converted)
+
+    assert report["missing"] == [] and report["counts"]["loaded"] == len(converted)
+    skipped = report["skipped"]
+    by_reason = {name: reason for reason, names in skipped.items() for name in names}
+    assert by_reason["Qformer.bert.embeddings.position_ids"].startswith(BUFFER_REASON)
+    if family == "llama":
+        assert by_reason["llm_model.model.layers.1.self_attn.rotary_emb.inv_freq"].startswith(BUFFER_REASON)
+    st_names = [name for name in by_reason if name.startswith("st_model.")]
+    assert len(st_names) == 9 and len({by_reason[name] for name in st_names}) == 1
+    assert {"optimizer", "scaler", "config", "epoch"} <= set(by_reason)
+    assert report["counts"]["skipped"] == len(by_reason) == 1 + 9 + 4 + (2 if family == "llama" else 0)
+    assert json.loads((tmp_path / "converted" / REPORT_FILE).read_text()) == report
 
 
-def test_partial_checkpoint_keeps_base_weights_and_bad_input_fails(tmp_path):
-    build_tiny(CORPUS, tmp_path / "base", seed=2, **SMALL)
-    base = load_file(str(tmp_path / "base" / "model.safetensors"))
-    queries = torch.full_like(base["query_tokens"], 0.5)
-    torch.save({"query_tokens": queries, "t5_proj.weight": base["language_projection.weight"] * 2}, tmp_path / "trimmed.pth")
-    convert_lavis(tmp_path / "trimmed.pth", "tiny", str(tmp_path / "base"), tmp_path / "out")
-    out = load_file(str(tmp_path / "out" / "model.safetensors"))
-    assert torch.equal(out["query_tokens"], queries)
-    assert torch.equal(out["language_projection.weight"], base["language_projection.weight"] * 2)
-    assert torch.equal(out["vision_model.post_layernorm.weight"], base["vision_model.post_layernorm.weight"])
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_truncated_checkpoint_is_refused_unless_allowed(bases, family, tmp_path):
+    base_dir, base = bases[family]
+    lavis = lavis_state_dict(base, seed=21)
+    dropped = "Qformer.bert.encoder.layer.1.output_query.dense.weight"
+    torch.save({"model": {k: v for k, v in lavis.items() if k != dropped}}, tmp_path / "cut.pth")
+    with pytest.raises(InputError, match=r"cut.pth: 1 expected names are missing .*qformer.encoder.layer.1.output_query.dense.weight.*--allow-missing"):
+        convert(bases, family, tmp_path / "cut.pth", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    refused = json.loads((tmp_path / f"out.{REPORT_FILE}").read_text())
+    assert refused["missing"] == ["qformer.encoder.layer.1.output_query.dense.weight"]
 
-    torch.save({"decoder.weird": torch.zeros(1)}, tmp_path / "unknown.pth")
-    with pytest.raises(InputError, match="unknown.pth.*not LAVIS InstructBLIP names.*decoder.weird"):
-        convert_lavis(tmp_path / "unknown.pth", "tiny", str(tmp_path / "base"), tmp_path / "x")
-    torch.save({"query_tokens": torch.zeros(1, 3, 5)}, tmp_path / "shape.pth")
-    with pytest.raises(InputError, match=r"query_tokens has shape \(1, 3, 5\)"):
-        convert_lavis(tmp_path / "shape.pth", "tiny", str(tmp_path / "base"), tmp_path / "x")
-    torch.save({"visual_encoder.blocks.0.attn.q_bias": torch.zeros(64)}, tmp_path / "half.pth")
-    with pytest.raises(InputError, match="needs both q_bias and v_bias"):
-        convert_lavis(tmp_path / "half.pth", "tiny", str(tmp_path / "base"), tmp_path / "x")
-    torch.save({"llm_proj.weight": torch.zeros(1)}, tmp_path / "family.pth")
-    with pytest.raises(InputError, match="family does not match"):
-        convert_lavis(tmp_path / "family.pth", "tiny", str(tmp_path / "base"), tmp_path / "x")
+    report = convert(bases, family, tmp_path / "cut.pth", tmp_path / "out", ConvertSettings(dtype="fp32", allow_missing=True))
+    assert report["missing"] == ["qformer.encoder.layer.1.output_query.dense.weight"]
+    converted = load_backbone(str(tmp_path / "out")).model.state_dict()
+    name = "qformer.encoder.layer.1.output_query.dense.weight"
+    assert torch.equal(converted[name], base.model.state_dict()[name])  # the base value stayed
+
+    # A whole-model save with one language-model tensor gone is truncated too.
+    lm_key = "t5_model.decoder.final_layer_norm.weight" if family == "t5" else "llm_model.model.norm.weight"
+    torch.save({k: v for k, v in lavis.items() if k != lm_key}, tmp_path / "lm_cut.pth")
+    with pytest.raises(InputError, match=r"1 expected names are missing .*'language_model"):
+        convert(bases, family, tmp_path / "lm_cut.pth", tmp_path / "out2")
+
+
+def test_trimmed_checkpoint_and_trained_language_model(bases, tmp_path):
+    """LAVIS's released checkpoints hold only the trained parts: the rest comes from the base."""
+    base_dir, base = bases["llama"]
+    lavis = lavis_state_dict(base, seed=31)
+    trimmed = {k: v for k, v in lavis.items() if k.startswith(("Qformer.", "query_tokens", "llm_proj."))}
+    torch.save({"model": trimmed}, tmp_path / "trimmed.pth", _use_new_zipfile_serialization=False)  # legacy: no mmap
+    report = convert(bases, "llama", tmp_path / "trimmed.pth", tmp_path / "out", ConvertSettings())  # preset dtype
+    assert report["missing"] == [] and report["dtype"] == "bfloat16"
+    state = load_file(str(tmp_path / "out" / "model.safetensors"))  # as stored, not as loaded on CPU
+    assert state["query_tokens"].dtype == torch.bfloat16
+    assert torch.equal(state["query_tokens"].float(), lavis["query_tokens"].bfloat16().float())
+    base_state = base.model.state_dict()
+    assert torch.equal(state["vision_model.post_layernorm.weight"].float(), base_state["vision_model.post_layernorm.weight"].bfloat16().float())
+
+    with pytest.raises(InputError, match=r"expected names are missing \(parts \[.*'language_model'.*language_model\.lm_head\.weight"):
+        convert(bases, "llama", tmp_path / "trimmed.pth", tmp_path / "lm", ConvertSettings(language_model_trained=True))
+
+
+def test_pickled_code_is_refused_without_running(bases, tmp_path):
+    marker = tmp_path / "ran.txt"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"model": {"query_tokens": torch.zeros(1)}, "epoch": RunsCode()}, tmp_path / "evil.pth")
+    with pytest.raises(InputError, match=r"evil.pth: not a plain state dict, refused without running it: Unsupported global") as error:
+        convert(bases, "t5", tmp_path / "evil.pth", tmp_path / "x")
+    assert "\n" not in str(error.value)
+    assert not marker.exists() and not (tmp_path / "x").exists()
+
+
+def test_bad_checkpoints_fail_with_one_line(bases, tmp_path):
+    base_state = bases["t5"][1].model.state_dict()
+    cases = {
+        "unknown.pth": ({"decoder.weird": torch.zeros(1)}, "not LAVIS InstructBLIP names.*decoder.weird"),
+        "shape.pth": ({"query_tokens": torch.zeros(1, 3, 5)}, r"query_tokens has shape \(1, 3, 5\)"),
+        "half.pth": ({"visual_encoder.blocks.0.attn.q_bias": torch.zeros(64)}, "needs both q_bias and v_bias"),
+        "family.pth": ({"llm_proj.weight": base_state["language_projection.weight"]}, "family does not match.*llm_proj.weight"),
+        "wrapper.pth": ({"model": {}, "ema": torch.zeros(1)}, r"unknown top-level entries \['ema'\]"),
+        "values.pth": ({"query_tokens": torch.zeros(1), "note": "hi"}, r"1 entries are not tensors.*'note'"),
+    }
+    for file, (content, message) in cases.items():
+        torch.save(content, tmp_path / file)
+        with pytest.raises(InputError, match=f"{file}: .*{message}"):
+            convert(bases, "t5", tmp_path / file, tmp_path / "x")
     with pytest.raises(InputError, match="missing.pth.*not found"):
-        convert_lavis(tmp_path / "missing.pth", "tiny", str(tmp_path / "base"), tmp_path / "x")
+        convert(bases, "t5", tmp_path / "missing.pth", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_command_line(bases, tmp_path, capsys):
+    base_dir, base = bases["t5"]
+    lavis = lavis_state_dict(base, seed=41)
+    torch.save({k: v for k, v in lavis.items() if k != "query_tokens"}, tmp_path / "cut.pth")
+    argv = ["convert-lavis", "--checkpoint", str(tmp_path / "cut.pth"), "--preset", "tiny", "--base", str(base_dir), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the loading progress lines
+    assert error.startswith("reltune convert-lavis: error:") and "['query_tokens']" in error
+    assert main([*argv, "--allow-missing"]) == 0
+    report = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
+    assert report["missing"] == ["query_tokens"] and report["dtype"] == "float32" and report["settings"]["allow_missing"]
