@@ -328,7 +328,7 @@ def _infer_preset(path: str, metadata: dict[str, Any] | None, config_model_type:
     return {"t5": "flan-t5-xl", "llama": "vicuna-7b"}.get(config_model_type or "")
 
 
-def load_backbone(path: str, preset: str | None = None, device: str | None = None) -> Backbone:
+def load_backbone(path: str, preset: str | None = None, device: str | None = None, dtype: torch.dtype | None = None) -> Backbone:
     """Load a backbone from a save_pretrained directory, or a real preset from a local dir / hub id.
 
     Nothing is downloaded when HF_HUB_OFFLINE is set: missing weights give a
@@ -345,7 +345,7 @@ def load_backbone(path: str, preset: str | None = None, device: str | None = Non
             raise _missing_weights_error(path, preset)
         raise InputError(path, "not a backbone directory (no config.json)")
     target_device = default_device(device)
-    dtype = dtype_for(target_device)
+    dtype = dtype or dtype_for(target_device)  # an explicit dtype: e.g. convert-lavis loads a real preset in bf16
     try:
         model = InstructBlipForConditionalGeneration.from_pretrained(path, dtype=dtype)
         processor = InstructBlipProcessor.from_pretrained(path)

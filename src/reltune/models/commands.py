@@ -122,11 +122,26 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_train_arguments(train, TRAIN_DEFAULTS)
     train.set_defaults(func=run_train)
 
+    _add_convert_lavis_command(subparsers)
+
+
+def _add_convert_lavis_command(subparsers: argparse._SubParsersAction) -> None:
+    from reltune.models.lavis import DTYPES, PRESET_DTYPES, ConvertSettings
+
+    defaults = ConvertSettings()
     convert = subparsers.add_parser("convert-lavis", help="LAVIS InstructBLIP .pth -> transformers backbone directory")
-    convert.add_argument("--checkpoint", required=True, type=Path, help="LAVIS checkpoint (*.pth)")
+    convert.add_argument("--checkpoint", required=True, type=Path, help="LAVIS / ART checkpoint (*.pth)")
     convert.add_argument("--preset", required=True, choices=PRESETS)
     convert.add_argument("--base", required=True, help="transformers weights of the preset (local dir or hub id)")
-    convert.add_argument("--out", required=True, type=Path)
+    convert.add_argument("--out", required=True, type=Path, help="backbone directory (with conversion_report.json)")
+    convert.add_argument("--dtype", default=defaults.dtype, choices=["", *DTYPES],
+                         help=f"dtype of the converted model ('' = the preset's: {PRESET_DTYPES})")
+    convert.add_argument("--language-model-trained", type=boolean, nargs="?", const=True, default=defaults.language_model_trained,
+                         metavar="true|false",
+                         help="LoRA or full training: the language model must be in the checkpoint")
+    convert.add_argument("--allow-missing", type=boolean, nargs="?", const=True, default=defaults.allow_missing,
+                         metavar="true|false",
+                         help="convert even when expected names are missing (the base weights stay for them)")
     convert.set_defaults(func=run_convert_lavis)
 
 
@@ -181,9 +196,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_convert_lavis(args: argparse.Namespace) -> int:
-    from reltune.models.lavis import convert_lavis
+    from reltune.models.lavis import REPORT_FILE, ConvertSettings, convert_lavis
     from reltune.progress import log
 
-    loaded = convert_lavis(args.checkpoint, args.preset, args.base, args.out)
-    log(f"converted {len(loaded)} tensors from {args.checkpoint} into {args.out}")
+    settings = ConvertSettings(
+        dtype=args.dtype, language_model_trained=args.language_model_trained, allow_missing=args.allow_missing
+    )
+    report = convert_lavis(args.checkpoint, args.preset, args.base, args.out, settings)
+    counts = report["counts"]
+    log(
+        f"converted {counts['loaded']} tensors from {args.checkpoint} into {args.out} ({report['dtype']}); "
+        f"skipped {counts['skipped']}, missing {counts['missing']}: see {args.out / REPORT_FILE}"
+    )
     return 0
