@@ -1,10 +1,15 @@
 """Generic pretraining questions: content, held-out split, accuracy, end-to-end stage."""
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from reltune.errors import InputError
 from reltune.models.pretrain import (
@@ -18,6 +23,7 @@ from reltune.models.pretrain import (
     world_vocabulary,
 )
 from reltune.models.toy_scenes import make_toy_scenes, toy_world_spec
+from reltune.models.checkpoints import checkpoint_dir_for
 from reltune.models.training import TrainSettings
 
 ATTRIBUTES = {"apple": {"colour": "red", "shape": "circle"}, "box": {"colour": "blue", "shape": "square"}}
@@ -92,15 +98,25 @@ def test_question_accuracy_and_text_only_baseline():
     assert result["per_kind"]["b"] == {"accuracy": 0.5, "text_only_baseline": 0.0, "questions": 2}
 
 
-def test_pretrain_stage_writes_backbone_and_metrics(tmp_path):
+SIZES = dict(vocab_size=350, text_d_model=32, text_d_ff=64, vision_intermediate=64, qformer_intermediate=64)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """One uninterrupted pretraining run (3 steps) in this process: (root, metrics)."""
+    tmp_path = tmp_path_factory.mktemp("pretrain")
     scenes_dir = make_toy_scenes(tmp_path / "scenes", images=12, seed=1, image_size=48)
     (tmp_path / "world_spec.json").write_text(json.dumps(toy_world_spec()))
     metrics = pretrain_tiny(
         scenes_dir, tmp_path / "world_spec.json", None, tmp_path / "pretrained", tmp_path / "metrics" / "pretrain.json",
         TrainSettings(epochs=50, max_steps=3, batch_size=8, warmup_steps=1, checkpoint_every=0, seed=0),
-        QuestionSettings(holdout_fraction=0.25, eval_questions=6, seed=1),
-        sizes=dict(vocab_size=350, text_d_model=32, text_d_ff=64, vision_intermediate=64, qformer_intermediate=64),
+        QuestionSettings(holdout_fraction=0.25, eval_questions=6, seed=1), sizes=SIZES,
     )  # fmt: skip
+    return tmp_path, metrics
+
+
+def test_pretrain_stage_writes_backbone_and_metrics(pretrained):
+    tmp_path, metrics = pretrained
     written = json.loads((tmp_path / "metrics" / "pretrain.json").read_text())
     assert written == metrics and written["questions"] == 6 and written["steps"] == 3
     assert 0.0 <= written["accuracy"] <= 1.0 and set(written["per_kind"]) <= {
@@ -108,3 +124,31 @@ def test_pretrain_stage_writes_backbone_and_metrics(tmp_path):
     backbone_file = json.loads((tmp_path / "pretrained" / "reltune_backbone.json").read_text())
     assert backbone_file["trainable"] == ["all"] and backbone_file["preset"] == "tiny"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics", "pretrained", "scenes", "world_spec.json"]
+
+
+def test_pretrain_resumes_in_a_fresh_process_with_identical_weights(pretrained, tmp_path):
+    """Killed after step 2 (checkpoint at 2), rerun as a new process: the same model as the uninterrupted run."""
+    reference_root, reference_metrics = pretrained
+    out = tmp_path / "pretrained"
+    command = [
+        sys.executable, "-m", "reltune.cli", "pretrain-tiny", "--scenes", str(reference_root / "scenes"),
+        "--world", str(reference_root / "world_spec.json"), "--out", str(out), "--metrics", str(tmp_path / "m.json"),
+        "--epochs", "50", "--max-steps", "3", "--batch-size", "8", "--warmup-steps", "1", "--checkpoint-every", "2",
+        "--seed", "0", "--holdout-fraction", "0.25", "--eval-questions", "6", "--question-seed", "1",
+        *[f"--{name.replace('_', '-')}={value}" for name, value in SIZES.items()],
+    ]  # fmt: skip
+    env = {**os.environ, "RELTUNE_NO_PROGRESS": "1"}
+    crashed = subprocess.run([*command, "--stop-after-steps", "2"], capture_output=True, text=True, env=env, timeout=300)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    assert not out.exists() and json.loads((checkpoint_dir_for(out) / "checkpoint.json").read_text())["step"] == 2
+    resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from checkpoint step 2 of 3" in resumed.stderr
+    expected = load_file(str(reference_root / "pretrained" / "model.safetensors"))
+    actual = load_file(str(out / "model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    assert (out / "tokenizer.json").read_text() == (reference_root / "pretrained" / "tokenizer.json").read_text()
+    assert json.loads((tmp_path / "m.json").read_text())["final_loss"] == reference_metrics["final_loss"]
+    assert not checkpoint_dir_for(out).exists() and not (tmp_path / "pretrained.init").exists()
