@@ -32,7 +32,8 @@ JOBS ?= 1
 EXP_SUFFIX ?=
 EXP_ARGS ?=
 DVC := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc
-ROUND_REMOVALS = $(shell $(BIN)/python -c "import yaml; print(' '.join('-S ~sampling.rounds.' + str(k) for k in yaml.safe_load(open('params.yaml'))['sampling']['rounds']))")
+# `full`: no loop rounds, and the final model trains on the seed selection (round 0)
+ROUND_REMOVALS = $(shell $(BIN)/python -c "import yaml; print(' '.join(f'-S ~sampling.rounds.{k} -S ~train_on.{k}' for k in yaml.safe_load(open('params.yaml'))['sampling']['rounds']))")
 
 compare: compare-queue
 	$(DVC) exp run --run-all -j $(JOBS)
@@ -42,7 +43,7 @@ compare: compare-queue
 compare-queue: $(STAMP)
 	@for seed in $(SEEDS); do for strategy in $(STRATEGIES); do \
 	  case $$strategy in random) first=random;; full) first=full;; *) first=balanced;; esac; \
-	  case $$strategy in full) rounds="$(ROUND_REMOVALS) -S sampling.last_round=0";; *) rounds="";; esac; \
+	  case $$strategy in full) rounds="$(ROUND_REMOVALS) -S train_on.final=0";; *) rounds="";; esac; \
 	  name=$$strategy$(EXP_SUFFIX)-seed$$seed; \
 	  $(DVC) exp remove -q $$name >/dev/null 2>&1 || true; \
 	  $(DVC) exp run --queue -n $$name -S sampling.strategy=$$strategy \

@@ -31,7 +31,8 @@ def test_overrides_reproduce_the_merged_profile(tmp_path):
     assert applied == merged
     assert applied["world"] == {} and applied["pretrain_tiny"] == {}
     assert sorted(applied["scenes"]["datasets"]) == ["gqa200", "oiv4", "oiv6", "vg150"]
-    assert applied["train"]["warmup_steps"] == 3000 and applied["sampling"]["last_round"] == 5
+    assert applied["train"]["warmup_steps"] == 3000 and applied["train_on"]["final"] == 5
+    assert applied["train_on"]["5"] == 4 and sorted(applied["sampling"]["rounds"]) == ["1", "2", "3", "4", "5"]
 
 
 def test_override_values_with_spaces_are_refused():
@@ -64,7 +65,7 @@ def test_real_profile_commands_parse_and_data_stages_run(tmp_path):
     with Repo(str(repo)) as dvc_repo:
         stages = {stage.name: stage.cmd for stage in dvc_repo.index.stages}
     expected = {"download@vg150", "scenes@oiv6", "instructions", "seed", "train@5", "score@5", "select@5",
-                "train-final", "predict@gqa200", "evaluate@oiv4", "evaluate-blind@vg150"}
+                "train@final", "predict@gqa200-blind0", "evaluate@oiv4-blind0", "evaluate@vg150-blind1"}
     assert expected <= set(stages)
     assert not [name for name in stages if name.startswith(("world", "pretrain-tiny"))]
     for name, command in stages.items():
@@ -73,7 +74,8 @@ def test_real_profile_commands_parse_and_data_stages_run(tmp_path):
         build_parser(words[1]).parse_args(words[1:])  # exits (SystemExit) on an invalid command
     assert f"--backbone {weights}" in stages["train@1"]
     assert "--selection data/loop/round_4/selection.parquet --out models/round_5" in stages["train@5"]
-    assert "--warmup-steps 3000" in stages["train-final"]
+    assert "--warmup-steps 3000" in stages["train@final"]
+    assert "--selection data/loop/round_5/selection.parquet --out models/round_final" in stages["train@final"]
 
     run_dvc(repo, "repro", "seed", "scenes@gqa200", "scenes@oiv4", "scenes@oiv6")
     assert (repo / "data" / "raw" / "vg150").is_symlink()

@@ -17,7 +17,8 @@ def minimal(params: dict) -> dict:
     params["pretrain_tiny"]["tiny"].update(max_steps=6, batch_size=16, warmup_steps=2)
     params["train"].update(epochs=1, max_steps=4, batch_size=16, warmup_steps=2, checkpoint_every=100)
     params["score"].update(num_beams=2, max_new_tokens=12, batch_size=32)
-    params["sampling"].update(budget_fraction=0.1, rounds={"1": {"previous": 0}, "2": {"previous": 1}}, last_round=2)
+    params["sampling"].update(budget_fraction=0.1, rounds={"1": {"previous": 0}, "2": {"previous": 1}})
+    params["train_on"] = {"1": 0, "2": 1, "final": 2}
     params["report"]["gallery_images"] = 2
     return params
 
@@ -44,6 +45,6 @@ def test_whole_pipeline_runs_and_writes_sane_metrics(tmp_path):
     assert json.loads((repo / "metrics/synthetic.json").read_text())["gt_relations"] == gt_relations
 
     timings = {path.stem for path in (repo / "metrics/timing").glob("*.json")}
-    assert {"world@synthetic", "pretrain-tiny@tiny", "train@1", "score@2", "select@2", "train-final",
-            "predict@synthetic-ood", "evaluate-blind@synthetic"} <= timings
+    assert {"world@synthetic", "pretrain-tiny@tiny", "train@1", "score@2", "select@2", "train@final",
+            "predict@synthetic-ood-blind0", "evaluate@synthetic-blind1"} <= timings
     assert (repo / "report/index.html").is_file()

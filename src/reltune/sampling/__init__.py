@@ -7,6 +7,7 @@ method over pool tables; `make_strategy(name, ...)` builds them by name.
 from reltune.sampling.allocation import allocate_budget, balanced_allocation
 from reltune.sampling.art import COMPONENTS, REASONS, art_scores, art_select, z_at_budget
 from reltune.sampling.loop import round_budget, select_round, training_positives
+from reltune.sampling.settings import SamplingSettings
 from reltune.sampling.strategies import (
     SEED_STRATEGY_NAMES,
     STRATEGY_NAMES,
@@ -26,6 +27,7 @@ __all__ = [
     "REASONS",
     "SEED_STRATEGY_NAMES",
     "STRATEGY_NAMES",
+    "SamplingSettings",
     "ArtSelection",
     "BalancedSelection",
     "EntropySelection",

@@ -54,6 +54,9 @@ FILL = "fill"
 OUTCOMES = ("TP", "FP", "FN")
 SIGMA_EPSILON = 1e-6
 POOL_COLUMNS = ("qid", "predicate", "outcome", "entropy", "similarity")
+# Alg. 1's z schedule: start at the 97.5% normal quantile, lower by 0.1 until the budget is met.
+Z_INIT = 1.96
+Z_STEP = 0.1
 # Scored values within this bound cannot overflow mu, sigma or z*, so every scored z* is finite.
 FAST_PATH_LARGEST_VALUE = 1e100
 
@@ -259,7 +262,7 @@ def predicate_codes_of(predicate: pd.Series) -> tuple[np.ndarray, pd.Index]:
 
 
 def art_scores(
-    pool: pd.DataFrame, components: Iterable[str] = COMPONENTS, z_init: float = 1.96, z_step: float = 0.1
+    pool: pd.DataFrame, components: Iterable[str] = COMPONENTS, z_init: float = Z_INIT, z_step: float = Z_STEP
 ) -> pd.DataFrame:
     """z* and the component that takes each pool row (same row order as `pool`).
 
@@ -408,8 +411,8 @@ def art_select(
     pool: pd.DataFrame,
     budgets: Mapping[str, int],
     components: Iterable[str] = COMPONENTS,
-    z_init: float = 1.96,
-    z_step: float = 0.1,
+    z_init: float = Z_INIT,
+    z_step: float = Z_STEP,
     seed: int | list[int] = 0,
 ) -> pd.DataFrame:
     """Select per predicate the B'_p pool rows Alg. 1 would take (DESIGN §6, closed form).

@@ -8,7 +8,6 @@ from pathlib import Path
 from reltune.errors import InputError
 from reltune.io import read_json, read_parquet, write_json, write_parquet
 from reltune.progress import log
-from reltune.sampling.art import COMPONENTS
 from reltune.sampling.loop import (
     SCORE_COLUMNS,
     SELECTION_COLUMNS,
@@ -18,10 +17,11 @@ from reltune.sampling.loop import (
     validate_recall,
     validate_scores,
 )
-from reltune.sampling.strategies import DEFAULT_FIXED_THRESHOLDS, SEED_STRATEGY_NAMES, STRATEGY_NAMES, make_strategy
+from reltune.sampling.settings import SamplingSettings
+from reltune.sampling.strategies import SEED_STRATEGY_NAMES, STRATEGY_NAMES, make_strategy
 
-DEFAULT_COMPONENTS = ",".join(COMPONENTS)
-DEFAULT_FIXED = ",".join(f"{name}={value}" for name, value in DEFAULT_FIXED_THRESHOLDS.items())
+# Command-line defaults: the paper's (SamplingSettings); the pipeline passes params.yaml `sampling`.
+DEFAULTS = SamplingSettings()
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -34,18 +34,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--round", type=int, required=True, help="round index; 0 is the seed")
     parser.add_argument("--strategy", required=True, choices=STRATEGY_NAMES,
                         help=f"seed: {'|'.join(SEED_STRATEGY_NAMES)}; later rounds: any")
-    parser.add_argument("--budget-fraction", type=float, default=0.02,
-                        help="budget per round as a fraction of all training positives")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget-fraction", type=float, default=DEFAULTS.budget_fraction,
+                        help="budget per round as a fraction of all training positives (sampling.budget_fraction)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--out", required=True, help="round directory (data/loop/round_<k>)")
     parser.add_argument("--previous", help="selection.parquet of round k-1 (rounds >= 1)")
-    parser.add_argument("--scores", help="scores.parquet of round k-1 (art, art-entropy, fixed)")
-    parser.add_argument("--val-recall", help="val_recall.json of round k-1 (art, art-entropy, fixed)")
-    parser.add_argument("--components", default=DEFAULT_COMPONENTS,
+    parser.add_argument("--scores", help="scores.parquet of this round, from score@<round> (art, art-entropy, fixed)")
+    parser.add_argument("--val-recall", help="val_recall.json of this round, from score@<round> (art, art-entropy, fixed)")
+    parser.add_argument("--components", default=DEFAULTS.components_text(),
                         help="comma-separated subset of h_tp,h_fn,t_fn,t_fp (art and fixed)")
-    parser.add_argument("--z-init", type=float, default=1.96)
-    parser.add_argument("--z-step", type=float, default=0.1)
-    parser.add_argument("--fixed-thresholds", default=DEFAULT_FIXED,
+    parser.add_argument("--z-init", type=float, default=DEFAULTS.z_init, help="ART's first z threshold (sampling.z_init)")
+    parser.add_argument("--z-step", type=float, default=DEFAULTS.z_step, help="ART's z decrement (sampling.z_step)")
+    parser.add_argument("--fixed-thresholds", default=DEFAULTS.fixed_thresholds_text(),
                         help="absolute thresholds for --strategy fixed, e.g. t_fp=0.9,t_fn=0.25,h_fn=0.5,h_tp=0.5")
     parser.set_defaults(func=run_select)
 

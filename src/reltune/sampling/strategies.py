@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from reltune.sampling.allocation import allocate_budget, balanced_allocation
-from reltune.sampling.art import COMPONENTS, FILL, REASONS, art_select, check_components, top_per_group
+from reltune.sampling.art import COMPONENTS, FILL, REASONS, Z_INIT, Z_STEP, art_select, check_components, top_per_group
 
 STRATEGY_NAMES = ("art", "art-entropy", "fixed", "balanced", "random", "full")
 SEED_STRATEGY_NAMES = ("balanced", "random", "full")
@@ -182,7 +182,7 @@ class ArtSelection:
     needs_scores = True
     needs_recall = True
 
-    def __init__(self, components: Iterable[str] = COMPONENTS, z_init: float = 1.96, z_step: float = 0.1) -> None:
+    def __init__(self, components: Iterable[str] = COMPONENTS, z_init: float = Z_INIT, z_step: float = Z_STEP) -> None:
         self.components = check_components(components)
         if not self.components:
             raise ValueError("art needs at least one component")
@@ -289,8 +289,8 @@ class FixedThresholdSelection:
 def make_strategy(
     name: str,
     components: Iterable[str] = COMPONENTS,
-    z_init: float = 1.96,
-    z_step: float = 0.1,
+    z_init: float = Z_INIT,
+    z_step: float = Z_STEP,
     fixed_thresholds: Mapping[str, float] | None = None,
 ) -> Strategy:
     """The strategy called `name` with its parameters (components apply to art and fixed)."""
