@@ -31,7 +31,8 @@ import pandas as pd
 from reltune.data.scenes import read_scenes
 from reltune.embedding import shared_embedder
 from reltune.models.backbone import load_backbone
-from reltune.inference.generation import CropLoader, GenerationSettings
+from reltune.inference.crops import CropLoader
+from reltune.inference.generation import GenerationSettings
 from reltune.inference.predict import predict_relations
 from reltune.inference.scoring import (
     answer_token_limit,

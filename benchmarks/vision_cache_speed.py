@@ -18,7 +18,8 @@ import pandas as pd
 
 from reltune.data.scenes import read_scenes
 from reltune.models.backbone import load_backbone
-from reltune.inference.generation import CropLoader, GenerationSettings, answer_questions
+from reltune.inference.crops import CropLoader
+from reltune.inference.generation import GenerationSettings, answer_questions
 from reltune.inference.predict import predict_relations
 from reltune.inference.scoring import pool_questions
 from reltune.inference.vision_cache import encode_crops, open_vision_cache

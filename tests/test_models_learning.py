@@ -35,7 +35,8 @@ from test_models_answers_helpers import single_torch_thread  # noqa: F401 (autou
 from reltune.data.scenes import read_scenes, write_scenes
 from reltune.instructions.build import build_instructions
 from reltune.models.backbone import build_tiny, load_backbone
-from reltune.inference.generation import CropLoader, GenerationSettings
+from reltune.inference.crops import CropLoader
+from reltune.inference.generation import GenerationSettings
 from reltune.inference.scoring import model_answer_source, validation_recall
 from reltune.models.toy_scenes import make_toy_scenes
 from reltune.models.training import TrainSettings, relation_training_examples, train_backbone

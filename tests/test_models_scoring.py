@@ -206,11 +206,43 @@ def test_score_command_rejects_bad_inputs_before_loading_a_model(tmp_path, capsy
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_defaults_equal_the_generation_defaults() -> None:
+def test_cli_defaults_come_from_the_settings_dataclasses() -> None:
     from dataclasses import asdict
 
-    from reltune.inference.commands import DEFAULT_SETTINGS
+    from reltune.cli import build_parser
+    from reltune.inference.commands import PoolOptions, RunnerOptions
     from reltune.inference.generation import GenerationSettings
 
-    assert DEFAULT_SETTINGS == asdict(GenerationSettings())
-    assert DEFAULT_SETTINGS == {"num_beams": 3, "max_new_tokens": 32, "min_new_tokens": 1, "length_penalty": 0.0, "batch_size": 32}
+    required = ["--backbone", "b", "--instructions", "i", "--scenes", "s", "--selection", "x", "--val-instructions", "v"]
+    args = build_parser("score").parse_args(["score", *required, "--out", "o"])
+    defaults = {**asdict(GenerationSettings()), **asdict(RunnerOptions()), **asdict(PoolOptions())}
+    assert {name: getattr(args, name) for name in defaults} == defaults
+    assert GenerationSettings().repetition_penalty == 1.0  # neutral: decoding unchanged unless asked
+    predict = build_parser("predict").parse_args(["predict", "--backbone", "b", "--scenes", "s", "--out", "o"])
+    assert predict.answers_per_question == 1  # DESIGN §7: the top beam only
+    assert build_parser("predict").parse_args(
+        ["predict", "--backbone", "b", "--scenes", "s", "--out", "o", "--answers-per-question", "all"]
+    ).answers_per_question is None
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "reason"),
+    [
+        ("--batch-size", "0", "must be at least 1, got 0"),
+        ("--num-beams", "-1", "must be at least 1, got -1"),
+        ("--length-penalty", "nan", "expected a finite number"),
+        ("--repetition-penalty", "0", "must be in (0.0, inf]"),
+        ("--shard-size", "x", "expected an integer"),
+        ("--pool-cap-factor", "0.5", "must be 0 (score everything) or >= 1"),
+        ("--budget-fraction", "1.5", "must be in [0.0, 1.0]"),
+    ],
+)
+def test_score_flags_are_checked_at_the_command_line(flag: str, value: str, reason: str, capsys) -> None:
+    from reltune.cli import main
+
+    required = ["--backbone", "b", "--instructions", "i", "--scenes", "s", "--selection", "x", "--val-instructions", "v"]
+    with pytest.raises(SystemExit) as exited:
+        main(["score", *required, "--out", "o", flag, value])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"argument {flag}: {reason}" in error

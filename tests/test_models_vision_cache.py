@@ -19,7 +19,8 @@ from test_models_answers_helpers import (  # noqa: F401 (single_torch_thread: au
     write_tiny_scenes,
 )
 
-from reltune.inference.generation import CropLoader, GenerationSettings, answer_questions, encode_prompts, generate_batch
+from reltune.inference.crops import CropLoader
+from reltune.inference.generation import GenerationSettings, answer_questions, encode_prompts, generate_batch
 from reltune.inference.vision_cache import (
     VisionFeatureStore,
     crop_identity,

@@ -94,17 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"reltune {args.command}: error: {error}", file=sys.stderr)
         return 2
-    if args.timing is not None:
-        write_timing(args.timing, args.command, time.perf_counter() - started)
+    # a command run by several processes (accelerate) lets only its main process write the
+    # timing, with every process's figures in `timing_extra`
+    if args.timing is not None and getattr(args, "write_timing", True):
+        write_timing(args.timing, args.command, time.perf_counter() - started, getattr(args, "timing_extra", None))
     return int(result or 0)
 
 
-def write_timing(path: Path, command: str, wall_seconds: float) -> None:
-    """Wall time and peak resident memory (this process and its children) as JSON."""
+def write_timing(path: Path, command: str, wall_seconds: float, extra: dict | None = None) -> None:
+    """Wall time and peak resident memory (this process and its children) as JSON, plus `extra`."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     write_json(
-        {"command": command, "wall_s": round(wall_seconds, 3), "peak_rss_mib": round(max(own, children) / 1024, 1)},
+        {
+            "command": command,
+            "wall_s": round(wall_seconds, 3),
+            "peak_rss_mib": round(max(own, children) / 1024, 1),
+            **(extra or {}),
+        },
         path,
     )
 

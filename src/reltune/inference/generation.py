@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,23 +27,28 @@ from reltune.progress import track
 if TYPE_CHECKING:
     from PIL import Image
 
-    from reltune.models.backbone import Backbone
     from reltune.inference.vision_cache import CachedVisionEncoder
+    from reltune.models.backbone import Backbone
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Decoding parameters (params.yaml `generation`).
+    """Decoding parameters (params.yaml `score`; the CLI's defaults are these).
 
     `length_penalty` divides a finished beam's summed log-probability by
     length**length_penalty. While the model is weak, length normalisation
-    favours the longer "No, ..." answer (DESIGN §9), hence 0 by default.
+    favours the longer "No, ..." answer (DESIGN §9), hence no normalisation by
+    default. `repetition_penalty` (the authors' decoding option, issue 14)
+    divides a positive logit (multiplies a negative one) of every token
+    already generated; the neutral default leaves decoding unchanged. The
+    entropy always reads the raw logits, before any penalty.
     """
 
     num_beams: int = 3
     max_new_tokens: int = 32
     min_new_tokens: int = 1
     length_penalty: float = 0.0
+    repetition_penalty: float = 1.0
     batch_size: int = 32
 
     def generate_kwargs(self) -> dict[str, Any]:
@@ -58,6 +62,8 @@ class GenerationSettings:
             "output_scores": True,  # without it beam search returns no sequences_scores
             "return_dict_in_generate": True,
         }
+        if self.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = self.repetition_penalty
         if self.num_beams > 1:
             # early stopping: done once M beams have finished (exact when length_penalty is 0,
             # since a longer continuation can only lower a summed log-probability)
@@ -277,13 +283,17 @@ def generate_batch(
         else:
             output = model.generate(**encoding, **generate_kwargs)
 
-    tokenizer = processor.tokenizer
+    return beam_table(output, processor.tokenizer, settings.num_beams)
+
+
+def beam_table(output: Any, tokenizer: Any, num_beams: int) -> pd.DataFrame:
+    """One row per returned (question, beam) of a generate output: texts, sequence scores, entropies."""
     eos_token_id = _token_id(tokenizer, "eos_token_id")
     pad_token_id = _token_id(tokenizer, "pad_token_id")
     beam_indices = getattr(output, "beam_indices", None)  # absent with num_beams=1 (greedy)
     steps = generated_length(beam_indices, output.logits)
     beams = per_beam_entropy(output.logits, beam_indices, output.sequences, eos_token_id, pad_token_id)
-    question_entropy = beams.view(-1, settings.num_beams).mean(dim=1)
+    question_entropy = beams.view(-1, num_beams).mean(dim=1)
     generated = output.sequences[:, output.sequences.shape[1] - steps :]
     sequence_scores = getattr(output, "sequences_scores", None)
     if sequence_scores is None:
@@ -293,14 +303,41 @@ def generate_batch(
     returned = len(texts)
     return pd.DataFrame(
         {
-            "question": [row // settings.num_beams for row in range(returned)],
-            "beam": [row % settings.num_beams for row in range(returned)],
+            "question": [row // num_beams for row in range(returned)],
+            "beam": [row % num_beams for row in range(returned)],
             "answer": [text.strip() for text in texts],
             "sequence_score": sequence_scores.float().cpu().numpy().astype("float64"),
             "beam_entropy": beams.cpu().numpy().astype("float64"),
-            "entropy": question_entropy.repeat_interleave(settings.num_beams).cpu().numpy().astype("float64"),
+            "entropy": question_entropy.repeat_interleave(num_beams).cpu().numpy().astype("float64"),
         }
     )
+
+
+def empty_beams() -> pd.DataFrame:
+    """A beam table with no rows (the columns and dtypes of `generate_batch`)."""
+    return pd.DataFrame(
+        {
+            "question": pd.Series(dtype="int64"),
+            "beam": pd.Series(dtype="int64"),
+            "answer": pd.Series(dtype="object"),
+            "sequence_score": pd.Series(dtype="float64"),
+            "beam_entropy": pd.Series(dtype="float64"),
+            "entropy": pd.Series(dtype="float64"),
+        }
+    )
+
+
+def crop_batches(crop_keys: Sequence[Hashable], batch_size: int) -> list[list[int]]:
+    """Question positions in batches of `batch_size`, in order of each crop's first appearance.
+
+    The stable order keeps one crop's questions together, so they share a
+    batch and its vision forward.
+    """
+    first_seen: dict[Hashable, int] = {}
+    for key in crop_keys:
+        first_seen.setdefault(key, len(first_seen))
+    order = sorted(range(len(crop_keys)), key=lambda position: first_seen[crop_keys[position]])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def generate_answers(
@@ -312,46 +349,30 @@ def generate_answers(
     description: str = "answering",
     vision_cache: CachedVisionEncoder | None = None,
     crop_identity: Callable[[Hashable], str] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """Answer every row of `questions` (columns `crop`: a hashable crop key, `prompt`).
 
-    Questions are batched in crop order so that questions on the same crop
-    share a batch and its vision forward; `load_crop(key)` makes the image.
-    With `vision_cache` (which needs `crop_identity(key)`, the crop's cache
-    identity) the vision features come from the cache, and only missing
-    crops are loaded and encoded.
+    Questions are batched in crop order (`crop_batches`); `load_crop(key)`
+    makes the image. With `vision_cache` (which needs `crop_identity(key)`,
+    the crop's cache identity) the vision features come from the cache, and
+    only missing crops are loaded and encoded. `on_batch(questions answered)`
+    is called after every batch (the inference runner's progress); without it
+    a progress bar named `description` is shown.
     Returns `generate_batch`'s table with `question` = the row position in
     `questions`, sorted by (question, beam).
     """
     if vision_cache is not None and crop_identity is None:
         raise ValueError("a vision cache needs crop_identity")
     if questions.empty:
-        return pd.DataFrame(
-            {
-                "question": pd.Series(dtype="int64"),
-                "beam": pd.Series(dtype="int64"),
-                "answer": pd.Series(dtype="object"),
-                "sequence_score": pd.Series(dtype="float64"),
-                "beam_entropy": pd.Series(dtype="float64"),
-                "entropy": pd.Series(dtype="float64"),
-            }
-        )
+        return empty_beams()
     crop_keys = list(questions["crop"])
     prompts = list(questions["prompt"])
-    # stable order by first appearance of each crop keeps one crop's questions together
-    first_seen: dict[Hashable, int] = {}
-    for key in crop_keys:
-        first_seen.setdefault(key, len(first_seen))
-    order = sorted(range(len(crop_keys)), key=lambda position: first_seen[crop_keys[position]])
-    batches = [order[start : start + settings.batch_size] for start in range(0, len(order), settings.batch_size)]
+    batches = crop_batches(crop_keys, settings.batch_size)
     tables = []
-    for batch in track(batches, description):
-        batch_keys: list[Hashable] = []
-        crop_slot: dict[Hashable, int] = {}
-        for position in batch:
-            if crop_keys[position] not in crop_slot:
-                crop_slot[crop_keys[position]] = len(batch_keys)
-                batch_keys.append(crop_keys[position])
+    for batch in track(batches, description) if on_batch is None else batches:
+        batch_keys = list(dict.fromkeys(crop_keys[position] for position in batch))
+        crop_slot = {key: slot for slot, key in enumerate(batch_keys)}
         if vision_cache is not None:
             crops = None
             crop_features = vision_cache.features(batch_keys, load_crop, crop_identity)
@@ -369,66 +390,9 @@ def generate_answers(
         )
         table["question"] = [batch[index] for index in table["question"]]
         tables.append(table)
+        if on_batch is not None:
+            on_batch(len(batch))
     return pd.concat(tables, ignore_index=True).sort_values(["question", "beam"], kind="stable", ignore_index=True)
-
-
-class CropLoader:
-    """Union-box crops of scene images, keyed by (image_id, union box), resized for the backbone.
-
-    Keeps the last few full images in memory: questions arrive grouped by
-    image, so each image file is read about once. `blind=True` replaces every
-    image by a constant grey one of the same size (the blind control).
-    """
-
-    BLIND_GREY = (128, 128, 128)
-
-    def __init__(
-        self, image_paths: dict[str, str], image_root: str, size: int, blind: bool = False, cached_images: int = 4
-    ) -> None:
-        self.image_paths = image_paths
-        self.image_root = image_root
-        self.size = size
-        self.blind = blind
-        self.cached_images = cached_images
-        self._images: dict[str, Image.Image] = {}
-
-    def image(self, image_id: str) -> Image.Image:
-        from PIL import Image as PILImage
-
-        from reltune.models.images import load_image
-
-        if image_id not in self._images:
-            if image_id not in self.image_paths:
-                raise KeyError(f"image {image_id!r} is not in the scene table")
-            image = load_image(self.image_root, self.image_paths[image_id])
-            if self.blind:
-                image = PILImage.new("RGB", image.size, self.BLIND_GREY)
-            if len(self._images) >= self.cached_images:
-                self._images.pop(next(iter(self._images)))
-            self._images[image_id] = image
-        return self._images[image_id]
-
-    def image_file(self, image_id: str) -> Path:
-        if image_id not in self.image_paths:
-            raise KeyError(f"image {image_id!r} is not in the scene table")
-        return Path(self.image_root) / self.image_paths[image_id]
-
-    def identity(self, key: tuple[str, tuple[float, ...]]) -> str:
-        """The vision-cache identity of a crop (image file, union box, crop size, blind flag)."""
-        from reltune.errors import InputError
-        from reltune.inference.vision_cache import crop_identity
-
-        image_id, union_box = key
-        image_file = self.image_file(image_id)
-        if not image_file.is_file():
-            raise InputError(image_file, "image file not found")
-        return crop_identity(image_file, union_box, self.size, self.blind)
-
-    def __call__(self, key: tuple[str, tuple[float, ...]]) -> Image.Image:
-        from reltune.models.images import union_crop
-
-        image_id, union_box = key
-        return union_crop(self.image(image_id), union_box, self.size, source=f"image {image_id}")
 
 
 def answer_questions(
@@ -439,6 +403,7 @@ def answer_questions(
     share_vision: bool = True,
     description: str = "answering",
     vision_cache: CachedVisionEncoder | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """All M beams for every question (columns `image_id`, `union_box`, `prompt`).
 
@@ -466,6 +431,7 @@ def answer_questions(
         description,
         vision_cache=vision_cache,
         crop_identity=getattr(crop_loader, "identity", None),
+        on_batch=on_batch,
     )
     answers["question"] = order[answers["question"].to_numpy()]
     return answers.sort_values(["question", "beam"], kind="stable", ignore_index=True)

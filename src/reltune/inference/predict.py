@@ -1,12 +1,14 @@
 """Relation predictions for evaluation (DESIGN §4 "Predictions"; PredCls with GT boxes).
 
 For every candidate pair of boxes (the annotated pairs, or all ordered
-pairs) the model is asked the three category questions of DESIGN §6. Every
-beam that answers "Yes, {s} {predicate} {o}" becomes a candidate triplet.
-Its score is exp(sequence score): with `length_penalty` 0 (the default) that
-is the probability of the whole answer under beam search's log-probabilities,
-so higher = more confident. A triplet proposed by several beams or questions
-keeps its highest score.
+pairs) the model is asked the three category questions of DESIGN §6. The
+first `answers_per_question` beams of each question count (DESIGN §7: the
+top beam only, as the authors rank one answer per question; None = every
+returned beam): each that answers "Yes, {s} {predicate} {o}" becomes a
+candidate triplet. Its score is exp(sequence score): without length
+normalisation (`length_penalty` 0) that is the probability of the whole answer
+under beam search's log-probabilities, so higher = more confident. A triplet
+proposed by several beams or questions keeps its highest score.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import pandas as pd
 from reltune.instructions.categories import CATEGORIES
 from reltune.instructions.templates import category_question
 from reltune.inference.answers import parse_answer
-from reltune.inference.generation import CropLoader, GenerationSettings, answer_questions
+from reltune.inference.generation import GenerationSettings, answer_questions
 
 if TYPE_CHECKING:
-    from reltune.models.backbone import Backbone
+    from reltune.inference.crops import CropLoader
     from reltune.inference.vision_cache import CachedVisionEncoder
+    from reltune.models.backbone import Backbone
 
 PREDICTION_COLUMNS = ("image_id", "subj", "obj", "predicate", "score")
+PREDICTION_DTYPES = {"image_id": object, "subj": "int64", "obj": "int64", "predicate": object, "score": "float64"}
 PAIR_MODES = ("annotated", "all")
 
 
@@ -83,12 +87,17 @@ def pair_questions(pairs: pd.DataFrame, categories: Sequence[str]) -> pd.DataFra
     return repeated
 
 
-def predictions_from_beams(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Candidate triplets from every "Yes" beam, distinct per (image, subj, obj, predicate), best score kept.
+def kept_beams(beams: pd.DataFrame, answers_per_question: int | None) -> pd.DataFrame:
+    """The first `answers_per_question` beams of every question (None: all of them)."""
+    if answers_per_question is None:
+        return beams
+    if answers_per_question < 1:
+        raise ValueError(f"answers per question must be at least 1, got {answers_per_question}")
+    return beams[beams["beam"].to_numpy() < answers_per_question]
 
-    Returns the predictions (PREDICTION_COLUMNS, by image then descending
-    score) and counts of beams by kind (yes / no / malformed).
-    """
+
+def candidate_triplets(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One candidate (PREDICTION_COLUMNS) per "Yes" beam, and the counts of beams by kind (yes / no / malformed)."""
     question = beams["question"].to_numpy()
     parsed = [
         parse_answer(answer, subject, obj)
@@ -110,12 +119,35 @@ def predictions_from_beams(questions: pd.DataFrame, beams: pd.DataFrame) -> tupl
             "score": np.exp(beams["sequence_score"].to_numpy(dtype=float)[is_yes]),
         }
     )
-    best = (
+    return candidates[list(PREDICTION_COLUMNS)], counts
+
+
+def best_triplets(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Distinct per (image, subj, obj, predicate), best score kept; by image, then descending score."""
+    return (
         candidates.sort_values("score", ascending=False, kind="stable")
         .drop_duplicates(["image_id", "subj", "obj", "predicate"], keep="first")
         .sort_values(["image_id", "score"], ascending=[True, False], kind="stable", ignore_index=True)
-    )
-    return best[list(PREDICTION_COLUMNS)], counts
+    )[list(PREDICTION_COLUMNS)]
+
+
+def predictions_from_beams(
+    questions: pd.DataFrame, beams: pd.DataFrame, answers_per_question: int | None = None
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Triplets from the kept "Yes" beams (`best_triplets`) and the counts of kept beams by kind."""
+    candidates, counts = candidate_triplets(questions, kept_beams(beams, answers_per_question))
+    return best_triplets(candidates), counts
+
+
+def predictions_from_chunks(answered, answers_per_question: int | None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`predictions_from_beams` over the runner's answered (questions, beams) chunks."""
+    parts, counts = [], {"yes": 0, "no": 0, "malformed": 0}
+    for questions, beams in answered:
+        candidates, chunk_counts = candidate_triplets(questions, kept_beams(beams, answers_per_question))
+        parts.append(candidates)
+        counts = {kind: counts[kind] + chunk_counts[kind] for kind in counts}
+    empty = pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in PREDICTION_DTYPES.items()})
+    return best_triplets(pd.concat([empty, *parts], ignore_index=True)), counts
 
 
 def predict_relations(
@@ -127,18 +159,23 @@ def predict_relations(
     pairs: str = "annotated",
     categories_from: str = "vocab",
     vision_cache: CachedVisionEncoder | None = None,
+    answers_per_question: int | None = 1,
 ) -> tuple[pd.DataFrame, dict]:
-    """Predictions table and a report (pairs, questions, beam kinds, triplets) for one scene split."""
+    """Predictions table and a report (pairs, questions, beam kinds, triplets) for one scene split, in memory.
+
+    The `predict` command runs the same through the inference runner (shards, processes).
+    """
     pair_table = candidate_pairs(scenes, pairs)
     questions = pair_questions(pair_table, categories_to_ask(vocab, categories_from))
     beams = answer_questions(
         backbone, questions, crop_loader, settings, description="predicting", vision_cache=vision_cache
     )
-    predictions, beam_kinds = predictions_from_beams(questions, beams)
+    predictions, beam_kinds = predictions_from_beams(questions, beams, answers_per_question)
     report = {
         "images": int(len(scenes)),
         "pairs": int(len(pair_table)),
         "questions": int(len(questions)),
+        "answers_per_question": answers_per_question or "all",
         "beams": beam_kinds,
         "predictions": int(len(predictions)),
     }

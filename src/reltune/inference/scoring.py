@@ -7,7 +7,9 @@ answers included), all M beams give the entropy, and FP rows get the
 similarity of the predicted and the GT relation sentences.
 
 The answer source is a plain function (questions table -> top-beam answers),
-so the outcome and similarity logic runs without a model in tests.
+so the outcome and similarity logic runs without a model in tests. The
+`score` command feeds it the inference runner's answers shard by shard
+(`score_chunks`), so the scores table is written without holding the pool.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import pandas as pd
 
 from reltune.errors import InputError
 from reltune.inference.answers import answer_outcome, parse_answer
-from reltune.inference.generation import CropLoader, GenerationSettings, answer_questions
+from reltune.inference.generation import GenerationSettings, answer_questions
 from reltune.text import normalise_predicate
 
 if TYPE_CHECKING:
-    from reltune.models.backbone import Backbone
+    from reltune.inference.crops import CropLoader
     from reltune.inference.vision_cache import CachedVisionEncoder
+    from reltune.models.backbone import Backbone
 
 SCORE_COLUMNS = (
     "qid",
@@ -40,6 +43,8 @@ SCORE_COLUMNS = (
     "answer_kind",  # yes | no | malformed (beyond DESIGN §4: lets reports count malformed answers)
 )
 QUESTION_COLUMNS = ("qid", "image_id", "subj_label", "obj_label", "union_box", "kind", "predicate", "prompt")
+# what the checks and the pool choice read of a whole instruction table (the rest is streamed)
+INDEX_COLUMNS = ("qid", "image_id", "kind", "predicate")
 SELECTION_COLUMNS = ("qid",)
 
 # questions -> one row per question, same order: answer, sequence_score, entropy
@@ -162,15 +167,19 @@ def validation_recall(questions: pd.DataFrame, answer_source: AnswerSource) -> t
     """
     questions = questions.reset_index(drop=True)
     classified = classify_answers(questions, answer_source(questions))
+    return recall_summary(classified), classified
+
+
+def recall_summary(classified: pd.DataFrame) -> dict:
+    """`val_recall.json` of classified validation positives (see `validation_recall`)."""
     hit = classified["outcome"] == "TP"
     per_predicate = hit.groupby(classified["predicate"]).mean().sort_index()
-    summary = {
+    return {
         "per_predicate": {str(predicate): float(value) for predicate, value in per_predicate.items()},
         "mean_recall": float(per_predicate.mean()) if len(per_predicate) else 0.0,
         "recall": float(hit.mean()) if len(hit) else 0.0,
         "questions": int(len(classified)),
     }
-    return summary, classified
 
 
 def outcome_counts(classified: pd.DataFrame) -> dict[str, int]:
@@ -284,3 +293,40 @@ def pool_scoring_candidates(
         name: {"pool": available[name], "budget": int(budgets[name]), "scored": int(quotas[name])} for name in available
     }
     return subset, report
+
+
+def read_question_index(path: str, file: str | None = None) -> pd.DataFrame:
+    """INDEX_COLUMNS of an instruction table (arrow-backed: compact) and `row`, the file position.
+
+    The checks and the choice of the pool read this; the questions themselves
+    are streamed from the file by the inference runner.
+    """
+    from reltune.inference.questions import read_parquet_columns
+
+    index = read_parquet_columns(path, INDEX_COLUMNS, file)
+    return index.assign(row=np.arange(len(index), dtype=np.int64))
+
+
+def row_mask(rows: pd.Series | np.ndarray, total: int) -> np.ndarray:
+    """Boolean mask over `total` file rows, True at `rows`."""
+    mask = np.zeros(total, dtype=bool)
+    mask[np.asarray(rows, dtype=np.int64)] = True
+    return mask
+
+
+def score_chunks(answered, similarity: Similarity):
+    """Pool score rows (SCORE_COLUMNS) per answered (questions, beams) chunk of the runner."""
+    for questions, beams in answered:
+        yield score_questions(questions, lambda table: top_beam_answers(beams, len(table)), similarity)
+
+
+def classify_chunks(answered) -> pd.DataFrame:
+    """Classified rows (`classify_answers`) of every answered (questions, beams) chunk, concatenated."""
+    parts = [
+        classify_answers(questions.reset_index(drop=True), top_beam_answers(beams, len(questions)))
+        for questions, beams in answered
+    ]
+    if parts:
+        return pd.concat(parts, ignore_index=True)
+    no_answers = pd.DataFrame(columns=["answer", "entropy", "sequence_score"])
+    return classify_answers(pd.DataFrame(columns=list(QUESTION_COLUMNS)), no_answers)
