@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from reltune.data.scenes import read_scenes  # noqa: E402
 from reltune.instructions.build import build_instructions  # noqa: E402
 from reltune.io import read_parquet  # noqa: E402
 from reltune.models.backbone import build_tiny  # noqa: E402
-from reltune.models.toy_scenes import TOY_PREDICATES, make_toy_scenes  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the toy scenes are a test helper
+from toy_scenes import TOY_PREDICATES, make_toy_scenes  # noqa: E402
 from reltune.models.training import TrainSettings, relation_training_examples, train_backbone  # noqa: E402
 
 

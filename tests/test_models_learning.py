@@ -38,7 +38,7 @@ from reltune.models.backbone import build_tiny, load_backbone
 from reltune.inference.crops import CropLoader
 from reltune.inference.generation import GenerationSettings
 from reltune.inference.scoring import model_answer_source, validation_recall
-from reltune.models.toy_scenes import make_toy_scenes
+from toy_scenes import make_toy_scenes
 from reltune.models.training import TrainSettings, relation_training_examples, train_backbone
 
 DISTANCE_PREDICATES = {"far from": "spatial", "near": "spatial"}

@@ -22,7 +22,7 @@ from reltune.models.pretrain import (
     question_accuracy,
     world_vocabulary,
 )
-from reltune.models.toy_scenes import make_toy_scenes, toy_world_spec
+from toy_scenes import make_toy_scenes, toy_world_spec
 from reltune.models.checkpoints import checkpoint_dir_for
 from reltune.models.training import TrainSettings
 

@@ -18,7 +18,7 @@ from reltune.instructions.build import build_instructions
 from reltune.instructions.stage import write_instruction_table
 from reltune.models.backbone import build_tiny, load_backbone
 from reltune.models.images import union_crop
-from reltune.models.toy_scenes import TOY_PREDICATES, make_toy_scenes
+from toy_scenes import TOY_PREDICATES, make_toy_scenes
 from reltune.models.training import (
     BatchPlan,
     TrainSettings,

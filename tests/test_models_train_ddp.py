@@ -12,7 +12,7 @@ from reltune.data.scenes import read_scenes
 from reltune.instructions.build import build_instructions
 from reltune.instructions.stage import write_instruction_table
 from reltune.models.backbone import build_tiny
-from reltune.models.toy_scenes import TOY_PREDICATES, make_toy_scenes
+from toy_scenes import TOY_PREDICATES, make_toy_scenes
 from reltune.models.training import checkpoint_dir_for
 
 SMALL = dict(vocab_size=400, text_d_model=32, text_d_ff=64, vision_intermediate=64, qformer_intermediate=64)

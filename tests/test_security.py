@@ -171,7 +171,7 @@ def toy_run(tmp_path_factory):
     from reltune.instructions.stage import write_instruction_table
     from reltune.data.scenes import read_scenes
     from reltune.models.backbone import build_tiny
-    from reltune.models.toy_scenes import TOY_PREDICATES, make_toy_scenes
+    from toy_scenes import TOY_PREDICATES, make_toy_scenes
 
     root = tmp_path_factory.mktemp("security")
     scenes_dir = make_toy_scenes(root / "scenes", images=3, seed=2, image_size=48)

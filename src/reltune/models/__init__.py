@@ -6,7 +6,6 @@ images      image loading, union-box crops, left/right-consistent augmentation
 training    the training loop (AdamW, warm-up + cosine, accelerate/DDP, checkpoints, dvclive)
 pretrain    generic-question pretraining of the tiny backbone
 lavis       LAVIS InstructBLIP checkpoint conversion
-toy_scenes  small coloured-shape scene tables for tests and benchmarks
 
 Answering questions with a backbone (generation, scoring, prediction) is reltune.inference.
 """

@@ -1,4 +1,4 @@
-"""A few coloured-shape scenes for model tests and benchmarks.
+"""A few coloured-shape scenes for model tests and benchmarks/train_tiny.py (a test helper, not package code).
 
 Small Pillow images with named objects of fixed colour and shape, written
 through `reltune.data.scenes.write_scenes` so they are real scene tables
