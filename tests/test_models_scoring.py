@@ -231,7 +231,7 @@ def test_cli_defaults_come_from_the_settings_dataclasses() -> None:
         ("--batch-size", "0", "must be at least 1, got 0"),
         ("--num-beams", "-1", "must be at least 1, got -1"),
         ("--length-penalty", "nan", "expected a finite number"),
-        ("--repetition-penalty", "0", "must be in (0.0, inf]"),
+        ("--repetition-penalty", "0", "must be in (0.0, inf)"),
         ("--shard-size", "x", "expected an integer"),
         ("--pool-cap-factor", "0.5", "must be 0 (score everything) or >= 1"),
         ("--budget-fraction", "1.5", "must be in [0.0, 1.0]"),

@@ -138,3 +138,61 @@ def test_seed_rejects_adaptive_strategy_and_bad_previous(tmp_path, instructions,
     assert main(["select", "--instructions", str(instructions), "--round", "1", "--strategy", "balanced",
                  "--out", str(tmp_path / "r1"), "--previous", str(bad_previous)]) == 2
     assert "duplicate qid 'img0/on'" in capsys.readouterr().err
+
+
+def _art_round(instructions, tmp_path, scores, extra=()):
+    scores.to_parquet(tmp_path / "scores.parquet", index=False)
+    (tmp_path / "recall.json").write_text(json.dumps({"per_predicate": {"on": 0.5}}))
+    return main(["select", "--instructions", str(instructions), "--round", "1", "--strategy", "art",
+                 "--budget-fraction", "0.25", "--out", str(tmp_path / "r1"),
+                 "--previous", str(tmp_path / "r0" / "selection.parquet"),
+                 "--scores", str(tmp_path / "scores.parquet"), "--val-recall", str(tmp_path / "recall.json"), *extra])
+
+
+def test_empty_scores_are_an_error_for_a_non_empty_pool_only(tmp_path, instructions, capsys):
+    # A pool of 30 positives with a scores file of zero rows: the scoring stage produced nothing.
+    run_seed(instructions, tmp_path / "r0")
+    empty = pool_scores(instructions, tmp_path / "r0" / "selection.parquet").iloc[:0]
+    capsys.readouterr()
+    assert _art_round(instructions, tmp_path, empty) == 2
+    error = capsys.readouterr().err.strip()
+    assert "scores.parquet: no score rows, but the pool has 30 positives" in error and "\n" not in error
+    assert not (tmp_path / "r1").exists()
+    # Everything already selected (budget 1.0): the pool is empty, and so legitimately are the scores.
+    assert main(["select", "--instructions", str(instructions), "--round", "0", "--strategy", "balanced",
+                 "--budget-fraction", "1", "--out", str(tmp_path / "r0")]) == 0
+    assert _art_round(instructions, tmp_path, empty) == 0
+    report = json.loads((tmp_path / "r1" / "selection_report.json").read_text())
+    assert report["selected_this_round"] == 0 and report["selected_total"] == 40 and report["pool_left"] == 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--z-step", "0", "argument --z-step: must be in [1e-09, 1000000.0], got 0"),
+        ("--z-step", "nan", "argument --z-step: expected a finite number"),
+        ("--z-step", "inf", "argument --z-step: expected a finite number"),
+        ("--z-step", "-0.1", "argument --z-step: must be in"),
+        ("--z-init", "nan", "argument --z-init: expected a finite number"),
+        ("--z-init", "-inf", "argument --z-init: expected a finite number"),
+        ("--budget-fraction", "0", "argument --budget-fraction: must be in (0.0, 1.0]"),
+        ("--budget-fraction", "1.5", "argument --budget-fraction: must be in (0.0, 1.0]"),
+        ("--round", "-1", "argument --round: must be at least 0"),
+        ("--seed", "-3", "argument --seed: must be in [0, 4294967295]"),
+        ("--components", "h_tp,bogus", "argument --components: expected distinct names"),
+        ("--components", ",", "argument --components: expected distinct names"),
+        ("--fixed-thresholds", "t_fp=1.5", "argument --fixed-thresholds: must be in [0.0, 1.0]"),
+        ("--fixed-thresholds", "h_fn=-0.1", "argument --fixed-thresholds: must be in [0.0, inf)"),
+        ("--fixed-thresholds", "t_fn=nan", "argument --fixed-thresholds: expected a finite number"),
+        ("--fixed-thresholds", "zz=0.5", "argument --fixed-thresholds: expected distinct names"),
+    ],
+)
+def test_out_of_domain_arguments_fail_before_any_work(tmp_path, instructions, capsys, flag, value, message):
+    run_seed(instructions, tmp_path / "r0")
+    scores = pool_scores(instructions, tmp_path / "r0" / "selection.parquet")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        _art_round(instructions, tmp_path, scores, extra=(f"{flag}={value}",))
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in error and error.count("\n") == 1, error
+    assert not (tmp_path / "r1").exists()
