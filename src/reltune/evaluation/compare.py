@@ -280,7 +280,8 @@ def workspace_held_in() -> str | None:
 
 def show_experiments(all_commits: bool = False) -> list[dict]:
     """`dvc exp show --json` of the repository in the working directory."""
-    command = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    # this interpreter's dvc: the report stage may run with another PATH
+    command = [sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
     shown = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(shown.stdout)
 
