@@ -39,6 +39,11 @@ def write_inputs(tmp_path, predictions: pd.DataFrame) -> dict[str, str]:
     return paths
 
 
+def evaluate_argv(paths: dict[str, str], out) -> list[str]:
+    argv = ["evaluate", "--scenes", paths["scenes.parquet"], "--predictions", paths["pred.parquet"]]
+    return argv + ["--train-vocab", paths["vocab.json"], "--out", str(out)]
+
+
 def test_cli_evaluate_with_real_minilm(tmp_path):
     # MiniLM: "man wears hat" vs "man wearing hat" ~0.99 (>= 0.95); "man on horse" vs "man under horse" ~0.85
     predictions = pd.DataFrame(
@@ -46,21 +51,73 @@ def test_cli_evaluate_with_real_minilm(tmp_path):
     )
     paths = write_inputs(tmp_path, predictions)
     out, per_predicate = tmp_path / "m" / "metrics.json", tmp_path / "m" / "per_predicate.csv"
-    argv = ["evaluate", "--scenes", paths["scenes.parquet"], "--predictions", paths["pred.parquet"]]
-    argv += ["--train-vocab", paths["vocab.json"], "--out", str(out), "--per-predicate", str(per_predicate), "--ks", "1,5"]
+    argv = evaluate_argv(paths, out) + ["--per-predicate", str(per_predicate), "--ks", "1,5", "--vocab", paths["vocab.json"]]
     assert run_cli(argv) == 0
     metrics = json.loads(out.read_text())
     assert metrics["R@1"] == 0.0 and metrics["mR@5"] == 0.0
     assert metrics["gR@1"] == 50.0 and metrics["mgR@5"] == 50.0
     assert (metrics["unique_predicates"], metrics["unseen_predicates"], metrics["images"], metrics["gt_relations"]) == (2, 1, 2, 2)
+    assert (metrics["nggR@1"], metrics["mR_vocab@5"], metrics["ngmR_vocab@5"]) == (50.0, 0.0, 0.0)
+    # the similarity behind gR is recorded beside the numbers it produced
+    assert (metrics["similarity_model"], metrics["similarity_sentence"], metrics["graph_constraint"]) == ("all-MiniLM-L6-v2", "{s} {p} {o}", True)
     table = pd.read_csv(per_predicate)
     assert table.set_index("predicate")["gR@1"].to_dict() == {"under": 0.0, "wearing": 100.0}
+    assert table.set_index("predicate")["nggR@1"].to_dict() == {"under": 0.0, "wearing": 100.0}
+
+
+def test_cli_sentence_template_changes_the_similarity_and_is_recorded(tmp_path):
+    # "man wears hat" vs "man wearing hat" reaches 0.95 as a bare triplet; a long shared prefix pulls every pair up
+    predictions = pd.DataFrame({"image_id": ["2"], "subj": [0], "obj": [1], "predicate": ["on"], "score": [0.9]})
+    paths = write_inputs(tmp_path, predictions)
+    template = "A photo of an image where, as one can clearly see, {s} {p} {o} in the picture"
+    options = ["--ks", "1", "--similarity-threshold", "0.9"]
+    assert run_cli(evaluate_argv(paths, tmp_path / "bare.json") + options) == 0
+    assert run_cli(evaluate_argv(paths, tmp_path / "padded.json") + options + ["--similarity-sentence", template]) == 0
+    bare, padded = (json.loads((tmp_path / name).read_text()) for name in ("bare.json", "padded.json"))
+    assert padded["similarity_sentence"] == template
+    # image 2: "man on horse" vs GT "man under horse": 0.85 bare (README), above 0.9 once padded
+    assert (bare["gR@1"], padded["gR@1"]) == (0.0, 50.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (["--similarity-threshold", "nan"], "expected a finite number"),
+        (["--similarity-threshold", "2"], "must be in [0.0, 1.0], got 2"),
+        (["--ks", "20,0"], "expected comma-separated positive integers"),
+        (["--ks", "a"], "expected comma-separated positive integers"),
+        (["--graph-constraint", "maybe"], "expected true or false"),
+        (["--similarity-sentence", "{s} {p}"], "must use {s}, {p} and {o} once each"),
+        (["--similarity-sentence", "{s} {p} {o} {x}"], "must use {s}, {p} and {o} once each"),
+        (["--similarity-model", "/nonexistent/model"], "not a directory"),
+    ],
+)
+def test_cli_refuses_bad_evaluate_arguments_before_reading_anything(tmp_path, capsys, extra, reason):
+    argv = ["evaluate", "--scenes", "missing.parquet", "--predictions", "missing.parquet", "--train-vocab", "x", "--out", str(tmp_path / "m.json")]
+    with pytest.raises(SystemExit) as stop:
+        run_cli(argv + extra)
+    assert stop.value.code == 2 and reason in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["export-graphs", "--scenes", "s", "--predictions", "p", "--out", "o", "--top-k", "0"],
+        ["report", "--plot-k", "0"],
+        ["report", "--gallery-top-k", "-1"],
+        ["report", "--gallery-images", "-1"],
+    ],
+)
+def test_cli_refuses_bad_export_and_report_counts(capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        run_cli(argv)
+    assert stop.value.code == 2 and "must be at least" in capsys.readouterr().err
 
 
 def test_cli_reports_missing_columns_in_one_line(tmp_path):
     paths = write_inputs(tmp_path, pd.DataFrame({"image_id": ["1"], "subj": [0], "obj": [1], "predicate": ["on"]}))
-    argv = ["evaluate", "--scenes", paths["scenes.parquet"], "--predictions", paths["pred.parquet"]]
-    argv += ["--train-vocab", paths["vocab.json"], "--out", str(tmp_path / "x.json")]
+    argv = evaluate_argv(paths, tmp_path / "x.json")
     with pytest.raises(InputError) as error:
         run_cli(argv)
     message = str(error.value)

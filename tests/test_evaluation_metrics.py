@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,8 +46,10 @@ def test_ranking_is_by_score_not_file_order_and_ties_keep_file_order():
         ("a", 0, 2, "has", 0.9),  # last in the file, first by score
     ]
     metrics = run(scenes, rows).metrics
-    # ranks: has (0.9), near (0.5, earlier row), on (0.5) -> "on" is third
-    assert (metrics["R@1"], metrics["R@2"], metrics["R@3"]) == (0.0, 0.0, 100.0)
+    # without the constraint: has (0.9), near (0.5, earlier row), on (0.5) -> "on" is third
+    assert (metrics["ngR@1"], metrics["ngR@2"], metrics["ngR@3"]) == (0.0, 0.0, 100.0)
+    # with it, the pair (0, 1) keeps one prediction: the tie goes to the earlier row, "near"
+    assert (metrics["R@1"], metrics["R@2"], metrics["R@3"]) == (0.0, 0.0, 0.0)
 
 
 def test_repeated_predictions_are_dropped_before_top_k():
@@ -56,17 +60,21 @@ def test_repeated_predictions_are_dropped_before_top_k():
         ("a", 0, 1, "on", 0.7),
     ]
     metrics = run(scenes, rows).metrics
-    assert metrics["R@1"] == 0.0
-    assert metrics["R@2"] == 100.0  # without dropping, top-2 would be near, near
+    assert metrics["ngR@1"] == 0.0
+    assert metrics["ngR@2"] == 100.0  # without dropping, top-2 would be near, near
+    assert metrics["R@2"] == 0.0  # the graph constraint keeps only the pair's best: near
 
 
 def test_several_gt_relations_on_one_pair_and_one_prediction_recalls_one():
     scenes = [scene("a", ["man", "horse", "hat"], [(0, 1, "on"), (0, 1, "near"), (0, 2, "has")])]
     rows = [("a", 0, 1, "on", 0.9), ("a", 0, 1, "near", 0.8), ("a", 1, 0, "has", 0.7)]
     result = run(scenes, rows, train=("on", "near", "has"))
-    assert result.metrics["R@1"] == pytest.approx(100 / 3)
-    assert result.metrics["R@3"] == pytest.approx(200 / 3)  # (1, 0, has) is the reversed pair
-    assert result.ground_truth["exact_rank"].tolist() == [0.0, 1.0, np.inf]
+    assert result.metrics["ngR@1"] == pytest.approx(100 / 3)
+    assert result.metrics["ngR@3"] == pytest.approx(200 / 3)  # (1, 0, has) is the reversed pair
+    assert result.ground_truth["ng_exact_rank"].tolist() == [0.0, 1.0, np.inf]
+    # one predicate per pair: "near" on (0, 1) is never ranked, (1, 0, has) takes rank 1
+    assert result.metrics["R@3"] == pytest.approx(100 / 3)
+    assert result.ground_truth["exact_rank"].tolist() == [0.0, np.inf, np.inf]
 
 
 def test_image_with_gt_but_no_predictions_counts_zero_and_gt_denominator_is_all_gt():
@@ -80,6 +88,7 @@ def test_image_with_gt_but_no_predictions_counts_zero_and_gt_denominator_is_all_
     assert metrics["images"] == 2 and metrics["gt_relations"] == 3
     assert metrics["R@1"] == 50.0  # mean over images (1 + 0) / 2, not the pooled 1/3
     assert metrics["mR@1"] == 50.0  # "on": per image 1 and 0
+    assert (metrics["ngR@1"], metrics["ngmR@1"]) == (50.0, 50.0)  # one prediction per pair: the constraint changes nothing
 
 
 def test_mean_recall_averages_over_images_then_predicates_not_pooled_counts():
@@ -145,7 +154,8 @@ def test_generalised_recall_respects_k():
     rows = [("a", 0, 1, "on", 0.9), ("a", 0, 1, "wears", 0.8)]
     similar = lambda s, p, g, o: np.array([0.99 if x == "wears" else 0.1 for x in p])  # noqa: E731
     metrics = run(scenes, rows, ks=(1, 2), similarity=similar).metrics
-    assert (metrics["gR@1"], metrics["gR@2"], metrics["R@2"]) == (0.0, 100.0, 0.0)
+    assert (metrics["nggR@1"], metrics["nggR@2"], metrics["ngR@2"]) == (0.0, 100.0, 0.0)
+    assert metrics["gR@2"] == 0.0  # constrained: the pair's only ranked prediction is "on"
 
 
 def test_unique_and_unseen_predicates_count_only_the_top_50():
@@ -156,7 +166,10 @@ def test_unique_and_unseen_predicates_count_only_the_top_50():
     rows += [("a", 0, 3, "never counted", 0.1)]  # rank 50: outside the top-50
     rows += [("b", 0, 1, "other image", 0.9)]  # image without GT: not evaluated
     scenes = [scene("a", labels, [(0, 1, "on")]), scene("b", ["x", "y"], [])]
-    result = run(scenes, rows, ks=(20,), train=("on", "near"))
+    constrained = run(scenes, rows, ks=(20,), train=("on", "near")).metrics
+    # every later row addresses a pair that already has a better "on": the constraint drops them
+    assert (constrained["unique_predicates"], constrained["unseen_predicates"]) == (1, 0)
+    result = run(scenes, rows, ks=(20,), train=("on", "near"), graph_constraint=False)
     assert result.metrics["unique_predicates"] == 2  # on, floating on
     assert result.metrics["unseen_predicates"] == 1  # floating on
     assert result.predicted_predicates.to_dict("list") == {
@@ -168,15 +181,21 @@ def test_unique_and_unseen_predicates_count_only_the_top_50():
 
 def test_metric_keys_and_units():
     scenes = [scene("a", ["man", "horse"], [(0, 1, "on")])]
-    metrics = run(scenes, [("a", 0, 1, "on", 0.5)], ks=(20, 50, 100)).metrics
+    metrics = run(scenes, [("a", 0, 1, "on", 0.5)], ks=(20, 50, 100), vocabulary=["on", "near"]).metrics
+    families = ("R", "mR", "mR_vocab", "gR", "mgR")
     assert list(metrics) == [
-        *(f"{prefix}@{k}" for prefix in ("R", "mR", "gR", "mgR") for k in (20, 50, 100)),
+        *(f"{prefix}@{k}" for prefix in families for k in (20, 50, 100)),
+        *(f"ng{prefix}@{k}" for prefix in families for k in (20, 50, 100)),
         "unique_predicates",
         "unseen_predicates",
         "images",
         "gt_relations",
+        "graph_constraint",
     ]
     assert metrics["R@20"] == 100.0  # percent, not a fraction
+    assert metrics["mR_vocab@20"] == 50.0  # "near" is in the vocabulary but not in the GT: counts 0
+    assert metrics["graph_constraint"] is True
+    assert "mR_vocab@20" not in run(scenes, [("a", 0, 1, "on", 0.5)], ks=(20,)).metrics  # no vocabulary, no such key
 
 
 def test_box_iou_values():
@@ -219,7 +238,8 @@ def test_detected_mode_drops_repeats_on_the_same_boxes_and_keeps_distinct_boxes(
         ]
     )
     metrics = evaluate_predictions(scenes, table, ["on"], ks=(2, 3), similarity=no_similarity).metrics
-    assert (metrics["R@2"], metrics["R@3"]) == (0.0, 100.0)
+    assert (metrics["ngR@2"], metrics["ngR@3"]) == (0.0, 100.0)
+    assert metrics["R@3"] == 0.0  # the pair on those boxes keeps its best prediction only: near
 
 
 def test_similarity_is_only_asked_for_predictions_ranked_above_the_best_exact_one():
@@ -232,25 +252,31 @@ def test_similarity_is_only_asked_for_predictions_ranked_above_the_best_exact_on
         return np.full(len(predicted), 0.99)
 
     metrics = run(scenes, rows, ks=(1, 2, 3), similarity=injected).metrics
-    assert asked == ["wears"]  # "has" ranks below the exact "wearing": it cannot change any gR@K
-    assert (metrics["R@1"], metrics["R@2"], metrics["gR@1"]) == (0.0, 100.0, 100.0)
+    assert asked == ["wears"]  # "has" ranks below the exact "wearing": it cannot change any gR@K; asked once for both rankings
+    assert (metrics["ngR@1"], metrics["ngR@2"], metrics["nggR@1"]) == (0.0, 100.0, 100.0)
+    assert (metrics["R@2"], metrics["gR@1"]) == (0.0, 100.0)  # constrained: only "wears" is ranked
 
 
-def test_chance_level_is_the_average_over_every_random_answer():
-    # 3 annotated pairs, 4 training predicates; 'under' is unseen, so never hit
+def test_chance_level_is_the_average_over_every_random_answer_and_order():
+    # 3 annotated pairs (2 in image a), 4 training predicates; 'under' is unseen, so never hit
     scenes = [scene("a", ["man", "horse", "hat"], [(0, 1, "on"), (2, 0, "near")]), scene("b", ["cup", "table"], [(0, 1, "under")])]
     train = ("on", "near", "has", "wearing")
-    chance = chance_metrics(pd.DataFrame(scenes), train, ks=(1, 20))
-    # hand: image a recalls 1/4 on average, b nothing -> R = 12.5; predicates on 1/4, near 1/4, under 0 -> mR = 16.67
-    assert chance["R@1"] == pytest.approx(12.5) and chance["R@20"] == pytest.approx(12.5)
-    assert chance["mR@20"] == pytest.approx(100 / 6) and chance["mgR@1"] == pytest.approx(100 / 6)
-    # exact check through the evaluator: average over all 4^3 ways of answering one training predicate per pair
+    chance = chance_metrics(pd.DataFrame(scenes), train, ks=(1, 20), vocabulary=["on", "near", "under", "beside"])
+    # K=20: image a recalls 1/4 on average, b nothing -> R = 12.5; predicates on 1/4, near 1/4, under 0 -> mR = 16.67
+    assert chance["R@20"] == pytest.approx(12.5) and chance["mR@20"] == pytest.approx(100 / 6)
+    # K=1: image a ranks one of its two answers (random order) -> each of its relations is hit with 1/4 * 1/2
+    assert chance["R@1"] == pytest.approx(6.25) and chance["mgR@1"] == pytest.approx(100 / 12)
+    assert chance["mR_vocab@20"] == pytest.approx(12.5)  # (1/4 + 1/4 + 0 + 0) / 4 vocabulary predicates
+    assert all(chance[f"ng{key}"] == chance[key] for key in ("R@1", "mR@20", "mR_vocab@1", "gR@20"))  # one answer per pair
+    # exact check through the evaluator: every way of answering one training predicate per pair, in every order of scores
     pairs = [("a", 0, 1), ("a", 2, 0), ("b", 0, 1)]
-    totals = {"R@20": 0.0, "mR@20": 0.0}
-    answers = [(p1, p2, p3) for p1 in train for p2 in train for p3 in train]
-    for answer in answers:
-        rows = [(image, subj, obj, predicate, 1.0) for (image, subj, obj), predicate in zip(pairs, answer)]
-        metrics = run(scenes, rows, ks=(20,), train=train).metrics
-        for key in totals:
-            totals[key] += metrics[key] / len(answers)
-    assert totals["R@20"] == pytest.approx(chance["R@20"]) and totals["mR@20"] == pytest.approx(chance["mR@20"])
+    keys = ("R@1", "R@20", "mR@1", "mR@20", "mR_vocab@1")
+    totals = dict.fromkeys(keys, 0.0)
+    answers = list(itertools.product(train, repeat=3))
+    orders = list(itertools.permutations(range(3)))
+    for answer, order in itertools.product(answers, orders):
+        rows = [(image, subj, obj, predicate, float(score)) for (image, subj, obj), predicate, score in zip(pairs, answer, order)]
+        metrics = run(scenes, rows, ks=(1, 20), train=train, vocabulary=["on", "near", "under", "beside"]).metrics
+        for key in keys:
+            totals[key] += metrics[key] / (len(answers) * len(orders))
+    assert totals == pytest.approx({key: chance[key] for key in keys})

@@ -58,8 +58,10 @@ def make_run(root: Path) -> None:
     )
     write_parquet(predictions, root / "data/predictions/synthetic-ood.parquet")
     result = evaluate_predictions(scenes, predictions, ["on", "near"], similarity=lambda *a: np.zeros(len(a[1])))
-    write_json(result.metrics, root / "metrics/synthetic-ood.json")
-    write_json({**result.metrics, "R@20": 12.5}, root / "metrics/synthetic-ood_blind.json")
+    settings = {"similarity_model": "all-MiniLM-L6-v2", "similarity_sentence": "{s} {p} {o}"}
+    write_json({**result.metrics, **settings}, root / "metrics/synthetic-ood.json")
+    write_json({**result.metrics, **settings, "R@20": 12.5, "ngR@20": 7.5}, root / "metrics/synthetic-ood_blind.json")
+    write_json({"loss": 0.5, "accuracy_yes_no": 0.9}, root / "metrics/pretrain_tiny.json")  # not an evaluation
     (root / "metrics/per_predicate").mkdir(parents=True)
     result.per_predicate.to_csv(root / "metrics/per_predicate/synthetic-ood.csv", index=False)
 
@@ -94,10 +96,17 @@ def test_report_on_a_fake_run(tmp_path):
     val = pd.read_csv(out / "plots/val_recall.csv")
     assert val.to_dict("list") == {"round": [1, 2], "mean_recall": [0.375, 0.625], "recall": [0.4, 0.7]}
 
-    # results table: the blind control side by side with the real run
+    # results table: the blind control side by side with the real run; only evaluated datasets
     assert "R@20 (blind)" in page and "<td>12.50</td>" in page
     results = pd.read_csv(out / "results.csv")
     assert results[["dataset", "variant"]].values.tolist() == [["synthetic-ood", "real"], ["synthetic-ood", "blind"]]
+    assert "pretrain_tiny" not in page
+    # constrained keys first: the first table holds R@K and no ng key; the unconstrained one follows
+    first_table, rest = page.split("Without graph constraint", 1)
+    headers = re.findall(r"<th>([^<]*)</th>", first_table)
+    assert headers[:3] == ["dataset", "R@20", "R@20 (blind)"] and not any(h.startswith("ng") for h in headers)
+    assert "ngR@20 (blind)" in rest and "<td>7.50</td>" in rest
+    assert "<td>{s} {p} {o}</td>" in page.split("Evaluation settings", 1)[1]  # the similarity settings, once per file
     # chance row: 'riding' is unseen (never hit), 'on' is hit with 1/2 -> R = mean(0, 0.5), mR = mean(0, 0.5)
     chance_row = re.search(r"<td>synthetic-ood \(chance\)</td>((?:\s*<td>[^<]*</td>)+)", page)
     assert chance_row is not None
@@ -117,8 +126,13 @@ def test_metrics_files_flatten_nested_values_and_pair_blind_controls(tmp_path):
 
     write_json({"R@20": 40.0, "mR@20": 10.0}, tmp_path / "gqa.json")
     write_json({"R@20": 5.0, "mR@20": 1.0}, tmp_path / "gqa_blind.json")
-    write_json({"loss": {"final": 0.5}, "preset": "tiny"}, tmp_path / "train.json")
+    write_json({"ngR@20": 50.0, "extra": {"final": 0.5}, "preset": "tiny"}, tmp_path / "vg.json")
+    write_json({"loss": {"final": 0.5}, "preset": "tiny"}, tmp_path / "train.json")  # no recall key: not a dataset
     table = results_side_by_side(metrics_files(tmp_path)).set_index("dataset")
-    assert list(table.columns) == ["R@20", "R@20 (blind)", "mR@20", "mR@20 (blind)", "loss.final", "loss.final (blind)", "preset", "preset (blind)"]
+    assert list(table.index) == ["gqa", "vg"]
+    # constrained recalls, then the other keys, then the unconstrained recalls
+    assert list(table.columns) == [
+        "R@20", "R@20 (blind)", "mR@20", "mR@20 (blind)", "extra.final", "extra.final (blind)", "preset", "preset (blind)", "ngR@20", "ngR@20 (blind)"
+    ]  # fmt: skip
     assert table.loc["gqa", ["R@20", "R@20 (blind)", "mR@20 (blind)"]].tolist() == [40.0, 5.0, 1.0]
-    assert (table.loc["train", "loss.final"], table.loc["train", "preset"]) == (0.5, "tiny")
+    assert (table.loc["vg", "extra.final"], table.loc["vg", "preset"], table.loc["vg", "ngR@20"]) == (0.5, "tiny", 50.0)

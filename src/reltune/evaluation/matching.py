@@ -24,6 +24,26 @@ IOU_THRESHOLD = 0.5
 SIMILARITY_CHUNK = 8192  # combinations per similarity call, so the progress bar moves
 
 
+class RememberedSimilarity:
+    """A SimilarityFunction that asks the wrapped one only about combinations it has not seen.
+
+    Evaluation ranks the same predictions twice (with and without the graph
+    constraint); this keeps the second pass from embedding anything again.
+    """
+
+    def __init__(self, similarity: SimilarityFunction) -> None:
+        self.similarity = similarity
+        self.known: dict[tuple[str, str, str, str], float] = {}
+
+    def __call__(self, subjects: Sequence[str], predicted: Sequence[str], truth: Sequence[str], objects: Sequence[str]) -> np.ndarray:
+        combinations = list(zip(subjects, predicted, truth, objects))
+        new = list(dict.fromkeys(combination for combination in combinations if combination not in self.known))
+        if new:
+            values = np.asarray(self.similarity(*(list(column) for column in zip(*new))), dtype=np.float64)
+            self.known.update(zip(new, values.tolist()))
+        return np.array([self.known[combination] for combination in combinations], dtype=np.float64)
+
+
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """IoU of aligned (n, 4) x1,y1,x2,y2 boxes; 0 where the union is empty."""
     inter_w = np.clip(np.minimum(boxes_a[:, 2], boxes_b[:, 2]) - np.maximum(boxes_a[:, 0], boxes_b[:, 0]), 0, None)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from reltune.errors import InputError
-from reltune.evaluation.matching import SimilarityFunction, best_ranks
+from reltune.evaluation.matching import RememberedSimilarity, SimilarityFunction, best_ranks
 from reltune.evaluation.tables import (
     ground_truth_table,
     is_detected_mode,
@@ -32,9 +32,13 @@ UNIQUE_TOP_K = 50  # unique/unseen predicates are counted in each image's top-50
 
 @dataclass
 class EvaluationResult:
-    """Flat metrics (DESIGN §4), per-predicate recalls, and per-GT-relation best ranks."""
+    """Flat metrics (DESIGN §4), per-predicate recalls, and per-GT-relation best ranks.
 
-    metrics: dict[str, float | int]
+    `ground_truth` has the graph-constrained ranks (`exact_rank`,
+    `generalised_rank`) and the unconstrained ones (`ng_exact_rank`, `ng_generalised_rank`).
+    """
+
+    metrics: dict[str, float | int | bool]
     per_predicate: pd.DataFrame
     ground_truth: pd.DataFrame
     predicted_predicates: pd.DataFrame
@@ -57,15 +61,86 @@ def mean_recall(hit: np.ndarray, image: np.ndarray, predicate: np.ndarray) -> fl
     return float(predicate_recalls(hit, image, predicate).mean() * 100.0)
 
 
-def default_similarity() -> SimilarityFunction:
-    """MiniLM relation similarity (DESIGN §6), loaded on first use."""
-    from reltune.embedding import shared_embedder
+def vocabulary_mean_recall(hit: np.ndarray, image: np.ndarray, predicate: np.ndarray, vocabulary: Sequence[str]) -> float:
+    """Scene-Graph-Benchmark's mean recall: over every vocabulary predicate, absent ones counting 0, in percent."""
+    recalls = predicate_recalls(hit, image, predicate).reindex(list(vocabulary), fill_value=0.0)
+    return float(recalls.mean() * 100.0)
 
-    return shared_embedder().relation_similarity
+
+# (key name, rank column, aggregate) of each recall family, in the order the metrics files list them
+RECALL_FAMILIES = (
+    ("R", "exact_rank", "image"),
+    ("mR", "exact_rank", "predicate"),
+    ("mR_vocab", "exact_rank", "vocabulary"),
+    ("gR", "generalised_rank", "image"),
+    ("mgR", "generalised_rank", "predicate"),
+)
+UNCONSTRAINED_PREFIX = "ng"  # Scene-Graph-Benchmark's name for recall without the graph constraint
+
+
+def recall_metrics(ranked: pd.DataFrame, ks: Sequence[int], prefix: str = "", vocabulary: Sequence[str] | None = None) -> dict[str, float]:
+    """R, mR, mR_vocab (with a vocabulary), gR, mgR at every K of one ranked GT table, keys prefixed."""
+    image = ranked["image"].to_numpy()
+    predicate = ranked["predicate"].to_numpy()
+    metrics: dict[str, float] = {}
+    for name, column, aggregate in RECALL_FAMILIES:
+        if aggregate == "vocabulary" and vocabulary is None:
+            continue
+        for k in ks:
+            hit = ranked[column].to_numpy() < k
+            if aggregate == "image":
+                value = image_recall(hit, image)
+            elif aggregate == "predicate":
+                value = mean_recall(hit, image, predicate)
+            else:
+                value = vocabulary_mean_recall(hit, image, predicate, vocabulary)
+            metrics[f"{prefix}{name}@{k}"] = value
+    return metrics
+
+
+def default_similarity() -> SimilarityFunction:
+    """The default DESIGN §6 similarity (`embedding.similarity_from_settings()`), loaded on first use."""
+    from reltune.embedding import similarity_from_settings
+
+    return similarity_from_settings()
 
 
 def _lazy_default_similarity(*arguments: Sequence[str]) -> np.ndarray:
     return default_similarity()(*arguments)
+
+
+def normalised_vocabulary(vocabulary: Iterable[str] | None, ground_truth: pd.DataFrame, vocab_file: str) -> list[str] | None:
+    """The evaluated dataset's predicates, normalised; a GT predicate outside them is an error."""
+    if vocabulary is None:
+        return None
+    predicates = list(dict.fromkeys(normalise_predicate(predicate) for predicate in vocabulary))
+    outside = ~ground_truth["predicate"].isin(predicates).to_numpy()
+    if outside.any():
+        first = ground_truth.iloc[int(np.flatnonzero(outside)[0])]
+        raise InputError(
+            vocab_file,
+            f"GT predicate {first['predicate']!r} is not in the vocabulary ({int(outside.sum())} GT relations outside it)",
+            where=f"image {first['image_id']!r}",
+        )
+    return predicates
+
+
+def evaluated_tables(
+    scenes: pd.DataFrame, predictions: pd.DataFrame, scenes_file: str, predictions_file: str
+) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """Validated GT table, the predictions on images with GT relations, and whether boxes are detected."""
+    image_index = scene_image_index(scenes, scenes_file)
+    boxes_per_image = object_counts(scenes, scenes_file)
+    detected = is_detected_mode(predictions, predictions_file)
+    ground_truth = ground_truth_table(scenes, scenes_file, with_boxes=detected)
+    if ground_truth.empty:
+        raise InputError(scenes_file, "no image has a GT relation: nothing to evaluate")
+    table = prediction_table(predictions, image_index, boxes_per_image, predictions_file, scenes_file)
+    on_evaluated = np.isin(table["image"].to_numpy(), np.unique(ground_truth["image"].to_numpy()))
+    if not on_evaluated.all():
+        skipped_images = len(np.unique(table["image"].to_numpy()[~on_evaluated]))
+        log(f"evaluate: {int((~on_evaluated).sum())} predictions on {skipped_images} images without GT relations are not evaluated")
+    return ground_truth, table[on_evaluated], detected
 
 
 def evaluate_predictions(
@@ -77,65 +152,67 @@ def evaluate_predictions(
     similarity: SimilarityFunction | None = None,
     scenes_file: str = "scenes",
     predictions_file: str = "predictions",
+    graph_constraint: bool = True,
+    vocabulary: Iterable[str] | None = None,
+    vocab_file: str = "vocab",
 ) -> EvaluationResult:
     """Evaluate a predictions table against a scenes table (DESIGN §7).
 
+    Recalls are computed both with the graph constraint (plain keys) and
+    without it (`ng` keys); `graph_constraint` picks the ranking behind what
+    has one value only: unique/unseen predicates and the predicted-predicate
+    table. `vocabulary` (the evaluated dataset's predicates) adds `mR_vocab@K`.
     Images with at least one GT relation are evaluated; one with GT but no
-    prediction recalls nothing. `similarity` defaults to MiniLM and is only
-    called for inexact (labels, predicted, GT) combinations.
+    prediction recalls nothing. `similarity` defaults to `embedding.similarity_from_settings()`
+    and is only called for inexact (labels, predicted, GT) combinations.
     """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] <= 0:
         raise InputError(predictions_file, f"K values must be positive integers, got {list(ks)}")
-    image_index = scene_image_index(scenes, scenes_file)
-    boxes_per_image = object_counts(scenes, scenes_file)
-    detected = is_detected_mode(predictions, predictions_file)
-    ground_truth = ground_truth_table(scenes, scenes_file, with_boxes=detected)
-    if ground_truth.empty:
-        raise InputError(scenes_file, "no image has a GT relation: nothing to evaluate")
-    table = prediction_table(predictions, image_index, boxes_per_image, predictions_file, scenes_file)
-    evaluated_images = np.unique(ground_truth["image"].to_numpy())
-    on_evaluated = np.isin(table["image"].to_numpy(), evaluated_images)
-    if not on_evaluated.all():
-        skipped_images = len(np.unique(table["image"].to_numpy()[~on_evaluated]))
-        log(f"evaluate: {int((~on_evaluated).sum())} predictions on {skipped_images} images without GT relations are not evaluated")
-    kept = rank_predictions(table[on_evaluated], max(max(ks), UNIQUE_TOP_K), detected)
-
-    ranked = best_ranks(
-        ground_truth, kept[kept["rank"] < max(ks)], detected, similarity or _lazy_default_similarity, similarity_threshold
-    )
-    image = ranked["image"].to_numpy()
-    predicate = ranked["predicate"].to_numpy()
-    metrics: dict[str, float | int] = {}
-    for prefix, column, aggregate in (
-        ("R", "exact_rank", "image"),
-        ("mR", "exact_rank", "predicate"),
-        ("gR", "generalised_rank", "image"),
-        ("mgR", "generalised_rank", "predicate"),
-    ):
-        for k in ks:
-            hit = ranked[column].to_numpy() < k
-            metrics[f"{prefix}@{k}"] = image_recall(hit, image) if aggregate == "image" else mean_recall(hit, image, predicate)
-
-    predicted = predicted_predicate_counts(kept[kept["rank"] < UNIQUE_TOP_K], train_predicates)
+    ground_truth, table, detected = evaluated_tables(scenes, predictions, scenes_file, predictions_file)
+    predicates = normalised_vocabulary(vocabulary, ground_truth, vocab_file)
+    remembered = RememberedSimilarity(similarity or _lazy_default_similarity)
+    depth = max(max(ks), UNIQUE_TOP_K)
+    kept = {constrained: rank_predictions(table, depth, detected, graph_constraint=constrained) for constrained in (True, False)}
+    ranked = {
+        constrained: best_ranks(ground_truth, kept[constrained][kept[constrained]["rank"] < max(ks)], detected, remembered, similarity_threshold)
+        for constrained in (True, False)
+    }
+    metrics: dict[str, float | int | bool] = {
+        **recall_metrics(ranked[True], ks, "", predicates),
+        **recall_metrics(ranked[False], ks, UNCONSTRAINED_PREFIX, predicates),
+    }
+    predicted = predicted_predicate_counts(kept[graph_constraint][kept[graph_constraint]["rank"] < UNIQUE_TOP_K], train_predicates)
     metrics["unique_predicates"] = int(len(predicted))
     metrics["unseen_predicates"] = int((~predicted["seen_in_training"]).sum())
-    metrics["images"] = int(len(evaluated_images))
+    metrics["images"] = int(ground_truth["image"].nunique())
     metrics["gt_relations"] = int(len(ground_truth))
-    per_predicate = per_predicate_table(ranked, ks, train_predicates)
-    return EvaluationResult(metrics, per_predicate, ranked, predicted)
+    metrics["graph_constraint"] = bool(graph_constraint)
+    both = ranked[True].assign(
+        **{f"{UNCONSTRAINED_PREFIX}_{column}": ranked[False][column].to_numpy() for column in ("exact_rank", "generalised_rank")}
+    )
+    return EvaluationResult(metrics, per_predicate_table(both, ks, train_predicates), both, predicted)
 
 
 def chance_metrics(
-    scenes: pd.DataFrame, train_predicates: Iterable[str], ks: Sequence[int] = DEFAULT_KS, scenes_file: str = "scenes"
+    scenes: pd.DataFrame,
+    train_predicates: Iterable[str],
+    ks: Sequence[int] = DEFAULT_KS,
+    scenes_file: str = "scenes",
+    vocabulary: Iterable[str] | None = None,
+    vocab_file: str = "vocab",
 ) -> dict[str, float]:
-    """Expected R/mR/gR/mgR@K of a model answering one uniformly random training predicate per annotated pair.
+    """Expected recalls of a model answering one uniformly random training predicate per annotated pair.
 
-    A GT relation is hit with probability 1/|P| when its predicate is a
-    training predicate and never otherwise; recalls are linear in the hits, so
-    feeding those probabilities to the recall functions gives the expectation.
-    One answer per pair makes every K alike. gR/mgR count exact labels only:
-    similarity matches between distinct predicates would add slightly to them.
+    The protocol of `evaluate_predictions`: one answer per (subj, obj) pair
+    with GT relations, so the graph constraint changes nothing and the `ng`
+    keys equal the plain ones. The answers are ranked in random order, so a
+    pair's answer is among an image's top K with probability min(1, K / pairs
+    in the image), and a GT relation is hit with probability 1/|P| when its
+    predicate is a training predicate, never otherwise. Recalls are linear in
+    the hits, so feeding those probabilities to the recall functions gives the
+    expectation. gR/mgR count exact labels only: similarity matches between
+    distinct predicates would add slightly to them.
     """
     training = training_predicate_set(train_predicates)
     if not training:
@@ -143,11 +220,39 @@ def chance_metrics(
     ground_truth = ground_truth_table(scenes, scenes_file)
     if ground_truth.empty:
         raise InputError(scenes_file, "no image has a GT relation: nothing to evaluate")
-    predicate = ground_truth["predicate"].to_numpy()
+    predicates = normalised_vocabulary(vocabulary, ground_truth, vocab_file)
+    pairs_per_image = ground_truth.drop_duplicates(["image", "subj", "obj"]).groupby("image").size()
+    pairs = pairs_per_image.reindex(ground_truth["image"]).to_numpy(dtype=np.float64)
+    answer_right = np.isin(ground_truth["predicate"].to_numpy(), sorted(training)).astype(np.float64) / len(training)
+    metrics: dict[str, float] = {}
+    for prefix in ("", UNCONSTRAINED_PREFIX):
+        for k in ks:
+            expected_hit = answer_right * np.minimum(1.0, k / pairs)
+            metrics.update(_expected_recalls(ground_truth, expected_hit, k, prefix, predicates))
+    return {key: metrics[key] for key in _family_order(metrics)}
+
+
+def _expected_recalls(ground_truth: pd.DataFrame, expected_hit: np.ndarray, k: int, prefix: str, vocabulary: list[str] | None) -> dict[str, float]:
     image = ground_truth["image"].to_numpy()
-    expected_hit = np.isin(predicate, sorted(training)).astype(np.float64) / len(training)
+    predicate = ground_truth["predicate"].to_numpy()
     recall, mean = image_recall(expected_hit, image), mean_recall(expected_hit, image, predicate)
-    return {f"{prefix}@{k}": value for prefix, value in (("R", recall), ("mR", mean), ("gR", recall), ("mgR", mean)) for k in ks}
+    values = {"R": recall, "mR": mean, "gR": recall, "mgR": mean}
+    if vocabulary is not None:
+        values["mR_vocab"] = vocabulary_mean_recall(expected_hit, image, predicate, vocabulary)
+    return {f"{prefix}{name}@{k}": value for name, value in values.items()}
+
+
+def _family_order(metrics: dict[str, float]) -> list[str]:
+    """Keys in the metrics files' order: constrained before `ng`, families as RECALL_FAMILIES, then K."""
+    names = [name for name, _, _ in RECALL_FAMILIES]
+
+    def position(key: str) -> tuple[int, int, int]:
+        name, _, k = key.partition("@")
+        unconstrained = name.startswith(UNCONSTRAINED_PREFIX) and name[len(UNCONSTRAINED_PREFIX) :] in names
+        base = name[len(UNCONSTRAINED_PREFIX) :] if unconstrained else name
+        return (int(unconstrained), names.index(base), int(k))
+
+    return sorted(metrics, key=position)
 
 
 def training_predicate_set(train_predicates: Iterable[str]) -> set[str]:
@@ -164,12 +269,14 @@ def predicted_predicate_counts(kept: pd.DataFrame, train_predicates: Iterable[st
 
 
 def per_predicate_table(ranked: pd.DataFrame, ks: Sequence[int], train_predicates: Iterable[str]) -> pd.DataFrame:
-    """One row per GT predicate: counts and the per-predicate recalls behind mR / mgR (percent)."""
+    """One row per GT predicate: counts and the per-predicate recalls behind mR / mgR and ngmR / ngmgR (percent)."""
     image = ranked["image"].to_numpy()
     predicate = ranked["predicate"].to_numpy()
     grouped = ranked.groupby("predicate")
     table = pd.DataFrame({"gt_relations": grouped.size(), "images": grouped["image"].nunique()})
-    for prefix, column in (("R", "exact_rank"), ("gR", "generalised_rank")):
+    columns = [("R", "exact_rank"), ("gR", "generalised_rank")]
+    columns += [(f"{UNCONSTRAINED_PREFIX}{name}", f"{UNCONSTRAINED_PREFIX}_{column}") for name, column in columns if f"{UNCONSTRAINED_PREFIX}_{column}" in ranked]
+    for prefix, column in columns:
         for k in ks:
             table[f"{prefix}@{k}"] = predicate_recalls(ranked[column].to_numpy() < k, image, predicate) * 100.0
     seen = training_predicate_set(train_predicates)

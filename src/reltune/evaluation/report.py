@@ -23,11 +23,13 @@ from reltune.evaluation.report_data import (
     dataset_chance_levels,
     metrics_files,
     per_predicate_files,
+    recall_family,
     results_side_by_side,
     round_directories,
     selection_per_predicate,
     selection_per_round,
     selections,
+    text_columns,
     validation_recall,
 )
 from reltune.io import atomic_path, read_json, read_parquet
@@ -58,8 +60,8 @@ def predictions_path(predictions_dir: Path, dataset: str, split: str) -> Path | 
 
 def _chance_rows(config: ReportConfig, side_by_side: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """One '<dataset> (chance)' row per dataset with recalls, in the real-metric columns; notes for what is missing."""
-    ks = sorted({int(column[2:]) for column in side_by_side.columns if column.startswith("R@") and column[2:].isdigit()})
-    recall_columns = [f"R@{k}" for k in ks]
+    ks = sorted({parsed[2] for column in side_by_side.columns if (parsed := recall_family(column)) is not None})
+    recall_columns = [column for column in side_by_side.columns if recall_family(column) is not None]
     if not recall_columns:
         return pd.DataFrame(), ""
     with_recalls = side_by_side.loc[side_by_side[recall_columns].notna().any(axis=1), "dataset"].tolist()
@@ -71,20 +73,34 @@ def _chance_rows(config: ReportConfig, side_by_side: pd.DataFrame) -> tuple[pd.D
     return pd.DataFrame(rows), "".join(_note(line) for line in missing)
 
 
-def _results_section(config: ReportConfig) -> str:
-    metrics = metrics_files(config.metrics_dir)
+def _unconstrained(column: str) -> bool:
+    parsed = recall_family(column.removesuffix(" (blind)"))
+    return parsed is not None and parsed[1]
+
+
+def _results_section(config: ReportConfig, metrics: pd.DataFrame) -> str:
+    """Tables of the evaluated datasets (`metrics_files`): constrained recalls and counts, the `ng` recalls, the settings."""
     if metrics.empty:
-        return "<h2>Results</h2>" + _note(f"no metrics files in {config.metrics_dir}")
-    side_by_side = results_side_by_side(metrics)
+        return "<h2>Results</h2>" + _note(f"no evaluation metrics files in {config.metrics_dir}")
     _write_csv(metrics, config.out_dir / "results.csv")
+    settings = text_columns(metrics)
+    side_by_side = results_side_by_side(metrics.drop(columns=settings))
     chance, notes = _chance_rows(config, side_by_side)
     table = pd.concat([side_by_side, chance], ignore_index=True) if len(chance) else side_by_side
-    return (
-        "<h2>Results</h2><p>Recalls in percent; <em>(blind)</em> columns are the blind controls (same model, blank images); "
-        "<em>(chance)</em> rows are the expected recalls of one uniformly random training predicate per annotated pair.</p>"
-        + _table_html(table)
-        + notes
-    )
+    constrained = [column for column in table.columns if not _unconstrained(column)]
+    unconstrained = ["dataset", *(column for column in table.columns if _unconstrained(column))]
+    parts = [
+        "<h2>Results</h2><p>Recalls in percent, graph-constrained (one predicate per subject-object pair, as "
+        "Scene-Graph-Benchmark's PredCls); <em>mR_vocab</em> averages over every predicate of the dataset's vocabulary. "
+        "<em>(blind)</em> columns are the blind controls (same model, blank images); "
+        "<em>(chance)</em> rows are the expected recalls of one uniformly random training predicate per annotated pair.</p>",
+        _table_html(table[constrained]),
+    ]
+    if len(unconstrained) > 1:
+        parts += ["<h3>Without graph constraint (every distinct prediction ranked)</h3>", _table_html(table[unconstrained])]
+    if settings:
+        parts += ["<h3>Evaluation settings</h3>", _table_html(metrics[["dataset", "variant", *settings]].astype(str))]
+    return "".join(parts) + notes
 
 
 def _rounds_section(config: ReportConfig) -> str:
@@ -222,7 +238,7 @@ def build_report(config: ReportConfig) -> Path:
     metrics = metrics_files(config.metrics_dir)
     datasets = sorted(set(metrics.loc[metrics["variant"] == "real", "dataset"])) if not metrics.empty else []
     sections = [
-        _results_section(config),
+        _results_section(config, metrics),
         _rounds_section(config),
         _per_predicate_section(config),
         _gallery_section(config, datasets) if config.gallery_images else "",

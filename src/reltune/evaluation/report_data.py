@@ -19,6 +19,7 @@ import pandas as pd
 
 from reltune.errors import InputError
 from reltune.io import read_json, read_parquet
+from reltune.progress import log
 
 SELECTION_REASONS = (
     "balanced",
@@ -29,7 +30,8 @@ SELECTION_REASONS = (
     "fp_low_similarity",
     "fill",
 )
-METRIC_ORDER = ("R", "mR", "gR", "mgR")
+METRIC_ORDER = ("R", "mR", "mR_vocab", "gR", "mgR")  # recall families as metrics.RECALL_FAMILIES
+UNCONSTRAINED_PREFIX = "ng"
 BLIND_SUFFIX = "_blind"
 _ROUND_DIRECTORY = re.compile(r"^round_(\d+)$")
 DEFAULT_PLOT_K = 50
@@ -158,12 +160,28 @@ def selection_per_predicate(selected: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index().sort_values(["selected", "predicate"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
-def metric_sort_key(key: str) -> tuple:
-    """R@20, R@50, ..., mR@.., gR@.., mgR@.., then the rest in name order."""
+def recall_family(key: str) -> tuple[str, bool, int] | None:
+    """`("mR", True, 20)` for `ngmR@20`: family, whether unconstrained, K; None for other keys."""
     name, _, k = key.partition("@")
-    if name in METRIC_ORDER and k.isdigit():
-        return (0, METRIC_ORDER.index(name), int(k), "")
-    return (1, 0, 0, key)
+    unconstrained = name.startswith(UNCONSTRAINED_PREFIX) and name[len(UNCONSTRAINED_PREFIX) :] in METRIC_ORDER
+    family = name[len(UNCONSTRAINED_PREFIX) :] if unconstrained else name
+    if family in METRIC_ORDER and k.isdigit():
+        return family, unconstrained, int(k)
+    return None
+
+
+def metric_sort_key(key: str) -> tuple:
+    """Graph-constrained R@.., mR@.., mR_vocab@.., gR@.., mgR@.. (by K), then the rest by name, then the `ng` recalls."""
+    parsed = recall_family(key)
+    if parsed is None:
+        return (1, 0, 0, key)
+    family, unconstrained, k = parsed
+    return (2 if unconstrained else 0, METRIC_ORDER.index(family), k, "")
+
+
+def is_evaluation(data: dict) -> bool:
+    """A metrics file written by `evaluate` (it has recall keys), not e.g. pretraining metrics."""
+    return any(recall_family(str(key)) is not None for key in data)
 
 
 def flatten_metrics(data: dict, prefix: str = "") -> dict[str, object]:
@@ -181,13 +199,20 @@ def flatten_metrics(data: dict, prefix: str = "") -> dict[str, object]:
 
 
 def metrics_files(metrics_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every `metrics/*.json`: one row per file (dataset, variant real|blind, metric columns)."""
+    """Every evaluation's `metrics/*.json`: one row per file (dataset, variant real|blind, metric columns).
+
+    Other metrics files there (pretraining, training) are not evaluated
+    datasets and are left out, with a log line.
+    """
     metrics_dir = Path(metrics_dir)
     rows = []
     for path in sorted(metrics_dir.glob("*.json")) if metrics_dir.is_dir() else []:
         data = read_json(path)
         if not isinstance(data, dict):
             raise InputError(path, "expected a flat JSON object of metrics")
+        if not is_evaluation(data):
+            log(f"report: {path} has no recall keys: not an evaluated dataset, left out of the results")
+            continue
         name = path.stem
         blind = name.endswith(BLIND_SUFFIX)
         row: dict[str, object] = {"dataset": name[: -len(BLIND_SUFFIX)] if blind else name, "variant": "blind" if blind else "real"}
@@ -198,6 +223,16 @@ def metrics_files(metrics_dir: str | os.PathLike) -> pd.DataFrame:
         return pd.DataFrame(columns=["dataset", "variant"])
     keys = sorted((column for column in table.columns if column not in ("dataset", "variant")), key=metric_sort_key)
     return table[["dataset", "variant", *keys]].sort_values(["dataset", "variant"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def text_columns(metrics: pd.DataFrame) -> list[str]:
+    """Columns holding settings (text or booleans) rather than numbers: the similarity model, sentence, ..."""
+    return [
+        column
+        for column in metrics.columns
+        if column not in ("dataset", "variant")
+        and metrics[column].map(lambda value: isinstance(value, (str, bool, np.bool_))).any()
+    ]
 
 
 def results_side_by_side(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -234,7 +269,10 @@ def per_predicate_files(per_predicate_dir: str | os.PathLike) -> dict[str, pd.Da
 def dataset_chance_levels(
     scenes_dir: str | os.PathLike, held_in: str, split: str, datasets: list[str], ks: list[int]
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Chance recalls (`metrics.chance_metrics`) of each dataset's `<split>.parquet`, and a line per one that cannot be had."""
+    """Chance recalls (`metrics.chance_metrics`) of each dataset's `<split>.parquet`, and a line per one that cannot be had.
+
+    With the dataset's own `vocab.json` the levels include `mR_vocab@K`.
+    """
     from reltune.evaluation.metrics import chance_metrics
 
     scenes_dir = Path(scenes_dir)
@@ -245,8 +283,18 @@ def dataset_chance_levels(
     levels, missing = {}, []
     for dataset in datasets:
         scenes_path = scenes_dir / dataset / f"{split}.parquet"
-        if scenes_path.is_file():
-            levels[dataset] = chance_metrics(read_parquet(scenes_path), train_predicates, ks, str(scenes_path))
-        else:
+        if not scenes_path.is_file():
             missing.append(f"no chance level for {dataset}: {scenes_path} is missing")
+            continue
+        scenes = read_parquet(scenes_path)
+        dataset_vocab = scenes_dir / dataset / "vocab.json"
+        vocabulary = [str(p) for p in read_json(dataset_vocab).get("predicates", [])] if dataset_vocab.is_file() else None
+        try:
+            levels[dataset] = chance_metrics(scenes, train_predicates, ks, str(scenes_path), vocabulary=vocabulary, vocab_file=str(dataset_vocab))
+        except InputError as error:
+            if vocabulary is None:
+                raise
+            # a vocabulary that misses GT predicates has no mR_vocab; the other levels stand
+            missing.append(f"no mR_vocab chance level for {dataset}: {error}")
+            levels[dataset] = chance_metrics(scenes, train_predicates, ks, str(scenes_path))
     return levels, missing

@@ -255,18 +255,20 @@ def prediction_table(
     return table
 
 
-def rank_predictions(predictions: pd.DataFrame, top_k: int, detected: bool) -> pd.DataFrame:
+def rank_predictions(predictions: pd.DataFrame, top_k: int, detected: bool, graph_constraint: bool = False) -> pd.DataFrame:
     """DESIGN §7 ranking: per image, by score descending (ties in file order),
     drop repeats of the same (subj, obj, predicate), keep the first `top_k`.
 
-    Adds `rank` (0-based). In detected-box mode a repeat is the same predicate
-    on the same labelled subject and object boxes.
+    With `graph_constraint` each (subj, obj) pair first keeps only its
+    best-scored prediction (ties: first in file order), as Scene-Graph-Benchmark's
+    PredCls. Adds `rank` (0-based). In detected-box mode a pair is the labelled
+    subject and object boxes, and a repeat is the same predicate on them.
     """
     order = np.lexsort((predictions["row"].to_numpy(), -predictions["score"].to_numpy(), predictions["image"].to_numpy()))
     ranked = predictions.iloc[order]
-    key = ["image", "subj", "obj", "predicate"]
-    if detected:
-        key = ["image", "subj_label", "obj_label", *SUBJECT_BOX, *OBJECT_BOX, "predicate"]
+    pair = ["image", "subj_label", "obj_label", *SUBJECT_BOX, *OBJECT_BOX] if detected else ["image", "subj", "obj"]
+    # after the sort, the first row of a pair is its best-scored one (earliest in the file on ties)
+    key = pair if graph_constraint else [*pair, "predicate"]
     ranked = ranked[~ranked.duplicated(subset=key, keep="first")]
     ranked = ranked.assign(rank=ranked.groupby("image", sort=False).cumcount().to_numpy())
     return ranked[ranked["rank"] < top_k].reset_index(drop=True)
