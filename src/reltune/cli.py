@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "reltune.inference.commands",
     "reltune.evaluation.commands",
     "reltune.profiles",
+    "reltune.plan",
 )
 
 
@@ -46,6 +47,7 @@ COMMAND_OWNERS = {
     "export-graphs": "reltune.evaluation.commands",
     "report": "reltune.evaluation.commands",
     "profile-args": "reltune.profiles",
+    "plan": "reltune.plan",
 }
 
 

@@ -3,10 +3,14 @@
 Examples are a plain table with `image_path` (relative to an image root),
 `union_box`, `prompt` and `target`. The loop:
 
-- AdamW (weight decay on matrices only, as LAVIS), learning rate
-  `lr * step / warmup_steps` for the first `warmup_steps` optimizer steps, then
-  cosine from `lr` to 0 over the remaining steps: `lr * 0.5 * (1 + cos(pi * t))`,
-  t = (step - warmup) / (total - warmup).
+- AdamW (weight decay on matrices only, as LAVIS); the learning rate follows
+  `train.schedule` (`Schedule`): `warmup-cosine` warms up linearly over
+  `warmup_steps` optimizer steps, then decays by cosine to 0 over the rest;
+  `lavis-step` / `lavis-cosine` (the authors' LAVIS schedulers) warm up only
+  inside the first epoch, then take one value per epoch (x`decay_rate` per
+  epoch, or cosine by epoch). A warm-up longer than the round is refused.
+- with `select_best`, validation positives are answered after every epoch and
+  the best epoch's weights are the ones saved (`EpochSelector`).
 - an optimizer step = `grad_accum` micro-batches of `batch_size` examples per
   process; the data order of step s is a pure function of (seed, epoch, s), and
   each example's augmentation is seeded by (seed, epoch, row), so a resumed run
@@ -26,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 import random
@@ -48,6 +51,7 @@ from reltune.errors import InputError
 from reltune.models.backbone import Backbone, load_backbone, save_backbone, set_trainable, trainable_parameter_count
 from reltune.models.checkpoints import (  # noqa: F401  (checkpoint_dir_for: part of this module's interface)
     CHECKPOINT_FILE,
+    backbone_fingerprint,
     checkpoint_dir_for,
     load_checkpoint,
     restore_checkpoint,
@@ -56,44 +60,17 @@ from reltune.models.checkpoints import (  # noqa: F401  (checkpoint_dir_for: par
     trainable_state,
 )
 from reltune.models.images import augment_example, load_image, union_crop
+from reltune.models.schedule import (  # noqa: F401 (re-exported: the training interface)
+    SCHEDULES,
+    BatchPlan,
+    Schedule,
+    TrainSettings,
+    check_warmup,
+    learning_rate_factor,
+)
 from reltune.progress import log, progress_bar
 
 EXAMPLE_COLUMNS = ("image_path", "union_box", "prompt", "target")
-
-
-@dataclass
-class TrainSettings:
-    """Training hyper-parameters (defaults = params.yaml `train`; paper App. B: lr 1e-3, Adam betas, wd 0.05)."""
-
-    epochs: int = 5
-    batch_size: int = 128
-    grad_accum: int = 1
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    max_steps: int = 0  # 0: no cap, run all epochs
-    clip_norm: float = 1.0
-    checkpoint_every: int = 100
-    log_every: int = 10
-    seed: int = 0
-    train_all: bool = False
-    lora_r: int = 0
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    flip_probability: float = 0.5
-    box_jitter: float = 0.05
-    image_cache_mb: int = 1024
-    device: str = ""  # "" = CUDA when available, else CPU
-    # CPU threads per process (0 = torch's default). Measured on the shared 2-core machine: with 2
-    # threads a tiny train-all step took 8.6 s, with 1 thread 0.43 s (OpenMP threads stall under load).
-    cpu_threads: int = 1
-    stop_after_steps: int = 0  # test hook: SIGKILL this process after that many steps
-
-    def fingerprint(self) -> str:
-        """Identity of a run for resuming: everything but the crash hook and the logging cadence."""
-        relevant = {k: v for k, v in asdict(self).items() if k not in ("stop_after_steps", "log_every", "checkpoint_every", "cpu_threads")}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -106,15 +83,7 @@ class TrainResult:
     trainable: tuple[str, ...]
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the optimizer steps run here (no loading / saving)
-
-
-def learning_rate_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Multiplier of the base lr at optimizer step `step` (0-based): linear warmup, then cosine to 0."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    best_epoch: int | None = None  # 1-based epoch whose weights were saved (select_best), else None
 
 
 # ---------------------------------------------------------------- examples
@@ -221,56 +190,6 @@ def collate_batch(
     return dict(inputs)
 
 
-@dataclass(frozen=True)
-class BatchPlan:
-    """Which example rows each process uses at each optimizer step (pure function of seed and sizes)."""
-
-    examples: int
-    batch_size: int
-    grad_accum: int
-    processes: int
-    epochs: int
-    seed: int
-    max_steps: int = 0
-
-    @property
-    def global_batch(self) -> int:
-        return self.batch_size * self.processes
-
-    @property
-    def micro_batches_per_epoch(self) -> int:
-        # Rows are padded (wrapping around) to a multiple of the process count so every process gets data.
-        padded = math.ceil(self.examples / self.processes) * self.processes
-        return math.ceil(padded / self.global_batch)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.micro_batches_per_epoch / self.grad_accum)
-
-    @property
-    def total_steps(self) -> int:
-        total = self.steps_per_epoch * self.epochs
-        return min(total, self.max_steps) if self.max_steps > 0 else total
-
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.examples)
-        padded = math.ceil(self.examples / self.processes) * self.processes
-        return np.concatenate([order, order[: padded - self.examples]])
-
-    def micro_batches(self, step: int, process: int) -> tuple[int, list[list[int]]]:
-        """(epoch, [rows of each micro-batch]) of optimizer step `step` for `process`."""
-        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
-        order = self.epoch_order(epoch)
-        first = step_in_epoch * self.grad_accum
-        last = min(first + self.grad_accum, self.micro_batches_per_epoch)
-        batches = []
-        for micro in range(first, last):
-            global_rows = order[micro * self.global_batch : (micro + 1) * self.global_batch]
-            share = len(global_rows) // self.processes
-            batches.append(global_rows[process * share : (process + 1) * share].tolist())
-        return epoch, batches
-
-
 def example_views(
     examples: pd.DataFrame, rows: Sequence[int], epoch: int, backbone: Backbone, images: ImageCache, settings: TrainSettings
 ) -> tuple[list[Image.Image], list[str], list[str]]:
@@ -328,22 +247,22 @@ class _LiveLog:
     """dvclive logger that only writes what is covered by a checkpoint (or the final model)."""
 
     def __init__(self, live_dir: Path | None, resume: bool, enabled: bool) -> None:
-        self.pending: list[tuple[int, float, float]] = []
+        self.pending: dict[int, dict[str, float]] = {}
         self.live = None
         if enabled and live_dir is not None:
             from dvclive import Live
 
             self.live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
 
-    def add(self, step: int, loss: float, lr: float) -> None:
-        self.pending.append((step, loss, lr))
+    def add(self, step: int, **values: float) -> None:
+        self.pending.setdefault(step, {}).update(values)
 
     def flush(self) -> None:
         if self.live is not None:
-            for step, loss, lr in self.pending:
+            for step in sorted(self.pending):
                 self.live.step = step
-                self.live.log_metric("train/loss", loss)
-                self.live.log_metric("train/lr", lr)
+                for name, value in self.pending[step].items():
+                    self.live.log_metric(name, value)
                 self.live.next_step()
         self.pending.clear()
 
@@ -356,6 +275,305 @@ class _LiveLog:
             self.live.end()
 
 
+# ---------------------------------------------------------------- best epoch
+
+
+@dataclass
+class ValidationSet:
+    """Validation positives answered after every epoch (`train.select_best`), with their images."""
+
+    questions: pd.DataFrame  # positive instruction rows (qid, image_id, union_box, prompt, subj/obj labels, predicate)
+    image_paths: dict[str, str]
+    image_root: str
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(sorted(self.questions["qid"].astype(str))).encode()).hexdigest()[:16]
+
+
+def validation_set(
+    instructions: pd.DataFrame, scenes: pd.DataFrame, image_root: str, cap: int, seed: int, file: str
+) -> ValidationSet:
+    """Up to `cap` validation positives (a seeded draw, kept in table order; 0 = all of them)."""
+    from reltune.inference.scoring import check_images_known, positive_questions
+
+    positives = positive_questions(instructions, file)
+    if positives.empty:
+        raise InputError(file, "no validation positives to select the best epoch with")
+    if 0 < cap < len(positives):
+        chosen = np.sort(np.random.default_rng([seed, cap]).choice(len(positives), size=cap, replace=False))
+        positives = positives.iloc[chosen].reset_index(drop=True)
+    image_paths = dict(zip(scenes["image_id"].astype(str), scenes["image_path"].astype(str)))
+    check_images_known(positives, set(image_paths), file)
+    return ValidationSet(positives, image_paths, str(image_root))
+
+
+class EpochSelector:
+    """Validation recall after each epoch; keeps the trainable weights of the best one.
+
+    Best = highest mean recall over predicates (the paper's headline metric),
+    the earlier epoch on ties. Answers are greedy (one beam): selection needs
+    the top answer only.
+    """
+
+    def __init__(self, validation: ValidationSet | None) -> None:
+        self.validation = validation
+        self.records: list[dict[str, Any]] = []
+        self.best: dict[str, torch.Tensor] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.validation is not None
+
+    @property
+    def best_record(self) -> dict[str, Any] | None:
+        return max(self.records, key=lambda record: (record["mean_recall"], -record["epoch"]), default=None)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.records = list(checkpoint.get("validation") or [])
+        self.best = checkpoint.get("best")
+
+    def evaluate(self, backbone: Backbone, epoch: int, step: int, autocast: Any) -> dict[str, Any]:
+        from reltune.inference.crops import CropLoader
+        from reltune.inference.generation import GenerationSettings
+        from reltune.inference.scoring import model_answer_source, validation_recall
+
+        assert self.validation is not None
+        backbone.model.eval()
+        loader = CropLoader(self.validation.image_paths, self.validation.image_root, backbone.image_size)
+        source = model_answer_source(backbone, loader, GenerationSettings(num_beams=1), f"validation epoch {epoch}")
+        with torch.no_grad(), autocast:
+            summary, _ = validation_recall(self.validation.questions, source)
+        record = {
+            "epoch": epoch,
+            "step": step,
+            "recall": summary["recall"],
+            "mean_recall": summary["mean_recall"],
+            "questions": summary["questions"],
+        }
+        previous_best = self.best_record
+        self.records.append(record)
+        if previous_best is None or record["mean_recall"] > previous_best["mean_recall"]:
+            self.best = trainable_state(backbone.model)
+        return record
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class _Run:
+    """Everything one process's training run works on."""
+
+    accelerator: Any
+    backbone: Backbone
+    wrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    plan: BatchPlan
+    settings: TrainSettings
+    examples: pd.DataFrame
+    images: ImageCache
+    identity: dict[str, Any]
+    checkpoint_path: Path
+    selector: EpochSelector
+    live: _LiveLog | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.backbone.model
+
+    @property
+    def is_main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+
+def _accelerator(settings: TrainSettings) -> Any:
+    from accelerate import Accelerator
+
+    want_cpu = settings.device == "cpu" or (settings.device == "" and not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=want_cpu, mixed_precision="no" if want_cpu else "bf16")
+    if accelerator.device.type == "cpu" and settings.cpu_threads > 0:
+        torch.set_num_threads(settings.cpu_threads)
+    return accelerator
+
+
+def _load_trainable_backbone(backbone_dir: str | Path, settings: TrainSettings, device: str) -> tuple[Backbone, tuple[str, ...]]:
+    """The backbone with its trainable parts chosen; those parts hold fp32 master weights."""
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    backbone = load_backbone(str(backbone_dir), device=device)
+    parts = set_trainable(
+        backbone,
+        train_all=settings.train_all,
+        lora_r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+    )
+    # bf16 weights on GPU are frozen; what trains keeps fp32 master weights (autocast does the bf16 math).
+    for parameter in backbone.model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+    return backbone, parts
+
+
+def _set_train_mode(model: torch.nn.Module, settings: TrainSettings) -> None:
+    model.train()
+    if not settings.train_all:
+        # Frozen towers run as at inference (no dropout), as BLIP-2 / LAVIS do.
+        model.vision_model.eval()
+        if settings.lora_r == 0:
+            model.language_model.eval()
+
+
+def _run_identity(
+    backbone_dir: str | Path, settings: TrainSettings, examples: pd.DataFrame, processes: int, validation: ValidationSet | None
+) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: settings, data, process count, backbone (and validation set)."""
+    identity = {
+        "settings": settings.fingerprint(),
+        "examples": _examples_fingerprint(examples),
+        "processes": processes,
+        "backbone": backbone_fingerprint(backbone_dir),
+    }
+    if validation is not None:
+        identity["validation"] = validation.fingerprint()
+    return identity
+
+
+def _resume(run: _Run) -> tuple[int, dict[str, Any] | None]:
+    """(first step to run, the checkpoint resumed from or None); a checkpoint of another run is ignored."""
+    checkpoint = load_checkpoint(run.checkpoint_path)
+    if checkpoint is not None and checkpoint.get("identity") != run.identity:
+        if run.is_main:
+            differing = [key for key in run.identity if checkpoint.get("identity", {}).get(key) != run.identity[key]]
+            log(f"ignoring stale checkpoint {run.checkpoint_path} (different {', '.join(differing)})")
+        checkpoint = None
+    start_step = 0
+    if checkpoint is not None:
+        start_step = restore_checkpoint(
+            checkpoint, run.model, run.optimizer, run.scheduler, run.accelerator.process_index,
+            run.plan.total_steps, run.checkpoint_path,
+        )  # fmt: skip
+        run.selector.restore(checkpoint)
+        if run.is_main:
+            log(f"resuming from checkpoint step {start_step} of {run.plan.total_steps}")
+    run.accelerator.wait_for_everyone()
+    return start_step, checkpoint
+
+
+def _write_checkpoint(run: _Run, done: int) -> None:
+    from accelerate.utils import gather_object
+
+    rng_states = gather_object([rng_state()])
+    if run.is_main:
+        state = {
+            "identity": run.identity,
+            "step": done,
+            "trainable": trainable_state(run.model),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "rng": rng_states,
+            "validation": run.selector.records,
+            "best": run.selector.best,
+        }
+        save_checkpoint(run.checkpoint_path, state)
+        assert run.live is not None
+        run.live.flush()
+    run.accelerator.wait_for_everyone()
+
+
+def _optimizer_step(run: _Run, step: int) -> float:
+    """One optimizer step (its micro-batches, gradient sync on the last one only); returns the mean loss."""
+    accelerator, plan = run.accelerator, run.plan
+    epoch, micro_batches = plan.micro_batches(step, accelerator.process_index)
+    step_loss_sum = torch.zeros((), device=accelerator.device)
+    for micro_index, rows in enumerate(micro_batches):
+        crops, prompts, targets = example_views(run.examples, rows, epoch, run.backbone, run.images, run.settings)
+        batch = {k: v.to(accelerator.device) for k, v in collate_batch(run.backbone, crops, prompts, targets).items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(run.backbone.dtype)
+        last_micro = micro_index == len(micro_batches) - 1
+        sync = accelerator.no_sync(run.wrapped) if not last_micro and plan.processes > 1 else contextlib.nullcontext()
+        with sync, accelerator.autocast():
+            loss = run.wrapped(**batch).loss / len(micro_batches)
+            accelerator.backward(loss)
+        step_loss_sum += loss.detach()
+    if run.settings.clip_norm > 0:
+        trainable = [parameter for parameter in run.model.parameters() if parameter.requires_grad]
+        accelerator.clip_grad_norm_(trainable, run.settings.clip_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return accelerator.reduce(step_loss_sum, reduction="mean").item()
+
+
+def _validate_epoch(run: _Run, done: int) -> None:
+    """After an epoch (or the last step): validation recall on the main process, the others wait."""
+    if run.is_main:
+        epoch = math.ceil(done / run.plan.steps_per_epoch)
+        record = run.selector.evaluate(run.backbone, epoch, done, run.accelerator.autocast())
+        _set_train_mode(run.model, run.settings)
+        assert run.live is not None
+        run.live.add(done, **{"val/recall": record["recall"], "val/mean_recall": record["mean_recall"]})
+        log(f"epoch {epoch}: validation recall {record['recall']:.3f}, mean recall {record['mean_recall']:.3f}")
+    run.accelerator.wait_for_everyone()
+
+
+def _run_steps(run: _Run, start_step: int) -> list[float]:
+    """Optimizer steps start_step..total: logging, per-epoch validation, checkpoints. Returns the step losses."""
+    settings, total_steps = run.settings, run.plan.total_steps
+    losses: list[float] = []
+    assert run.live is not None
+    with progress_bar() as progress:
+        task = progress.add_task("train", total=total_steps, completed=start_step, visible=run.is_main)
+        for step in range(start_step, total_steps):
+            current_lr = run.scheduler.get_last_lr()[0]
+            step_loss = _optimizer_step(run, step)
+            losses.append(step_loss)
+            done = step + 1
+            if done % settings.log_every == 0 or done == total_steps:
+                run.live.add(done, **{"train/loss": step_loss, "train/lr": current_lr})
+            progress.update(task, advance=1, description=f"train loss {step_loss:.3f}")
+            if run.selector.enabled and (done % run.plan.steps_per_epoch == 0 or done == total_steps):
+                _validate_epoch(run, done)
+            if settings.checkpoint_every > 0 and done % settings.checkpoint_every == 0 and done < total_steps:
+                _write_checkpoint(run, done)
+            if settings.stop_after_steps and done == settings.stop_after_steps:
+                os.kill(os.getpid(), signal.SIGKILL)  # test hook: a hard crash, nothing cleaned up
+    return losses
+
+
+def _save_trained(run: _Run, result: TrainResult, schedule: Schedule, extra_metadata: dict[str, Any], extra_dirs: dict) -> None:
+    """Main process: the best (or last) epoch's weights, with the run's metadata, saved atomically."""
+    best = run.selector.best_record
+    if best is not None and run.selector.best is not None:
+        run.model.load_state_dict(run.selector.best, strict=False)
+    assert run.live is not None
+    summary = {"final_loss": result.final_loss, "steps": result.steps, "examples": result.examples}
+    if best is not None:
+        summary.update(best_epoch=best["epoch"], best_val_mean_recall=best["mean_recall"])
+    run.live.close(summary)
+    run.model.eval()
+    run.backbone.model = run.accelerator.unwrap_model(run.wrapped)
+    run.backbone.extra = {
+        "training": {
+            "steps": result.steps,
+            "examples": result.examples,
+            "processes": run.plan.processes,
+            "final_loss": result.final_loss,
+            "train_seconds": round(result.seconds, 2),
+            "trained_parts": list(result.trainable),
+            "settings": {k: v for k, v in asdict(run.settings).items() if k != "stop_after_steps"},
+            "schedule": {"name": schedule.name, "warmup_steps": schedule.warmup_length, "steps_per_epoch": schedule.steps_per_epoch},
+            "best_epoch": None if best is None else best["epoch"],
+            "validation": run.selector.records,
+            **extra_metadata,
+        }
+    }
+    save_backbone(run.backbone, result.out_dir, extra_dirs=extra_dirs)
+
+
 def train_backbone(
     backbone_dir: str | Path,
     examples: pd.DataFrame,
@@ -365,175 +583,62 @@ def train_backbone(
     live_dir: str | Path | None = None,
     source: str = "training examples",
     extra_metadata: dict[str, Any] | None = None,
+    validation: ValidationSet | None = None,
 ) -> TrainResult:
     """Train the backbone in `backbone_dir` on `examples`; save the result to `out_dir`.
 
-    `live_dir` None puts the dvclive logs in `<out_dir>/dvclive`.
+    `live_dir` None puts the dvclive logs in `<out_dir>/dvclive`. With
+    `settings.select_best`, `validation` is answered after every epoch and the
+    best epoch's weights are saved (else the last step's).
     """
-    from accelerate import Accelerator
-    from accelerate.utils import gather_object
-
     check_examples(examples, source)
+    if settings.select_best and validation is None:
+        raise InputError("--val", "train.select_best needs the validation instructions")
     examples = examples.reset_index(drop=True)
-    want_cpu = settings.device == "cpu" or (settings.device == "" and not torch.cuda.is_available())
-    accelerator = Accelerator(cpu=want_cpu, mixed_precision="no" if want_cpu else "bf16")
-    is_main = accelerator.is_main_process
-    if accelerator.device.type == "cpu" and settings.cpu_threads > 0:
-        torch.set_num_threads(settings.cpu_threads)
+    accelerator = _accelerator(settings)
+    plan = BatchPlan(
+        examples=len(examples), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
+        processes=accelerator.num_processes, epochs=settings.epochs, seed=settings.seed, max_steps=settings.max_steps,
+    )  # fmt: skip
+    if plan.total_steps < 1:  # an untrained model must not be saved as if it were trained
+        raise InputError(source, f"no optimizer step: {len(examples)} examples, epochs {settings.epochs}, max_steps {settings.max_steps}")
+    schedule = Schedule.of(settings, plan)
+    check_warmup(schedule, settings.allow_long_warmup)  # before anything is loaded or trained
+    backbone, parts = _load_trainable_backbone(backbone_dir, settings, str(accelerator.device))
+    optimizer = _optimizer(backbone.model, settings)
     out_dir = Path(out_dir)
     checkpoint_dir = checkpoint_dir_for(out_dir)
-    checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
-
-    random.seed(settings.seed)
-    np.random.seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    backbone = load_backbone(str(backbone_dir), device=str(accelerator.device))
-    parts = set_trainable(
-        backbone,
-        train_all=settings.train_all,
-        lora_r=settings.lora_r,
-        lora_alpha=settings.lora_alpha,
-        lora_dropout=settings.lora_dropout,
-    )
-    model = backbone.model
-    # bf16 weights on GPU are frozen; what trains keeps fp32 master weights (autocast does the bf16 math).
-    for parameter in model.parameters():
-        if parameter.requires_grad and parameter.dtype != torch.float32:
-            parameter.data = parameter.data.float()
-    optimizer = _optimizer(model, settings)
-    plan = BatchPlan(
-        examples=len(examples),
-        batch_size=settings.batch_size,
-        grad_accum=settings.grad_accum,
-        processes=accelerator.num_processes,
-        epochs=settings.epochs,
-        seed=settings.seed,
-        max_steps=settings.max_steps,
-    )
-    total_steps = plan.total_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, settings.warmup_steps, total_steps)
-    )
-
-    config_text = (Path(backbone_dir) / "config.json").read_text() if (Path(backbone_dir) / "config.json").is_file() else ""
-    run_identity = {
-        "settings": settings.fingerprint(),
-        "examples": _examples_fingerprint(examples),
-        "processes": plan.processes,
-        "backbone": f"{backbone_dir}:{hashlib.sha256(config_text.encode()).hexdigest()[:16]}",
-    }
-    start_step = 0
-    checkpoint = load_checkpoint(checkpoint_path)
-    if checkpoint is not None and checkpoint.get("identity") != run_identity:
-        if is_main:
-            differing = [key for key in run_identity if checkpoint.get("identity", {}).get(key) != run_identity[key]]
-            log(f"ignoring stale checkpoint {checkpoint_path} (different {', '.join(differing)})")
-        checkpoint = None
-    if checkpoint is not None:
-        start_step = restore_checkpoint(
-            checkpoint, model, optimizer, scheduler, accelerator.process_index, total_steps, checkpoint_path
-        )
-        if is_main:
-            log(f"resuming from checkpoint step {start_step} of {total_steps}")
-    accelerator.wait_for_everyone()
-
-    model.train()
-    if not settings.train_all:
-        # Frozen towers run as at inference (no dropout), as BLIP-2 / LAVIS do.
-        model.vision_model.eval()
-        if settings.lora_r == 0:
-            model.language_model.eval()
-    wrapped = accelerator.prepare_model(model)
-    trainable_parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    if is_main:
+    selector = EpochSelector(validation if settings.select_best else None)
+    run = _Run(
+        accelerator=accelerator, backbone=backbone, wrapped=backbone.model, optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor), plan=plan, settings=settings,
+        examples=examples, images=ImageCache(Path(image_root), settings.image_cache_mb),
+        identity=_run_identity(backbone_dir, settings, examples, plan.processes, selector.validation),
+        checkpoint_path=checkpoint_dir / CHECKPOINT_FILE, selector=selector,
+    )  # fmt: skip
+    start_step, checkpoint = _resume(run)
+    _set_train_mode(run.model, settings)
+    run.wrapped = accelerator.prepare_model(run.model)
+    if run.is_main:
         log(
-            f"training {trainable_parameter_count(model):,} parameters ({', '.join(parts)}) on {len(examples)} examples, "
-            f"{total_steps} steps, {plan.processes} process(es), device {accelerator.device}"
+            f"training {trainable_parameter_count(run.model):,} parameters ({', '.join(parts)}) on {len(examples)} examples, "
+            f"{plan.total_steps} steps ({schedule.describe()}), {plan.processes} process(es), device {accelerator.device}"
         )
-    images = ImageCache(Path(image_root), settings.image_cache_mb)
     default_live = checkpoint_dir / "dvclive"
-    live = _LiveLog(Path(live_dir) if live_dir else default_live, resume=checkpoint is not None, enabled=is_main)
-    losses: list[float] = []
-    step_loss = float("nan")
+    run.live = _LiveLog(Path(live_dir) if live_dir else default_live, resume=checkpoint is not None, enabled=run.is_main)
 
     loop_start = time.perf_counter()
-    with progress_bar() as progress:
-        task = progress.add_task("train", total=total_steps, completed=start_step, visible=is_main)
-        for step in range(start_step, total_steps):
-            epoch, micro_batches = plan.micro_batches(step, accelerator.process_index)
-            step_loss_sum = torch.zeros((), device=accelerator.device)
-            for micro_index, rows in enumerate(micro_batches):
-                crops, prompts, targets = example_views(examples, rows, epoch, backbone, images, settings)
-                batch = {k: v.to(accelerator.device) for k, v in collate_batch(backbone, crops, prompts, targets).items()}
-                if "pixel_values" in batch:
-                    batch["pixel_values"] = batch["pixel_values"].to(backbone.dtype)
-                last_micro = micro_index == len(micro_batches) - 1
-                sync = accelerator.no_sync(wrapped) if not last_micro and plan.processes > 1 else contextlib.nullcontext()
-                with sync, accelerator.autocast():
-                    loss = wrapped(**batch).loss / len(micro_batches)
-                    accelerator.backward(loss)
-                step_loss_sum += loss.detach()
-            if settings.clip_norm > 0:
-                accelerator.clip_grad_norm_(trainable_parameters, settings.clip_norm)
-            current_lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = accelerator.reduce(step_loss_sum, reduction="mean").item()
-            losses.append(step_loss)
-            done = step + 1
-            if done % settings.log_every == 0 or done == total_steps:
-                live.add(done, step_loss, current_lr)
-            progress.update(task, advance=1, description=f"train loss {step_loss:.3f}")
-            if settings.checkpoint_every > 0 and done % settings.checkpoint_every == 0 and done < total_steps:
-                rng_states = gather_object([rng_state()])
-                if is_main:
-                    save_checkpoint(
-                        checkpoint_path,
-                        {
-                            "identity": run_identity,
-                            "step": done,
-                            "trainable": trainable_state(model),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "rng": rng_states,
-                        },
-                    )
-                    live.flush()
-                accelerator.wait_for_everyone()
-            if settings.stop_after_steps and done == settings.stop_after_steps:
-                os.kill(os.getpid(), signal.SIGKILL)  # test hook: a hard crash, nothing cleaned up
-
+    losses = _run_steps(run, start_step)
     accelerator.wait_for_everyone()
-    loop_seconds = time.perf_counter() - loop_start
     result = TrainResult(
-        steps=total_steps,
-        resumed_from_step=start_step,
-        examples=len(examples),
-        final_loss=step_loss,
-        out_dir=out_dir,
-        trainable=parts,
-        losses=losses,
-        seconds=loop_seconds,
-    )
-    if is_main:
-        live.close({"final_loss": step_loss, "steps": total_steps, "examples": len(examples)})
-        model.eval()
-        backbone.model = accelerator.unwrap_model(wrapped)
-        backbone.extra = {
-            "training": {
-                "steps": total_steps,
-                "examples": len(examples),
-                "processes": plan.processes,
-                "final_loss": step_loss,
-                "train_seconds": round(loop_seconds, 2),
-                "trained_parts": list(parts),
-                "settings": {k: v for k, v in asdict(settings).items() if k != "stop_after_steps"},
-                **(extra_metadata or {}),
-            }
-        }
+        steps=plan.total_steps, resumed_from_step=start_step, examples=len(examples),
+        final_loss=losses[-1] if losses else float("nan"), out_dir=out_dir, trainable=parts, losses=losses,
+        seconds=time.perf_counter() - loop_start,
+        best_epoch=None if selector.best_record is None else selector.best_record["epoch"],
+    )  # fmt: skip
+    if run.is_main:
         extra_dirs = {"dvclive": default_live} if live_dir is None and default_live.is_dir() else {}
-        save_backbone(backbone, out_dir, extra_dirs=extra_dirs)
+        _save_trained(run, result, schedule, extra_metadata or {}, extra_dirs)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
     return result
