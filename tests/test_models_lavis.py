@@ -108,6 +108,21 @@ def test_truncated_checkpoint_is_refused_unless_allowed(bases, family, tmp_path)
         convert(bases, family, tmp_path / "lm_cut.pth", tmp_path / "out2")
 
 
+def test_tied_embeddings_count_as_loaded_through_any_of_their_names(bases, tmp_path):
+    """T5 ties embed_tokens (and here lm_head) to shared: a save holding one of the names is whole."""
+    base_dir, base = bases["t5"]
+    lavis = lavis_state_dict(base, seed=51)
+    dropped = ("t5_model.shared.weight", "t5_model.encoder.embed_tokens.weight", "t5_model.lm_head.weight")
+    torch.save({k: v for k, v in lavis.items() if k not in dropped}, tmp_path / "dedup.pth")
+    report = convert(bases, "t5", tmp_path / "dedup.pth", tmp_path / "out")
+    assert report["missing"] == []
+    converted = load_backbone(str(tmp_path / "out")).model.state_dict()
+    assert torch.equal(converted["language_model.shared.weight"], lavis["t5_model.decoder.embed_tokens.weight"])
+    torch.save({k: v for k, v in lavis.items() if "embed_tokens" not in k and k not in dropped}, tmp_path / "none.pth")
+    with pytest.raises(InputError, match=r"4 expected names are missing .*'language_model.decoder.embed_tokens.weight'"):
+        convert(bases, "t5", tmp_path / "none.pth", tmp_path / "out2")
+
+
 def test_trimmed_checkpoint_and_trained_language_model(bases, tmp_path):
     """LAVIS's released checkpoints hold only the trained parts: the rest comes from the base."""
     base_dir, base = bases["llama"]

@@ -239,13 +239,14 @@ def expected_parts(loaded: list[str], language_model_trained: bool) -> list[str]
 
 
 def missing_names(backbone: Backbone, loaded: list[str], parts: list[str]) -> list[str]:
-    """Names of `parts` in the model that the checkpoint did not provide (tied copies of a loaded name count as loaded)."""
-    have = set(loaded)
-    tied = getattr(backbone.model, "all_tied_weights_keys", None) or {}
+    """Names of `parts` in the model that the checkpoint did not provide.
+
+    Tied names (T5's shared / embed_tokens) are one tensor: loading any of them loads all.
+    """
+    tied = getattr(backbone.model, "all_tied_weights_keys", None) or {}  # tied name -> the name it shares
+    have = {tied.get(name, name) for name in loaded}
     return sorted(
-        name
-        for name in backbone.model.state_dict()
-        if name.split(".")[0] in parts and name not in have and tied.get(name) not in have
+        name for name in backbone.model.state_dict() if name.split(".")[0] in parts and tied.get(name, name) not in have
     )
 
 
