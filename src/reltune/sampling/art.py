@@ -406,7 +406,6 @@ def top_candidates(
     return candidates
 
 
-
 def art_select(
     pool: pd.DataFrame,
     budgets: Mapping[str, int],
@@ -433,10 +432,36 @@ def art_select(
     """
     if z_step <= 0:
         raise ValueError(f"z_step must be > 0, got {z_step}")
+    enabled = check_components(components)
+    arrays = art_pool(pool, enabled)
+    budget_array = budget_per_code(budgets, arrays.predicate_names)
+    z_star, component, chosen_finite, infinite_rows = adaptive_rows(arrays, budget_array, enabled, z_init, z_step)
+    chosen = with_fill(arrays, chosen_finite, infinite_rows, budget_array, seed)
+    reason_index = np.where(np.isfinite(z_star[chosen]), component[chosen], len(COMPONENTS)).astype(np.int64)
+    result = selection_table(arrays, chosen, reason_index, z_star[chosen])
+    result.attrs["z_met"] = z_met_per_predicate(arrays, chosen_finite, z_star, budget_array, z_init, z_step)
+    result.attrs["taken"] = taken_per_predicate(arrays, chosen, reason_index)
+    return result
+
+
+@dataclass(frozen=True)
+class ArtPool:
+    """A pool's columns as arrays (art_select's input, validated)."""
+
+    qids: pd.Series
+    predicate_codes: np.ndarray  # index into predicate_names (sorted)
+    predicate_index: pd.Index
+    predicate_names: list  # plain Python values: cheap to index one by one
+    outcome: np.ndarray  # index into OUTCOMES
+    entropy: np.ndarray
+    similarity: np.ndarray
+
+
+def art_pool(pool: pd.DataFrame, enabled: tuple[str, ...]) -> ArtPool:
+    """The pool's arrays; ValueError on a missing column, NaN entropy, FP without similarity or a duplicate qid."""
     missing = [column for column in POOL_COLUMNS if column not in pool.columns]
     if missing:
         raise ValueError(f"pool lacks columns {missing}")
-    enabled = check_components(components)
     outcome = outcome_codes_of(pool["outcome"])
     entropy = pool["entropy"].to_numpy(dtype=float)
     similarity = pool["similarity"].to_numpy(dtype=float)
@@ -448,7 +473,11 @@ def art_select(
     if has_duplicates(qids):
         raise ValueError("pool has duplicate qids")
     predicate_codes, predicate_index = predicate_codes_of(pool["predicate"])
-    predicate_names = predicate_index.tolist()  # plain Python values: cheap to index one by one
+    return ArtPool(qids, predicate_codes, predicate_index, predicate_index.tolist(), outcome, entropy, similarity)
+
+
+def budget_per_code(budgets: Mapping[str, int], predicate_names: list) -> np.ndarray:
+    """B'_p per predicate code; ValueError on a negative budget or one for a predicate without pool rows."""
     budget_array = np.array([int(budgets.get(name, 0)) for name in predicate_names], dtype=np.int64)
     if (budget_array < 0).any():
         raise ValueError("budgets must be >= 0")
@@ -456,62 +485,90 @@ def art_select(
     unknown_budgets = sorted(name for name, value in budgets.items() if value > 0 and name not in pool_predicates)
     if unknown_budgets:
         raise ValueError(f"budget given for predicates with no pool rows: {unknown_budgets}")
+    return budget_array
 
-    statistics = pool_statistics(predicate_codes, outcome, entropy, similarity)
-    scored_rows = scored_outcomes(enabled)[outcome]
+
+def adaptive_rows(
+    arrays: ArtPool, budget_array: np.ndarray, enabled: tuple[str, ...], z_init: float, z_step: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(z* per row, component per row, rows taken by z* in output order, rows only the fill can take)."""
+    statistics = pool_statistics(arrays.predicate_codes, arrays.outcome, arrays.entropy, arrays.similarity)
+    scored_rows = scored_outcomes(enabled)[arrays.outcome]
     fast = bool(((np.abs(statistics.values) <= FAST_PATH_LARGEST_VALUE) | ~scored_rows).all())
     # Every scored z* is finite on the fast path: score only the rows that can be taken.
-    candidates = top_candidates(statistics, predicate_codes, budget_array, enabled) if fast else np.arange(len(outcome))
-    z_star = np.full(len(outcome), -np.inf)
-    component = np.full(len(outcome), -1, dtype=np.int8)
+    candidates = (
+        top_candidates(statistics, arrays.predicate_codes, budget_array, enabled) if fast else np.arange(len(arrays.outcome))
+    )
+    z_star = np.full(len(arrays.outcome), -np.inf)
+    component = np.full(len(arrays.outcome), -1, dtype=np.int8)
     z_star[candidates], component[candidates] = row_scores(candidates, statistics, enabled, z_init, z_step)
-    candidates = candidates[np.isfinite(z_star[candidates]) & (budget_array[predicate_codes[candidates]] > 0)]
+    candidates = candidates[np.isfinite(z_star[candidates]) & (budget_array[arrays.predicate_codes[candidates]] > 0)]
     # Already in output order: predicate, z* descending, qid.
-    chosen_finite = ranked_per_group(candidates, predicate_codes, z_star, budget_array, qids)
-    taken_finite = np.bincount(predicate_codes[chosen_finite], minlength=len(predicate_names))
-
-    # Shortfall: -inf rows drawn uniformly (random keys in qid order, smallest first).
-    shortfall = np.maximum(budget_array - taken_finite, 0)
+    chosen_finite = ranked_per_group(candidates, arrays.predicate_codes, z_star, budget_array, arrays.qids)
     infinite_rows = np.flatnonzero(~scored_rows if fast else ~np.isfinite(z_star))
-    chosen = chosen_finite
-    if shortfall.any() and len(infinite_rows):
-        infinite_rows = infinite_rows[qid_order(qids, infinite_rows)]
-        random_keys = np.random.default_rng(seed).random(len(infinite_rows))
-        chosen_fill = infinite_rows[top_per_group(predicate_codes[infinite_rows], -random_keys, shortfall)]
-        # Fill rows go after their predicate's adaptive rows, in qid order.
-        chosen = np.r_[chosen_finite, chosen_fill[qid_order(qids, chosen_fill)]]
-        chosen = chosen[np.argsort(predicate_codes[chosen], kind="stable")]
-    chosen_codes = predicate_codes[chosen]
-    reason_index = np.where(np.isfinite(z_star[chosen]), component[chosen], len(COMPONENTS)).astype(np.int64)
-    reason_names = np.array([REASONS[name] for name in COMPONENTS] + [FILL], dtype=object)
+    return z_star, component, chosen_finite, infinite_rows
+
+
+def with_fill(
+    arrays: ArtPool, chosen_finite: np.ndarray, infinite_rows: np.ndarray, budget_array: np.ndarray, seed: int | list[int]
+) -> np.ndarray:
+    """The adaptive rows plus a predicate's shortfall drawn uniformly from its -inf rows (random keys in qid order)."""
+    taken_finite = np.bincount(arrays.predicate_codes[chosen_finite], minlength=len(arrays.predicate_names))
+    shortfall = np.maximum(budget_array - taken_finite, 0)
+    if not (shortfall.any() and len(infinite_rows)):
+        return chosen_finite
+    infinite_rows = infinite_rows[qid_order(arrays.qids, infinite_rows)]
+    random_keys = np.random.default_rng(seed).random(len(infinite_rows))
+    chosen_fill = infinite_rows[top_per_group(arrays.predicate_codes[infinite_rows], -random_keys, shortfall)]
+    # Fill rows go after their predicate's adaptive rows, in qid order.
+    chosen = np.r_[chosen_finite, chosen_fill[qid_order(arrays.qids, chosen_fill)]]
+    return chosen[np.argsort(arrays.predicate_codes[chosen], kind="stable")]
+
+
+REASON_NAMES = np.array([REASONS[name] for name in COMPONENTS] + [FILL], dtype=object)  # by reason index
+
+
+def selection_table(arrays: ArtPool, chosen: np.ndarray, reason_index: np.ndarray, z_star: np.ndarray) -> pd.DataFrame:
+    """Columns qid, predicate, reason, z_star of the chosen rows."""
+    chosen_codes = arrays.predicate_codes[chosen]
+    qids, predicate_index = arrays.qids, arrays.predicate_index
     # Columns of pandas' str dtype stay in Arrow; built from Python strings, the
     # constructor would infer that same dtype (for a non-empty table) at more cost.
     in_arrow = len(chosen) > 0
-    result = pd.DataFrame(
+    return pd.DataFrame(
         {
             "qid": qids.array.take(chosen) if in_arrow and qids.dtype == "str" else qids.iloc[chosen].to_numpy(),
             "predicate": predicate_index.array.take(chosen_codes)
             if in_arrow and predicate_index.dtype == "str"
-            else np.asarray(predicate_names, dtype=object)[chosen_codes],
-            "reason": pd.array(reason_names, dtype="str").take(reason_index) if in_arrow else reason_names[reason_index],
-            "z_star": z_star[chosen],
+            else np.asarray(arrays.predicate_names, dtype=object)[chosen_codes],
+            "reason": pd.array(REASON_NAMES, dtype="str").take(reason_index) if in_arrow else REASON_NAMES[reason_index],
+            "z_star": z_star,
         }
     )
 
-    # z met: the first grid z below each predicate's lowest taken z* (NaN: fill was needed).
-    lowest_taken = np.full(len(predicate_names), np.inf)
-    np.minimum.at(lowest_taken, predicate_codes[chosen_finite], z_star[chosen_finite])
-    met = (budget_array > 0) & (taken_finite >= budget_array)
-    z_values = np.full(len(predicate_names), np.nan)
+
+def z_met_per_predicate(
+    arrays: ArtPool, chosen_finite: np.ndarray, z_star: np.ndarray, budget_array: np.ndarray, z_init: float, z_step: float
+) -> dict[str, float]:
+    """Per predicate with a budget: the first grid z below its lowest taken z* (NaN: fill was needed)."""
+    names = arrays.predicate_names
+    codes = arrays.predicate_codes[chosen_finite]
+    lowest_taken = np.full(len(names), np.inf)
+    np.minimum.at(lowest_taken, codes, z_star[chosen_finite])
+    met = (budget_array > 0) & (np.bincount(codes, minlength=len(names)) >= budget_array)
+    z_values = np.full(len(names), np.nan)
     if met.any():
         z_values[met] = first_grid_below(lowest_taken[met], z_init, z_step)
-    z_met = {str(predicate_names[code]): float(z_values[code]) for code in np.flatnonzero(budget_array > 0)}
-    counts = np.bincount(chosen_codes * (len(COMPONENTS) + 1) + reason_index,
-                         minlength=len(predicate_names) * (len(COMPONENTS) + 1)).reshape(len(predicate_names), len(COMPONENTS) + 1)
+    return dict(sorted({str(names[code]): float(z_values[code]) for code in np.flatnonzero(budget_array > 0)}.items()))
+
+
+def taken_per_predicate(arrays: ArtPool, chosen: np.ndarray, reason_index: np.ndarray) -> dict[str, dict[str, int]]:
+    """{predicate: {reason: count}} of the chosen rows."""
+    names, width = arrays.predicate_names, len(COMPONENTS) + 1
+    counts = np.bincount(arrays.predicate_codes[chosen] * width + reason_index, minlength=len(names) * width)
+    counts = counts.reshape(len(names), width)
     taken = {
-        str(predicate_names[code]): {str(reason_names[index]): int(counts[code, index]) for index in np.flatnonzero(counts[code])}
+        str(names[code]): {str(REASON_NAMES[index]): int(counts[code, index]) for index in np.flatnonzero(counts[code])}
         for code in np.flatnonzero(counts.sum(axis=1))
     }
-    result.attrs["z_met"] = dict(sorted(z_met.items()))
-    result.attrs["taken"] = dict(sorted(taken.items()))
-    return result
+    return dict(sorted(taken.items()))

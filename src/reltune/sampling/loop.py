@@ -17,7 +17,7 @@ import pandas as pd
 
 from reltune.errors import InputError
 from reltune.sampling.art import OUTCOMES
-from reltune.sampling.strategies import Strategy, pool_counts
+from reltune.sampling.strategies import Selection, Strategy, pool_counts
 
 INSTRUCTION_COLUMNS = ("qid", "kind", "predicate")
 SELECTION_COLUMNS = ("qid", "added_in_round", "reason")
@@ -200,27 +200,42 @@ def select_round(
     )
     cumulative = pd.concat([previous[list(SELECTION_COLUMNS)], added], ignore_index=True)
     cumulative["added_in_round"] = cumulative["added_in_round"].astype("int64")
-
     # Predicates of the candidates without a validation recall get R = 0 (DESIGN §6); listed, not silent.
     recall_missing = (
         sorted(set(candidates["predicate"].astype(str)) - set(recall or {})) if strategy.needs_recall else []
     )
+    counts = {"training_positives": len(positives), "budget": budget, "pool_size": len(pool), "pool_unscored": unscored}
+    report = round_report(strategy, round_index, seed, budget_fraction, counts, recall_missing, added, cumulative, selection)
+    return cumulative, report
+
+
+def round_report(
+    strategy: Strategy,
+    round_index: int,
+    seed: int,
+    budget_fraction: float,
+    counts: Mapping[str, int],
+    recall_missing: list[str],
+    added: pd.DataFrame,
+    cumulative: pd.DataFrame,
+    selection: Selection,
+) -> dict[str, Any]:
+    """selection_report.json of one round (`counts`: training_positives, budget, pool_size, pool_unscored)."""
     taken_by_reason = {str(reason): int(count) for reason, count in added["reason"].value_counts().sort_index().items()}
-    report = {
+    return {
         "round": round_index,
         "strategy": strategy.name,
         "components": list(getattr(strategy, "components", [])),
         "seed": seed,
         "budget_fraction": budget_fraction,
-        "training_positives": len(positives),
-        "budget": budget,
-        "pool_size": len(pool),
-        "pool_unscored": unscored,
+        "training_positives": counts["training_positives"],
+        "budget": counts["budget"],
+        "pool_size": counts["pool_size"],
+        "pool_unscored": counts["pool_unscored"],
         "recall_missing": recall_missing,
         "selected_this_round": len(added),
         "selected_total": len(cumulative),
-        "pool_left": len(pool) - len(added),
+        "pool_left": counts["pool_size"] - len(added),
         "taken": taken_by_reason,
         "per_predicate": selection.per_predicate,
     }
-    return cumulative, report
