@@ -42,6 +42,14 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def _table_html(table: pd.DataFrame) -> str:
+    # counts (images, gt_relations, ...) stay integers even where a missing cell made the column float
+    counts = [
+        column
+        for column in table.columns
+        if pd.api.types.is_float_dtype(table[column]) and recall_family(column.removesuffix(" (blind)")) is None
+        and (table[column].dropna() == table[column].dropna().round()).all()
+    ]
+    table = table.assign(**{column: table[column].map(lambda value: "–" if pd.isna(value) else str(int(value))) for column in counts})
     return table.to_html(index=False, escape=True, float_format=lambda value: f"{value:.2f}", na_rep="–", border=0, classes="data")
 
 
