@@ -53,6 +53,10 @@ def test_rows_blind_columns_and_baselines_filter():
     # every commit: old commits' own runs are left out, the workspace stays
     names = [row["experiment"] for row in compare.comparison_rows(exp_show(commit_metrics=True), baselines=False)]
     assert names == ["workspace", "art-seed0", "art-seed1", "random-seed0"]
+    # timing files that are plain outputs (not DVC metrics): no wall-time column rather than a false 0
+    untimed = exp_show(commit_metrics=False)
+    del untimed[1]["experiments"][0]["revs"][0]["data"]["metrics"]["metrics/timing/train-final.json"]
+    assert "wall time (min)" not in compare.comparison_rows(untimed)[1]
 
 
 def test_seed_summary_gives_mean_and_t_interval_of_variants_with_two_seeds():

@@ -2,7 +2,8 @@
 
 One row per experiment: its strategy and seed, then per evaluated dataset the
 recalls of the tuned model next to its blind control (same model, blank
-images), the unique/unseen predicate counts, and the summed stage wall time.
+images), the unique/unseen predicate counts, and the summed stage wall time (when
+the timing files are DVC metrics).
 A last row gives the chance level of each dataset (`metrics.chance_metrics`:
 one uniformly random training predicate per annotated pair), computed from
 the workspace's scenes tables.
@@ -87,11 +88,11 @@ def comparison_rows(entries: list[dict], baselines: bool = True) -> list[dict]:
         metrics = _unwrap(data.get("metrics"))
         sampling = params.get("sampling", {})
         row: dict[str, Any] = {"experiment": name, "strategy": sampling.get("strategy"), "seed": sampling.get("seed")}
-        wall_seconds = 0.0
+        wall_seconds: float | None = None  # timing files that are not DVC metrics do not show here
         for path, values in sorted(metrics.items()):
             stem = path.rsplit("/", 1)[-1].removesuffix(".json")
             if "/timing/" in f"/{path}":
-                wall_seconds += float(values.get("wall_s", 0.0))
+                wall_seconds = (wall_seconds or 0.0) + float(values.get("wall_s", 0.0))
                 continue
             if stem.startswith("pretrain") or "R@20" not in values:
                 continue
@@ -100,7 +101,8 @@ def comparison_rows(entries: list[dict], baselines: bool = True) -> list[dict]:
             for key in keys:
                 if key in values:
                     row[f"{dataset}{' blind' if blind else ''} {key}"] = values[key]
-        row["wall time (min)"] = round(wall_seconds / 60, 1)
+        if wall_seconds is not None:
+            row["wall time (min)"] = round(wall_seconds / 60, 1)
         row["rev"] = rev
         rows.append(row)
     return rows
