@@ -97,6 +97,7 @@ def test_truncated_checkpoint_is_refused_unless_allowed(bases, family, tmp_path)
 
     report = convert(bases, family, tmp_path / "cut.pth", tmp_path / "out", ConvertSettings(dtype="fp32", allow_missing=True))
     assert report["missing"] == ["qformer.encoder.layer.1.output_query.dense.weight"]
+    assert not (tmp_path / f"out.{REPORT_FILE}").exists()  # the refusal's list went with the refusal
     converted = load_backbone(str(tmp_path / "out")).model.state_dict()
     name = "qformer.encoder.layer.1.output_query.dense.weight"
     assert torch.equal(converted[name], base.model.state_dict()[name])  # the base value stayed

@@ -289,9 +289,13 @@ def conversion_report(
     }
 
 
+def _refused_report_path(out_dir: Path) -> Path:
+    return out_dir.parent / f"{out_dir.name}.{REPORT_FILE}"
+
+
 def _refuse_missing(report: dict[str, Any], out_dir: Path, file: str) -> None:
     """Write the report beside the (not written) output and stop with one line naming the missing names."""
-    refused = out_dir.parent / f"{out_dir.name}.{REPORT_FILE}"
+    refused = _refused_report_path(out_dir)
     write_json(report, refused)
     missing = report["missing"]
     raise InputError(
@@ -325,4 +329,5 @@ def convert_lavis(
     save_backbone(backbone, out_dir)
     # Written after the model directory is in place (save_backbone renames a finished directory).
     write_json(report, out_dir / REPORT_FILE)
+    _refused_report_path(out_dir).unlink(missing_ok=True)  # an earlier refusal's list is no longer true
     return report
