@@ -172,8 +172,7 @@ def build_instructions(
     duplicate = relations.duplicated(["image_row", "subj", "obj", "predicate"]).to_numpy()
     positives = relations.loc[~duplicate].reset_index(drop=True)
     category_code = _category_codes(positives["predicate"], categories, file)
-    category_names = np.asarray(CATEGORIES, dtype=object)
-    positives["category"] = pd.Series(category_names[category_code], dtype="str")
+    positives["category"] = pd.Series(np.asarray(CATEGORIES, dtype=object)[category_code], dtype="str")
 
     positive_qid, positive_words = content_qids(_positive_keys(positives, dataset, split))
     choice = choose_negative_categories(
@@ -184,31 +183,60 @@ def build_instructions(
         options.negatives_per_positive,
         options.seed,
     )
+    plan = question_plan(category_code, choice)
+    table = _question_table(positives.iloc[plan.source].reset_index(drop=True), plan, positive_qid, options, file)
+    report = _split_report(
+        table,
+        images=len(scenes),
+        images_without_relations=int((np.bincount(relations["image_row"], minlength=len(scenes)) == 0).sum()),
+        relations=len(relations),
+        duplicates=int(duplicate.sum()),
+        positives=positives,
+        choice=choice,
+        options=options,
+    )
+    return SplitResult(table=table, report=report)
 
-    # Row plan: every positive, then its negatives by rank (positives get rank -1).
-    positive_count = len(positives)
+
+@dataclass(frozen=True)
+class QuestionPlan:
+    """The output rows: every positive, each followed by its negatives by rank."""
+
+    source: np.ndarray  # index of the positive each row comes from
+    category: pd.Series  # the category each row asks about
+    is_negative: np.ndarray
+
+
+def question_plan(category_code: np.ndarray, choice: NegativeChoice) -> QuestionPlan:
+    """Rows of the positives (rank -1) and of their chosen negatives, ordered by positive, then rank."""
+    positive_count = len(category_code)
     source = np.concatenate([np.arange(positive_count), choice.positive_index])
     rank = np.concatenate([np.full(positive_count, -1), choice.rank])
     asked_category = np.concatenate([category_code, choice.category])
     order = np.lexsort((rank, source))
-    source, asked_category = source[order], asked_category[order]
-    is_negative = rank[order] >= 0
+    category = pd.Series(np.asarray(CATEGORIES, dtype=object)[asked_category[order]], dtype="str")
+    return QuestionPlan(source=source[order], category=category, is_negative=rank[order] >= 0)
 
-    rows = positives.iloc[source].reset_index(drop=True)
-    category = pd.Series(category_names[asked_category], dtype="str")
-    qid = positive_qid[source].copy()
+
+def _question_qids(positive_qid: np.ndarray, plan: QuestionPlan, file: str) -> np.ndarray:
+    """A positive keeps its qid; a negative's is the hash of (positive qid, kind, category)."""
+    qid = positive_qid[plan.source].copy()
+    is_negative = plan.is_negative
     if is_negative.any():
         negative_keys = (
             pd.Series(qid[is_negative], dtype="str")
             + f"{_SEPARATOR}negative{_SEPARATOR}"
-            + category[is_negative].reset_index(drop=True)
+            + plan.category[is_negative].reset_index(drop=True)
         )
         qid[is_negative] = content_qids(negative_keys)[0]
     if pd.Series(qid).duplicated().any():
         raise RuntimeError(f"{file}: qid collision in the {QID_BYTES * 8}-bit content hash")
+    return qid
 
-    subj_box = rows[["subj_x1", "subj_y1", "subj_x2", "subj_y2"]].to_numpy()
-    obj_box = rows[["obj_x1", "obj_y1", "obj_x2", "obj_y2"]].to_numpy()
+
+def _question_texts(rows: pd.DataFrame, plan: QuestionPlan, options: InstructionOptions) -> tuple[pd.Series, pd.Series]:
+    """(prompt, target) of every row: Fig. 2 templates (or the naive question without categories)."""
+    category, is_negative = plan.category, plan.is_negative
     if options.categories:
         prompt = templates.category_question(category, rows["subj_label"], rows["obj_label"])
     else:
@@ -225,10 +253,20 @@ def build_instructions(
             ),
         ]
     ).sort_index()
+    return prompt, target
 
-    table = pd.DataFrame(
+
+def _question_table(
+    rows: pd.DataFrame, plan: QuestionPlan, positive_qid: np.ndarray, options: InstructionOptions, file: str
+) -> pd.DataFrame:
+    """The instruction table of the planned rows (`rows`: the positive behind each)."""
+    is_negative = plan.is_negative
+    prompt, target = _question_texts(rows, plan, options)
+    subj_box = rows[["subj_x1", "subj_y1", "subj_x2", "subj_y2"]].to_numpy()
+    obj_box = rows[["obj_x1", "obj_y1", "obj_x2", "obj_y2"]].to_numpy()
+    return pd.DataFrame(
         {
-            "qid": pd.Series(qid, dtype="str"),
+            "qid": pd.Series(_question_qids(positive_qid, plan, file), dtype="str"),
             "image_id": rows["image_id"],
             "subj": rows["subj"],
             "obj": rows["obj"],
@@ -237,26 +275,14 @@ def build_instructions(
             "subj_box": _box_column(subj_box),
             "obj_box": _box_column(obj_box),
             "union_box": _box_column(_union_boxes(subj_box, obj_box)),
-            "category": category,
+            "category": plan.category,
             "kind": pd.Series(np.where(is_negative, "negative", "positive"), dtype="str"),
             "predicate": rows["predicate"].where(~is_negative),
-            "positive_qid": pd.Series(positive_qid[source], dtype="str").where(is_negative),
+            "positive_qid": pd.Series(positive_qid[plan.source], dtype="str").where(is_negative),
             "prompt": prompt,
             "target": target,
         }
     )
-
-    report = _split_report(
-        table,
-        images=len(scenes),
-        images_without_relations=int((np.bincount(relations["image_row"], minlength=len(scenes)) == 0).sum()),
-        relations=len(relations),
-        duplicates=int(duplicate.sum()),
-        positives=positives,
-        choice=choice,
-        options=options,
-    )
-    return SplitResult(table=table, report=report)
 
 
 # ---------------------------------------------------------------- report
