@@ -4,7 +4,7 @@
     reltune data world    --out DIR --seed S [...]                             (stage world)
     reltune data download --dataset NAME --out DIR (--path DIR | --url URL --sha256 HEX ...)  (stage download@<dataset>)
 
-Every default here equals the one proposed for params.yaml.
+Defaults come from the functions' modules (importer, download, world_spec); params.yaml sets them per stage.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 
 from reltune.data import world_spec
-from reltune.data.download import ArchiveLimits
+from reltune.data.importer import DEFAULT_BOX_TOLERANCE, DEFAULT_VAL_SIZE
+from reltune.data.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, ArchiveLimits
 from reltune.argtypes import boolean, int_at_least, non_negative_int, positive_float, positive_int, unit_interval
 
-DEFAULT_VAL_SIZE = 5000
-DEFAULT_BOX_TOLERANCE = 0.02
 DEFAULT_WORLD = world_spec.WorldSize()
 DEFAULT_LIMITS = ArchiveLimits()
 
@@ -88,10 +87,16 @@ def _run_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="raw datasets -> scene tables; synthetic world; downloads")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
+def dataset_name(text: str) -> str:
+    """A dataset that has a predicate category map (the name also never names a path)."""
+    from reltune.instructions.categories import available_category_maps
 
+    if text not in available_category_maps():
+        raise argparse.ArgumentTypeError(f"no predicate category map for {text!r} (have: {', '.join(available_category_maps())})")
+    return text
+
+
+def _add_import_command(data_commands: argparse._SubParsersAction) -> None:
     importer = data_commands.add_parser(
         "import", help="convert a raw dataset (VG150 h5, GQA200 json, Open Images PySGG json) to scene tables"
     )
@@ -101,6 +106,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     importer.add_argument(
         "--dataset",
         default=None,
+        type=dataset_name,
         help="dataset name selecting the predicate category map (vg150, gqa200, oiv4, oiv6, synthetic, "
         "synthetic-ood); default: the format name (required for oi)",
     )
@@ -133,6 +139,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     importer.set_defaults(func=_run_import)
 
+
+def _add_world_command(data_commands: argparse._SubParsersAction) -> None:
     world = data_commands.add_parser("world", help="generate the synthetic scene-graph world (held-in + held-out)")
     world.add_argument("--out", required=True, help="output directory (synthetic/, synthetic-ood/, world_spec.json)")
     world.add_argument("--seed", type=non_negative_int, default=0)
@@ -153,6 +161,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     world.add_argument("--jpeg-quality", type=_jpeg_quality, default=DEFAULT_WORLD.jpeg_quality)
     world.set_defaults(func=_run_world)
 
+
+def _add_download_command(data_commands: argparse._SubParsersAction) -> None:
     download = data_commands.add_parser(
         "download", help="link a local dataset directory, or download + verify + extract archives"
     )
@@ -165,8 +175,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     download.add_argument(
         "--member", action="append", help="extract only this path (file or folder) from the archives (repeatable)"
     )
-    download.add_argument("--retries", type=non_negative_int, default=5, help="resume attempts per file after a broken transfer")
-    download.add_argument("--timeout", type=positive_float, default=60.0, help="network timeout in seconds")
+    download.add_argument("--retries", type=non_negative_int, default=DEFAULT_RETRIES, help="resume attempts per file after a broken transfer")
+    download.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="network timeout in seconds")
     limits = download.add_argument_group("archive limits (an archive beyond one fails before anything is written)")
     limits.add_argument("--max-members", "--max_members", type=positive_int, default=DEFAULT_LIMITS.max_members,
                         help="most members extracted from one archive")
@@ -175,3 +185,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     limits.add_argument("--max-ratio", "--max_ratio", type=positive_float, default=DEFAULT_LIMITS.max_ratio,
                         help="most uncompressed bytes per byte of archive (stops archive bombs)")
     download.set_defaults(func=_run_download)
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="raw datasets -> scene tables; synthetic world; downloads")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    _add_import_command(data_commands)
+    _add_world_command(data_commands)
+    _add_download_command(data_commands)

@@ -36,6 +36,8 @@ from reltune.progress import log, progress_bar
 DOWNLOAD_DIR = ".downloads"
 MANIFEST_NAME = ".reltune-download.json"
 CHUNK_BYTES = 1 << 20
+DEFAULT_RETRIES = 5  # resume attempts per file after a broken transfer
+DEFAULT_TIMEOUT_S = 60.0  # network timeout
 
 
 def sha256_of(path: Path) -> str:
@@ -84,7 +86,7 @@ def _expected_total(response: http.client.HTTPResponse, start: int) -> int | Non
     return start + int(length) if length and length.isdigit() else None
 
 
-def download_file(url: str, part: Path, retries: int = 5, timeout: float = 60.0) -> Path:
+def download_file(url: str, part: Path, retries: int = DEFAULT_RETRIES, timeout: float = DEFAULT_TIMEOUT_S) -> Path:
     """Download `url` into `part`, resuming from its current size; return `part` when complete.
 
     Each attempt asks for the missing byte range; a server that ignores Range
@@ -135,7 +137,7 @@ def download_file(url: str, part: Path, retries: int = 5, timeout: float = 60.0)
             log(f"transfer of {url} ended at byte {size} of {total}; resuming")
 
 
-def fetch_verified(url: str, sha256: str, downloads: Path, retries: int = 5, timeout: float = 60.0) -> Path:
+def fetch_verified(url: str, sha256: str, downloads: Path, retries: int = DEFAULT_RETRIES, timeout: float = DEFAULT_TIMEOUT_S) -> Path:
     """Download (or reuse) one file and verify it; a mismatch is moved to `*.bad` and raises."""
     expected = sha256.strip().lower()
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
@@ -281,8 +283,8 @@ def fetch_dataset(
     urls: Sequence[str] = (),
     sha256s: Sequence[str] = (),
     members: Sequence[str] = (),
-    retries: int = 5,
-    timeout: float = 60.0,
+    retries: int = DEFAULT_RETRIES,
+    timeout: float = DEFAULT_TIMEOUT_S,
     limits: ArchiveLimits = ArchiveLimits(),
 ) -> Path:
     """Link a local copy or download, verify and extract the files of one dataset into `out`."""

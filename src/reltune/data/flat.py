@@ -139,45 +139,34 @@ def _first_per_image(bad_element: np.ndarray, element_image: np.ndarray) -> tupl
     return images, bad[first]
 
 
-def find_problems(
-    flat: FlatScenes,
-    n_objects: int,
-    n_predicates: int,
-    box_tolerance: float,
-    image_root: Path | None = None,
-    box_field: str = "boxes",
-    label_field: str = "labels",
-    relation_field: str = "relationships",
-    predicate_field: str = "predicates",
-) -> dict[int, ImageProblem]:
-    """Check every image; return the first problem of each bad image (row -> problem).
+class _Problems(dict):
+    """row -> the first problem found for that image (later checks do not overwrite earlier ones)."""
 
-    A box may overshoot the image by at most `box_tolerance` x the image's
-    longer side (rounding in the source formats); more is bad input. The field
-    names are the source format's, so that messages name what to fix.
-    """
-    problems: dict[int, ImageProblem] = {}
-
-    def add(rows: np.ndarray, field: str, reasons: list[str]) -> None:
+    def add(self, rows: np.ndarray, field: str, reasons: list[str]) -> None:
         for row, reason in zip(rows.tolist(), reasons):
-            problems.setdefault(int(row), ImageProblem(int(row), field, reason))
+            self.setdefault(int(row), ImageProblem(int(row), field, reason))
 
+
+def _size_problems(flat: FlatScenes, problems: _Problems) -> None:
     bad_size = ~(np.isfinite(flat.widths) & np.isfinite(flat.heights) & (flat.widths > 0) & (flat.heights > 0))
     rows = np.flatnonzero(bad_size)
-    add(rows, "width/height", [f"image size {flat.widths[r]} x {flat.heights[r]} is not positive" for r in rows])
+    problems.add(rows, "width/height", [f"image size {flat.widths[r]} x {flat.heights[r]} is not positive" for r in rows])
 
+
+def _box_problems(flat: FlatScenes, box_tolerance: float, box_field: str, problems: _Problems) -> None:
+    """Non-finite, degenerate, and outside the image beyond the tolerance (or not overlapping it at all)."""
     box_image = flat.box_image_index()
     box_local = np.arange(len(flat.boxes), dtype=np.int64) - flat.box_offsets[box_image]
     boxes = flat.boxes
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     finite = np.isfinite(boxes).all(axis=1)
     images, first = _first_per_image(~finite, box_image)
-    add(images, box_field, [f"box {box_local[b]} has a non-finite coordinate" for b in first])
+    problems.add(images, box_field, [f"box {box_local[b]} has a non-finite coordinate" for b in first])
 
     with np.errstate(invalid="ignore"):
         degenerate = finite & ((x2 - x1 <= 0) | (y2 - y1 <= 0))
     images, first = _first_per_image(degenerate, box_image)
-    add(
+    problems.add(
         images,
         box_field,
         [
@@ -196,7 +185,7 @@ def find_problems(
             | (x1 >= width) | (y1 >= height) | (x2 <= 0) | (y2 <= 0)
         )
     images, first = _first_per_image(outside, box_image)
-    add(
+    problems.add(
         images,
         box_field,
         [
@@ -206,14 +195,23 @@ def find_problems(
         ],
     )
 
+
+def _label_problems(flat: FlatScenes, n_objects: int, label_field: str, problems: _Problems) -> None:
+    box_image = flat.box_image_index()
+    box_local = np.arange(len(flat.boxes), dtype=np.int64) - flat.box_offsets[box_image]
     unknown_label = (flat.label_ids < 0) | (flat.label_ids >= n_objects)
     images, first = _first_per_image(unknown_label, box_image)
-    add(
+    problems.add(
         images,
         label_field,
         [f"box {box_local[b]} has unknown label id (index {flat.label_ids[b]} of {n_objects} classes)" for b in first],
     )
 
+
+def _relation_problems(
+    flat: FlatScenes, n_predicates: int, relation_field: str, predicate_field: str, problems: _Problems
+) -> None:
+    """Relations must point at the image's own boxes and name a known predicate."""
     relation_image = flat.relation_image_index()
     relation_local = np.arange(len(flat.relation_subj), dtype=np.int64) - flat.relation_offsets[relation_image]
     n_boxes = flat.box_counts[relation_image]
@@ -224,7 +222,7 @@ def find_problems(
         | (flat.relation_obj >= n_boxes)
     )
     images, first = _first_per_image(out_of_range, relation_image)
-    add(
+    problems.add(
         images,
         relation_field,
         [
@@ -233,10 +231,9 @@ def find_problems(
             for r in first
         ],
     )
-
     unknown_predicate = (flat.predicate_ids < 0) | (flat.predicate_ids >= n_predicates)
     images, first = _first_per_image(unknown_predicate, relation_image)
-    add(
+    problems.add(
         images,
         predicate_field,
         [
@@ -246,11 +243,38 @@ def find_problems(
         ],
     )
 
+
+def _image_file_problems(flat: FlatScenes, image_root: Path, problems: _Problems) -> None:
+    root = str(image_root)
+    for row, image_path in enumerate(flat.image_paths.tolist()):
+        if row not in problems and not os.path.isfile(os.path.join(root, image_path)):
+            problems[row] = ImageProblem(row, "image file", f"image file {os.path.join(root, image_path)} is missing")
+
+
+def find_problems(
+    flat: FlatScenes,
+    n_objects: int,
+    n_predicates: int,
+    box_tolerance: float,
+    image_root: Path | None = None,
+    box_field: str = "boxes",
+    label_field: str = "labels",
+    relation_field: str = "relationships",
+    predicate_field: str = "predicates",
+) -> dict[int, ImageProblem]:
+    """Check every image; return the first problem of each bad image (row -> problem).
+
+    A box may overshoot the image by at most `box_tolerance` x the image's
+    longer side (rounding in the source formats); more is bad input. The field
+    names are the source format's, so that messages name what to fix.
+    """
+    problems = _Problems()
+    _size_problems(flat, problems)
+    _box_problems(flat, box_tolerance, box_field, problems)
+    _label_problems(flat, n_objects, label_field, problems)
+    _relation_problems(flat, n_predicates, relation_field, predicate_field, problems)
     if image_root is not None:
-        root = str(image_root)
-        for row, image_path in enumerate(flat.image_paths.tolist()):
-            if row not in problems and not os.path.isfile(os.path.join(root, image_path)):
-                problems[row] = ImageProblem(row, "image file", f"image file {os.path.join(root, image_path)} is missing")
+        _image_file_problems(flat, image_root, problems)
     return dict(sorted(problems.items()))
 
 

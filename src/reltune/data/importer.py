@@ -29,7 +29,7 @@ from reltune.data.scenes import SPLITS, scene_table_from_flat, validate_scenes, 
 from reltune.data.values import printable, text_problem
 from reltune.data.vg150 import read_vg150
 from reltune.errors import InputError
-from reltune.instructions.categories import predicate_categories
+from reltune.instructions.categories import available_category_maps, predicate_categories
 from reltune.io import atomic_directory, write_json
 from reltune.progress import log
 from reltune.text import normalise_predicate
@@ -38,6 +38,8 @@ READERS = {"vg150": read_vg150, "gqa200": read_gqa200, "oi": read_openimages}
 FORMATS = tuple(READERS)
 DEFAULT_DATASET_OF_FORMAT = {"vg150": "vg150", "gqa200": "gqa200"}
 REPORT_NAME = "import_report.json"
+DEFAULT_VAL_SIZE = 5000  # images in val (each format's convention says which)
+DEFAULT_BOX_TOLERANCE = 0.02  # overshoot allowed as a fraction of the longer image side
 _SPACES = re.compile(r"\s+")
 
 
@@ -172,6 +174,9 @@ def _dataset_of(format: str, src: str | os.PathLike, dataset: str | None, val_si
     if type(val_size) is not int or val_size < 0:
         raise InputError(src, f"val_size must be an integer >= 0, got {val_size!r}")
     if dataset is not None:
+        if dataset not in available_category_maps():  # also keeps the name from naming a path
+            raise InputError(src, f"no predicate category map for dataset {printable(dataset)!r} "
+                             f"(have: {', '.join(available_category_maps())})")
         return dataset
     if format not in DEFAULT_DATASET_OF_FORMAT:
         raise InputError(src, f"--dataset is required for format {format!r} (e.g. oiv4, oiv6, synthetic-ood)")
@@ -190,10 +195,10 @@ def import_scenes(
     format: str,
     src: str | os.PathLike,
     dataset: str | None = None,
-    val_size: int = 5000,
+    val_size: int = DEFAULT_VAL_SIZE,
     skip_bad: bool = False,
     check_images: bool = True,
-    box_tolerance: float = 0.02,
+    box_tolerance: float = DEFAULT_BOX_TOLERANCE,
 ) -> ImportResult:
     """Read a raw dataset and return its scene tables (DESIGN §4), vocab and report."""
     dataset = _dataset_of(format, src, dataset, val_size)

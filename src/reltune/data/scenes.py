@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -93,28 +94,24 @@ def _flat_values(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return parents, lengths
 
 
-def validate_scene_table(
-    table: pd.DataFrame | pa.Table, file: str | os.PathLike, vocab: dict[str, Any] | None = None
-) -> None:
-    """Check a scene table against DESIGN §4; raise a one-line InputError naming row and image.
+@dataclass(frozen=True)
+class _Failure:
+    """Raises the one-line error of a scene table, naming the row and its image."""
 
-    Checks: columns and types, unique non-empty image ids, positive sizes,
-    one label per box, boxes of 4 finite numbers with x2 > x1, y2 > y1 inside
-    the image, relation indices inside the image's boxes, non-empty predicates,
-    and (with `vocab`) labels and predicates that the vocabulary lists.
-    """
-    arrow = _to_arrow(table, file)
-    missing = [column for column in SCENE_COLUMNS if column not in arrow.column_names]
-    if missing:
-        raise InputError(file, f"missing columns {missing}")
+    file: str | os.PathLike
+    image_ids: list
+
+    def __call__(self, row: int, problem: str) -> NoReturn:
+        raise InputError(self.file, problem, where=f"row {row}, image {self.image_ids[row]}")
+
+
+def _check_ids_and_sizes(arrow: pa.Table, file: str | os.PathLike) -> tuple[_Failure, np.ndarray, np.ndarray]:
+    """Unique non-empty image ids, non-empty paths, positive sizes; returns the failure helper and the sizes."""
     image_ids = arrow.column("image_id").to_pylist()
-
-    def fail(row: int, problem: str) -> None:
-        raise InputError(file, problem, where=f"row {row}, image {image_ids[row]}")
-
     for row, image_id in enumerate(image_ids):
         if not isinstance(image_id, str) or not image_id:
             raise InputError(file, "image_id must be a non-empty string", where=f"row {row}")
+    fail = _Failure(file, image_ids)
     seen: dict[str, int] = {}
     for row, image_id in enumerate(image_ids):
         if image_id in seen:
@@ -131,10 +128,16 @@ def validate_scene_table(
     bad = np.flatnonzero(~(np.isfinite(widths) & np.isfinite(heights) & (widths > 0) & (heights > 0)))
     if len(bad):
         fail(int(bad[0]), f"image size {widths[bad[0]]} x {heights[bad[0]]} is not positive")
+    return fail, widths, heights
 
+
+def _check_boxes(
+    arrow: pa.Table, file: str | os.PathLike, fail: _Failure, widths: np.ndarray, heights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One label per box; 4 finite numbers with x2 > x1, y2 > y1 inside the image. Returns (box counts, box starts)."""
     boxes_column = arrow.column("boxes")
     box_parents, box_counts = _flat_values(boxes_column)
-    label_parents, label_counts = _flat_values(arrow.column("labels"))
+    _, label_counts = _flat_values(arrow.column("labels"))
     mismatch = np.flatnonzero(box_counts != label_counts)
     if len(mismatch):
         row = int(mismatch[0])
@@ -164,7 +167,12 @@ def validate_scene_table(
             f"box {box - box_starts[row]} {coordinates[box].tolist()} is degenerate or outside the "
             f"{widths[row]:g} x {heights[row]:g} image",
         )
+    return box_counts, box_starts
 
+
+def _check_labels(arrow: pa.Table, file: str | os.PathLike, fail: _Failure, box_starts: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Labels are non-empty strings; returns them flattened with their parent rows."""
+    label_parents, _ = _flat_values(arrow.column("labels"))
     labels = pc.list_flatten(arrow.column("labels"))
     if not (pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type) or len(labels) == 0):
         raise InputError(file, "labels must be lists of strings")
@@ -173,56 +181,90 @@ def validate_scene_table(
         index = int(np.flatnonzero(empty_label)[0])
         row = int(label_parents[index])
         fail(row, f"label {index - box_starts[row]} is empty")
+    return labels, label_parents
 
+
+def _check_relations(
+    arrow: pa.Table, file: str | os.PathLike, fail: _Failure, box_counts: np.ndarray
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Relations are (subj, obj, predicate) structs inside the image's boxes with non-empty predicates.
+
+    Returns the predicates flattened, their parent rows and each row's first relation.
+    """
     relations_column = arrow.column("relations")
     relation_parents, relation_counts = _flat_values(relations_column)
     relation_starts = np.concatenate([[0], np.cumsum(relation_counts)])
     relation_items = pc.list_flatten(relations_column)
-    predicates = pa.array([], type=pa.string())
-    if len(relation_items):
-        relation_type = relation_items.type
-        if not pa.types.is_struct(relation_type) or {"subj", "obj", "predicate"} - {
-            relation_type.field(i).name for i in range(relation_type.num_fields)
-        }:
-            raise InputError(file, "relations must be structs with subj, obj and predicate")
-        items = pa.concat_arrays(relation_items.chunks) if isinstance(relation_items, pa.ChunkedArray) else relation_items
-        subj_array, obj_array = items.field("subj"), items.field("obj")
-        if not (pa.types.is_integer(subj_array.type) and pa.types.is_integer(obj_array.type)):
-            raise InputError(file, "relation subj/obj must be integers")
-        subj = pc.fill_null(subj_array, -1).to_numpy(zero_copy_only=False)
-        obj = pc.fill_null(obj_array, -1).to_numpy(zero_copy_only=False)
-        n_boxes = box_counts[relation_parents]
-        bad_relation = (subj < 0) | (subj >= n_boxes) | (obj < 0) | (obj >= n_boxes)
-        if np.any(bad_relation):
-            index = int(np.flatnonzero(bad_relation)[0])
-            row = int(relation_parents[index])
-            fail(
-                row,
-                f"relation {index - relation_starts[row]} refers to box ({subj[index]}, {obj[index]}) "
-                f"but the image has {n_boxes[index]} boxes",
-            )
-        predicates = items.field("predicate")
-        if not pa.types.is_string(predicates.type):
-            raise InputError(file, "relation predicates must be strings")
-        empty_predicate = _empty_strings(predicates)
-        if np.any(empty_predicate):
-            index = int(np.flatnonzero(empty_predicate)[0])
-            row = int(relation_parents[index])
-            fail(row, f"relation {index - relation_starts[row]} has an empty predicate")
+    if not len(relation_items):
+        return pa.array([], type=pa.string()), relation_parents, relation_starts
+    relation_type = relation_items.type
+    if not pa.types.is_struct(relation_type) or {"subj", "obj", "predicate"} - {
+        relation_type.field(i).name for i in range(relation_type.num_fields)
+    }:
+        raise InputError(file, "relations must be structs with subj, obj and predicate")
+    items = pa.concat_arrays(relation_items.chunks) if isinstance(relation_items, pa.ChunkedArray) else relation_items
+    subj_array, obj_array = items.field("subj"), items.field("obj")
+    if not (pa.types.is_integer(subj_array.type) and pa.types.is_integer(obj_array.type)):
+        raise InputError(file, "relation subj/obj must be integers")
+    subj = pc.fill_null(subj_array, -1).to_numpy(zero_copy_only=False)
+    obj = pc.fill_null(obj_array, -1).to_numpy(zero_copy_only=False)
+    n_boxes = box_counts[relation_parents]
+    bad_relation = (subj < 0) | (subj >= n_boxes) | (obj < 0) | (obj >= n_boxes)
+    if np.any(bad_relation):
+        index = int(np.flatnonzero(bad_relation)[0])
+        row = int(relation_parents[index])
+        fail(
+            row,
+            f"relation {index - relation_starts[row]} refers to box ({subj[index]}, {obj[index]}) "
+            f"but the image has {n_boxes[index]} boxes",
+        )
+    predicates = items.field("predicate")
+    if not pa.types.is_string(predicates.type):
+        raise InputError(file, "relation predicates must be strings")
+    empty_predicate = _empty_strings(predicates)
+    if np.any(empty_predicate):
+        index = int(np.flatnonzero(empty_predicate)[0])
+        row = int(relation_parents[index])
+        fail(row, f"relation {index - relation_starts[row]} has an empty predicate")
+    return predicates, relation_parents, relation_starts
 
+
+def _check_in_vocabulary(fail: _Failure, vocab: dict[str, Any], named: list[tuple]) -> None:
+    """Every label and predicate is listed in the vocabulary."""
+    for values, parents, key, what in named:
+        if len(values) == 0:
+            continue
+        known = pc.is_in(values, value_set=pa.array(list(vocab.get(key, [])), type=pa.string()))
+        unknown = ~pc.fill_null(known, False).to_numpy(zero_copy_only=False)
+        if np.any(unknown):
+            index = int(np.flatnonzero(unknown)[0])
+            fail(int(parents[index]), f"{what} {values[index].as_py()!r} is not in the vocabulary ({key})")
+
+
+def validate_scene_table(
+    table: pd.DataFrame | pa.Table, file: str | os.PathLike, vocab: dict[str, Any] | None = None
+) -> None:
+    """Check a scene table against DESIGN §4; raise a one-line InputError naming row and image.
+
+    Checks: columns and types, unique non-empty image ids, positive sizes,
+    one label per box, boxes of 4 finite numbers with x2 > x1, y2 > y1 inside
+    the image, relation indices inside the image's boxes, non-empty predicates,
+    and (with `vocab`) labels and predicates that the vocabulary lists.
+    """
+    arrow = _to_arrow(table, file)
+    missing = [column for column in SCENE_COLUMNS if column not in arrow.column_names]
+    if missing:
+        raise InputError(file, f"missing columns {missing}")
+    fail, widths, heights = _check_ids_and_sizes(arrow, file)
+    box_counts, box_starts = _check_boxes(arrow, file, fail, widths, heights)
+    labels, label_parents = _check_labels(arrow, file, fail, box_starts)
+    predicates, relation_parents, _ = _check_relations(arrow, file, fail, box_counts)
     if vocab is not None:
-        for values, parents, starts, key, what in (
-            (labels, label_parents, box_starts, "objects", "label"),
-            (predicates, relation_parents, relation_starts, "predicates", "predicate"),
-        ):
-            if len(values) == 0:
-                continue
-            known = pc.is_in(values, value_set=pa.array(list(vocab.get(key, [])), type=pa.string()))
-            unknown = ~pc.fill_null(known, False).to_numpy(zero_copy_only=False)
-            if np.any(unknown):
-                index = int(np.flatnonzero(unknown)[0])
-                row = int(parents[index])
-                fail(row, f"{what} {values[index].as_py()!r} is not in the vocabulary ({key})")
+        _check_in_vocabulary(
+            fail,
+            vocab,
+            [(labels, label_parents, "objects", "label"), (predicates, relation_parents, "predicates", "predicate")],
+        )
 
 
 def _empty_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -65,7 +65,7 @@ def number_array(value: Any, shape_tail: tuple[int, ...], integer: bool) -> tupl
         bad = ~np.isfinite(flat) | (flat != np.round(flat)) | (np.abs(flat) > INTEGER_LIMIT)
         if np.any(bad):
             first = int(np.flatnonzero(bad)[0])
-            return None, f"value {first // max(1, int(np.prod(shape_tail)))}: {flat[first]!r} is not an integer"
+            return None, f"value {first // max(1, int(np.prod(shape_tail)))}: {float(flat[first])!r} is not an integer"
     return array, None
 
 

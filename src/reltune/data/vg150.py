@@ -52,13 +52,10 @@ def indexed_names(dicts: dict, key: str, file: Path) -> list[str]:
     mapping = dicts[key]
     if not isinstance(mapping, dict) or not mapping:
         raise InputError(file, f"{key} must be a non-empty object {{\"1\": name, ...}}")
-    try:
-        indices = sorted(int(index) for index in mapping)
-    except ValueError:
-        raise InputError(file, f"{key} has a non-integer key") from None
-    if indices != list(range(1, len(mapping) + 1)):
-        raise InputError(file, f"{key} keys must be 1..{len(mapping)} (1-based, contiguous)")
-    names = [mapping[str(index)] for index in indices]
+    expected = [str(index) for index in range(1, len(mapping) + 1)]
+    if sorted(mapping, key=lambda index: (len(index), index)) != expected:  # exactly "1".."N" ("01", " 1" are not)
+        raise InputError(file, f"{key} keys must be \"1\"..\"{len(mapping)}\" (1-based, contiguous)")
+    names = [mapping[index] for index in expected]
     if not all(isinstance(name, str) and name.strip() for name in names):
         raise InputError(file, f"{key} has an empty or non-string name")
     return names

@@ -6,11 +6,19 @@ import argparse
 from pathlib import Path
 
 from reltune.instructions.build import InstructionOptions
+from reltune.instructions.categories import available_category_maps
 from reltune.instructions.negatives import NEGATIVE_MODES
 from reltune.instructions.stage import build_instruction_dataset
 from reltune.argtypes import boolean, non_negative_int, positive_int
 
 DEFAULTS = InstructionOptions()
+
+
+def dataset_name(text: str) -> str:
+    """A dataset that has a predicate category map (the name also never names a path)."""
+    if text not in available_category_maps():
+        raise argparse.ArgumentTypeError(f"no predicate category map for {text!r} (have: {', '.join(available_category_maps())})")
+    return text
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +31,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scenes", required=True, type=Path, help="scene directory, e.g. data/scenes/vg150")
     parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. data/instructions/vg150")
     parser.add_argument(
-        "--dataset", default=None, help="category map name (vg150, gqa200, oiv4, oiv6, synthetic, ...); "
+        "--dataset", default=None, type=dataset_name, help="category map name (vg150, gqa200, oiv4, oiv6, synthetic, ...); "
         "default: the scene directory's name",
     )
     parser.add_argument("--categories", type=boolean, default=DEFAULTS.categories, metavar="true|false",

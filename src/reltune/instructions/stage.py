@@ -24,7 +24,7 @@ from reltune.instructions.build import (
     build_instructions,
     options_report,
 )
-from reltune.instructions.categories import load_category_map, predicate_categories
+from reltune.instructions.categories import available_category_maps, load_category_map, predicate_categories
 from reltune.io import atomic_directory, atomic_path, write_json
 from reltune.progress import log, track
 from reltune.text import normalise_predicate
@@ -70,6 +70,9 @@ def _typed_when_empty(scenes: pd.DataFrame) -> pd.DataFrame:
 
 def _check_scene_directory(scenes_dir: Path, dataset: str) -> tuple[dict, dict[str, str]]:
     """The vocabulary and the dataset's category map; fails before any split is built."""
+    if dataset not in available_category_maps():  # also keeps the name from naming a path
+        raise InputError(scenes_dir, f"no predicate category map for dataset {dataset!r} "
+                         f"(have: {', '.join(available_category_maps())})")
     vocab = read_vocab(scenes_dir)
     for split in SPLITS:
         scene_file = scenes_dir / f"{split}.parquet"
