@@ -1,6 +1,8 @@
-"""Relation-tuning loop: schedule, batch plan, examples, collation, freezing, crash + resume."""
+"""Relation-tuning loop: schedule, batch plan, examples, collation, freezing, crash + resume, best epoch."""
 
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -21,12 +24,15 @@ from reltune.models.images import union_crop
 from toy_scenes import TOY_PREDICATES, make_toy_scenes
 from reltune.models.training import (
     BatchPlan,
+    Schedule,
     TrainSettings,
+    check_warmup,
     checkpoint_dir_for,
     collate_batch,
     learning_rate_factor,
     relation_training_examples,
     train_backbone,
+    validation_set,
 )
 
 SMALL = dict(vocab_size=400, text_d_model=32, text_d_ff=64, vision_intermediate=64, qformer_intermediate=64)
@@ -154,3 +160,115 @@ def test_crash_resume_equals_uninterrupted_run_and_freezing_holds(toy, tmp_path)
     assert metadata["training"]["steps"] == 4 and metadata["trainable"] == ["qformer", "query_tokens", "language_projection"]
     logged = (out / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").read_text().split("\n")
     assert len([line for line in logged[1:] if line.strip()]) == 4  # steps 1..4 once each, despite the crash
+
+
+# ---------------------------------------------------------------- schedules (issue 14)
+
+
+def _schedule(name, warmup, steps_per_epoch=5, epochs=4, max_steps=0, decay=0.9):
+    plan = BatchPlan(examples=steps_per_epoch * 8, batch_size=8, grad_accum=1, processes=1, epochs=epochs, seed=0, max_steps=max_steps)
+    settings = TrainSettings(schedule=name, warmup_steps=warmup, epochs=epochs, decay_rate=decay)
+    return Schedule.of(settings, plan)
+
+
+def test_lavis_step_warms_up_in_the_first_epoch_then_decays_per_epoch():
+    schedule = _schedule("lavis-step", warmup=3)
+    factors = [schedule.factor(step) for step in range(20)]
+    # epoch 0: (s+1)/3 capped at 1; epoch e >= 1: 0.9 ** e, one value for the whole epoch
+    assert factors[:5] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 1.0])
+    assert factors[5:10] == pytest.approx([0.9] * 5)
+    assert factors[10:15] == pytest.approx([0.81] * 5) and factors[15:] == pytest.approx([0.729] * 5)
+    assert schedule.warmup_length == 3
+    # a warm-up longer than the first epoch stops at its end (LAVIS) and counts as that epoch's steps
+    long = _schedule("lavis-step", warmup=3000)
+    assert long.factor(4) == pytest.approx(5 / 3000) and long.factor(5) == pytest.approx(0.9) and long.warmup_length == 5
+    assert _schedule("lavis-step", warmup=3, decay=0.5).factor(12) == pytest.approx(0.25)
+
+
+def test_lavis_cosine_decays_by_epoch_and_warmup_cosine_by_step():
+    schedule = _schedule("lavis-cosine", warmup=2, epochs=4)
+    assert [schedule.factor(step) for step in (0, 1, 4)] == pytest.approx([0.5, 1.0, 1.0])
+    # LAVIS cosine_lr_schedule with min_lr 0: 0.5 (1 + cos(pi e / max_epoch)) for epoch e
+    for epoch in (1, 2, 3):
+        expected = 0.5 * (1 + math.cos(math.pi * epoch / 4))
+        assert [schedule.factor(epoch * 5 + offset) for offset in range(5)] == pytest.approx([expected] * 5)
+    steps = _schedule("warmup-cosine", warmup=4, steps_per_epoch=10, epochs=1)
+    assert [steps.factor(step) for step in (0, 3, 7, 10)] == pytest.approx([0.25, 1.0, 0.5, 0.0])
+    assert steps.warmup_length == 4
+
+
+def test_a_warmup_longer_than_the_round_is_refused_unless_allowed():
+    # warmup-cosine: 100 warm-up steps against 4 epochs x 5 steps
+    with pytest.raises(InputError, match=r"warm-up of 100 optimizer steps is longer than the round's 20") as error:
+        check_warmup(_schedule("warmup-cosine", warmup=100), allow_long_warmup=False)
+    assert "\n" not in str(error.value)
+    check_warmup(_schedule("warmup-cosine", warmup=100), allow_long_warmup=True)
+    check_warmup(_schedule("warmup-cosine", warmup=20), allow_long_warmup=False)  # equal length: it ends at the last step
+    # lavis-*: the warm-up is capped at the first epoch, so only a round shorter than one epoch can be refused
+    check_warmup(_schedule("lavis-step", warmup=3000), allow_long_warmup=False)
+    with pytest.raises(InputError, match=r"warm-up of 5 optimizer steps is longer than the round's 3 \(lavis-cosine\)"):
+        check_warmup(_schedule("lavis-cosine", warmup=3000, max_steps=3), allow_long_warmup=False)
+    check_warmup(_schedule("lavis-cosine", warmup=3, max_steps=3), allow_long_warmup=False)
+    with pytest.raises(InputError, match="unknown schedule 'linear'"):
+        _schedule("linear", warmup=1)
+
+
+def test_train_refuses_a_long_warmup_before_loading_anything(toy, tmp_path, capsys):
+    from reltune.cli import main
+
+    root, scenes_dir, *_ = toy
+    out = tmp_path / "never"
+    argv = ["train", "--backbone", str(tmp_path / "no-such-backbone"), "--instructions", str(root / "train.parquet"),
+            "--scenes", str(scenes_dir), "--out", str(out), "--epochs", "2", "--batch-size", "1000",
+            "--warmup-steps", "50", "--schedule", "warmup-cosine", "--device", "cpu"]  # fmt: skip
+    # the backbone does not exist: reaching the model load would be a different error
+    assert main(argv) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("reltune train: error: --warmup-steps: warm-up of 50 optimizer steps is longer than the round's 2")
+    assert "\n" not in message and not out.exists() and not checkpoint_dir_for(out).exists()
+    assert main([*argv[:-2], "--select-best", "true"]) == 2  # best-epoch selection without --val
+    assert "needs the validation instructions" in capsys.readouterr().err
+
+
+def test_train_settings_defaults_are_the_params_yaml_train_parameters():
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["train"]
+    defaults = dataclasses.asdict(TrainSettings())
+    assert set(params) <= set(defaults), set(params) - set(defaults)
+    assert {key: defaults[key] for key in params} == params
+
+
+def test_select_best_saves_the_best_epochs_weights(toy, tmp_path, monkeypatch):
+    import reltune.inference.scoring as scoring
+
+    root, _, scenes, vocab, instructions = toy
+    examples = relation_training_examples(instructions, scenes, None)
+    validation = validation_set(instructions, scenes, vocab["image_root"], cap=5, seed=0, file="val.parquet")
+    assert len(validation.questions) == 5 and set(validation.questions["kind"]) == {"positive"}
+    # scripted validation recall per epoch: epoch 2 is the best, so its weights (not the last) must be saved
+    scripted = iter([0.25, 0.75, 0.5])
+
+    def fake_recall(questions, source):
+        value = next(scripted)
+        return {"per_predicate": {}, "mean_recall": value, "recall": value, "questions": len(questions)}, None
+
+    monkeypatch.setattr(scoring, "validation_recall", fake_recall)
+    common = dict(epochs=3, batch_size=8, warmup_steps=2, schedule="lavis-step", checkpoint_every=0, seed=3, log_every=1)
+    best = train_backbone(root / "tiny", examples, vocab["image_root"], tmp_path / "best",
+                          TrainSettings(**common, select_best=True), validation=validation)  # fmt: skip
+    steps_per_epoch = math.ceil(len(examples) / 8)
+    assert best.best_epoch == 2 and best.steps == 3 * steps_per_epoch
+    metadata = json.loads((tmp_path / "best" / "reltune_backbone.json").read_text())["training"]
+    assert metadata["best_epoch"] == 2
+    assert [(r["epoch"], r["step"], r["mean_recall"]) for r in metadata["validation"]] == [
+        (1, steps_per_epoch, 0.25), (2, 2 * steps_per_epoch, 0.75), (3, 3 * steps_per_epoch, 0.5)]  # fmt: skip
+    summary = json.loads((tmp_path / "best" / "dvclive" / "metrics.json").read_text())
+    assert summary["best_epoch"] == 2 and summary["best_val_mean_recall"] == 0.75
+    # lavis-step does not depend on the round's length: two epochs alone give the same weights
+    two = train_backbone(root / "tiny", examples, vocab["image_root"], tmp_path / "two",
+                         TrainSettings(**{**common, "max_steps": 2 * steps_per_epoch}))  # fmt: skip
+    assert two.best_epoch is None
+    saved, reference = _weights(tmp_path / "best"), _weights(tmp_path / "two")
+    for name in reference:
+        assert torch.allclose(saved[name], reference[name], atol=1e-6), name
+    with pytest.raises(InputError, match="needs the validation instructions"):
+        train_backbone(root / "tiny", examples, vocab["image_root"], tmp_path / "x", TrainSettings(**common, select_best=True))
