@@ -361,3 +361,38 @@ def test_members_colliding_with_the_download_bookkeeping_are_refused(tmp_path, m
     out.mkdir()
     assert "collides with the download bookkeeping" in one_line_error(lambda: extract_archive(archive, out))
     assert list(out.iterdir()) == []
+
+
+def test_dataset_name_cannot_name_a_path(tmp_path, monkeypatch, capsys):
+    src = write_oi(tmp_path / "oi")
+    assert "no predicate category map for dataset '../../oi'" in one_line_error(
+        lambda: import_scenes("oi", src, dataset="../../oi")
+    )
+    with pytest.raises(SystemExit) as caught:
+        data_cli(["data", "import", "--format", "oi", "--src", str(src), "--out", str(tmp_path / "o"), "--dataset", "../x"], monkeypatch)
+    assert caught.value.code == 2 and "argument --dataset: no predicate category map for '../x'" in capsys.readouterr().err
+
+
+def test_vg150_dict_keys_must_be_exactly_one_to_n(tmp_path):
+    src = write_vg150(tmp_path / "vg", dicts_changes={"idx_to_label": {"01": "man", "2": "horse", "3": "hat"}})
+    assert 'idx_to_label keys must be "1".."3"' in one_line_error(lambda: import_scenes("vg150", src))
+
+
+def test_failed_world_leaves_the_previous_world_whole(tmp_path, monkeypatch):
+    from reltune.data import world
+    from reltune.data.world_spec import WorldSize
+
+    out = tmp_path / "raw"
+    size = WorldSize(train_images=3, test_images=2, ood_images=2, image_size=64)
+    world.generate_world(out, seed=1, size=size)
+    before = sorted(str(path.relative_to(out)) for path in out.rglob("*"))
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(world, "write_openimages_layout", crash)  # after the held-in files are written
+    with pytest.raises(OSError):
+        world.generate_world(out, seed=2, size=size)
+    assert sorted(str(path.relative_to(out)) for path in out.rglob("*")) == before
+    assert json.loads((out / "world_spec.json").read_text())["seed"] == 1
+    assert os.listdir(tmp_path) == ["raw"]
