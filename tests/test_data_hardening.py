@@ -396,3 +396,11 @@ def test_failed_world_leaves_the_previous_world_whole(tmp_path, monkeypatch):
     assert sorted(str(path.relative_to(out)) for path in out.rglob("*")) == before
     assert json.loads((out / "world_spec.json").read_text())["seed"] == 1
     assert os.listdir(tmp_path) == ["raw"]
+
+
+def test_archive_member_name_that_is_not_utf8_is_refused(tmp_path):
+    archive = tar_of(tmp_path, {"ok.txt": b"a", "bad\udcff.txt": b"b"})  # raw byte 0xff in the tar header
+    out = tmp_path / "raw"
+    out.mkdir()
+    assert "is not valid UTF-8" in one_line_error(lambda: extract_archive(archive, out))
+    assert list(out.iterdir()) == []

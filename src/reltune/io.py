@@ -144,6 +144,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(path, f"not valid JSON ({error})") from None
     except RecursionError:
         raise InputError(path, "not usable JSON (nested too deeply)") from None
+    except OSError as error:
+        raise InputError(path, f"cannot be read ({error.strerror or error})") from None
 
 
 def read_parquet(path: str | os.PathLike, required_columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from reltune.data.values import printable
 from reltune.errors import InputError
 from reltune.io import read_json, write_json
 from reltune.progress import log, progress_bar
@@ -173,6 +174,8 @@ class ArchiveLimits:
 
 
 def _safe_member(name: str, archive: Path) -> PurePosixPath:
+    if printable(name) != name:
+        raise InputError(archive, f"archive member {printable(name)!r} has a name that is not valid UTF-8")
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or "\x00" in name:
         raise InputError(archive, f"archive member {name!r} would be written outside the output directory")
@@ -297,6 +300,9 @@ def fetch_dataset(
         raise InputError(out_path, f"{dataset}: give --path LOCAL or at least one --url with --sha256")
     if len(urls) != len(sha256s):
         raise InputError(out_path, f"{len(urls)} --url but {len(sha256s)} --sha256: give one checksum per URL")
+    for text in (dataset, *urls, *sha256s, *members):  # all are written into the manifest (UTF-8 JSON)
+        if printable(text) != text:
+            raise InputError(out_path, f"argument {printable(text)!r} is not valid UTF-8")
     names = [file_name_of(url) for url in urls]
     if len(set(names)) != len(names):
         raise InputError(out_path, f"two URLs end in the same file name: {names}")

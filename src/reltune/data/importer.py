@@ -171,6 +171,8 @@ def _dataset_of(format: str, src: str | os.PathLike, dataset: str | None, val_si
     """Check the arguments that need no reading; the dataset name (default: the format's)."""
     if format not in READERS:
         raise InputError(src, f"unknown format {format!r} (expected one of {FORMATS})")
+    if text_problem(str(src), "source directory"):  # it is written into vocab.json and the report
+        raise InputError(src, text_problem(str(src), "source directory"))
     if type(val_size) is not int or val_size < 0:
         raise InputError(src, f"val_size must be an integer >= 0, got {val_size!r}")
     if dataset is not None:
