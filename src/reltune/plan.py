@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reltune.argtypes import non_negative_int, positive_int
 from reltune.errors import InputError
 
 # Keys of the throughput JSON (benchmarks/gpu_shapes.py --json): one GPU's rates.
@@ -334,8 +335,6 @@ def _inputs(args: argparse.Namespace, params: Mapping) -> tuple[PlanInputs, str]
     ratio = negatives_per_positive(params)
     val_positives = args.val_positives
     if args.positives is not None:
-        if args.positives <= 0:
-            raise InputError("--positives", f"must be positive, got {args.positives}")
         # one pseudo-predicate: the per-predicate split only matters for a capped pool
         counts, origin = {"(all)": args.positives}, f"{args.positives:,} positives (stated)"
     elif args.counts is not None:
@@ -353,8 +352,6 @@ def _inputs(args: argparse.Namespace, params: Mapping) -> tuple[PlanInputs, str]
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    if args.processes < 1:
-        raise InputError("--processes", f"must be at least 1, got {args.processes}")
     params = resolve_params(args.params, args.base)
     inputs, origin = _inputs(args, params)
     budget, plans = plan_rounds(params, inputs, args.params)
@@ -385,12 +382,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml or a profile (profiles/*.yaml)")
     parser.add_argument("--base", type=Path, default=Path("params.yaml"), help="what a profile is merged onto")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--positives", type=int, default=None, help="number of training positives")
+    source.add_argument("--positives", type=positive_int, default=None, help="number of training positives")
     source.add_argument("--counts", type=Path, default=None, help="JSON {predicate: count} or a file with `predicate_count`")
     source.add_argument("--scenes", type=Path, default=None, help="scene directory (its train split's relations)")
     source.add_argument("--instructions", type=Path, default=None, help="train instruction table (exact positives and negatives)")
-    parser.add_argument("--val-positives", type=int, default=None, help="validation positives scored per round (default: from --scenes, else 0)")
-    parser.add_argument("--processes", type=int, default=1, help="training processes (GPUs) per round")
+    parser.add_argument("--val-positives", type=non_negative_int, default=None, help="validation positives scored per round (default: from --scenes, else 0)")
+    parser.add_argument("--processes", type=positive_int, default=1, help="training processes (GPUs) per round")
     parser.add_argument("--throughput", type=Path, default=None, help=f"JSON with {TRAIN_RATE_KEY} and {SCORE_RATE_KEY} (one GPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (key `rounds`)")
     parser.set_defaults(func=run_plan)
