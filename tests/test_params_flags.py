@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import shlex
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import yaml
 
 from reltune.cli import build_parser
 from reltune.profiles import merge_profile
-from test_stage_deps import subcommand
+from test_stage_deps import reltune_arguments, subcommand
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
@@ -50,14 +49,14 @@ def command_problems(commands: dict[str, str]) -> list[str]:
     """'stage: parser message' for every command the reltune parser refuses."""
     problems = []
     for name, command in sorted(commands.items()):
-        words = shlex.split(command)
-        if not words or words[0] != "reltune":
+        arguments = reltune_arguments(command)
+        if arguments is None:
             problems.append(f"{name}: not a reltune command: {command[:60]}")
             continue
         errors = io.StringIO()
         try:
             with contextlib.redirect_stderr(errors):
-                build_parser(subcommand(command)).parse_args(words[1:])
+                build_parser(subcommand(command)).parse_args(arguments)
         except SystemExit:
             problems.append(f"{name}: {errors.getvalue().strip().splitlines()[-1]}")
     return problems
@@ -174,7 +173,8 @@ def test_score_and_select_share_the_sampling_defaults():
     select = build_parser("select").parse_args(["select", "--instructions", "i", "--round", "0", "--strategy", "art", "--out", "o"])
     assert (select.budget_fraction, select.seed, select.z_init, select.z_step) == (
         settings.budget_fraction, settings.seed, settings.z_init, settings.z_step)
-    assert select.components == settings.components_text() and select.fixed_thresholds == settings.fixed_thresholds_text()
+    assert list(select.components) == list(settings.components)
+    assert dict(select.fixed_thresholds) == dict(settings.fixed_thresholds)
     score_defaults = {action.dest: action.default for action in subparser(build_parser("score"), "score")._actions}
     assert score_defaults["budget_fraction"] == settings.budget_fraction
     assert score_defaults["pool_cap_factor"] == settings.pool_cap_factor

@@ -29,6 +29,7 @@ SOURCE = ROOT / "src"
 EXEMPT = {
     "reltune/__init__.py": "the package docstring and version string",
     "reltune/argtypes.py": "argument types: a bad value stops the command before any work",
+    "reltune/arguments.py": "argument groups built from settings dataclasses (command-line parsing)",
     "reltune/errors.py": "the InputError message text",
     "reltune/progress.py": "progress bars and log lines on stderr",
 }
@@ -93,12 +94,24 @@ def import_closure(module: str) -> set[str]:
     return files
 
 
+def reltune_arguments(cmd: str) -> list[str] | None:
+    """The arguments of the reltune CLI in a stage command: after `reltune`, or after
+    `-m reltune.cli` behind a launcher (`python -m`, `accelerate launch ... -m`); None: no reltune."""
+    words = shlex.split(cmd)
+    if words and Path(words[0]).name == "reltune":
+        return words[1:]
+    for index, word in enumerate(words[:-1]):
+        if word == "-m" and words[index + 1] == "reltune.cli":
+            return words[index + 2 :]
+    return None
+
+
 def subcommand(cmd: str) -> str | None:
     """The `reltune` subcommand a stage command runs (None: not a reltune command)."""
-    words = shlex.split(cmd)
-    if not words or Path(words[0]).name != "reltune":
+    rest = reltune_arguments(cmd)
+    if rest is None:
         return None
-    rest = words[1:]
+    rest = list(rest)
     while rest and rest[0].startswith("-"):
         option = rest.pop(0)
         if option == "--timing" and rest:
@@ -195,6 +208,8 @@ def test_subcommand_and_cover():
     assert subcommand("reltune --timing m/t.json data world --out x") == "data"
     assert subcommand("reltune select --round 0") == "select"
     assert subcommand("python script.py") is None
+    assert subcommand("accelerate launch --num_processes 4 -m reltune.cli --timing t.json score --x 1") == "score"
+    assert reltune_arguments("python -m reltune.cli predict --y") == ["predict", "--y"]
     assert covered("reltune/sampling/art.py", ["src/reltune/sampling"])
     assert covered("reltune/io.py", ["data/x", "src/reltune/io.py"])
     assert not covered("reltune/sampling/art.py", ["src/reltune/sampl"])
