@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test venv compare compare-queue compare-table compare-report clean-venv
+.PHONY: repro test venv compare compare-queue compare-table compare-report results metrics-all clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,18 @@ compare-table: $(STAMP)
 # Rebuild report/index.html so it shows the same tables (needs the workspace run of `make repro`).
 compare-report: $(STAMP)
 	$(DVC) repro --single-item --force report
+
+# The compared results of every experiment of this commit (issue 14 §5): per evaluated
+# dataset and its blind control R/mR/gR/mgR at each K and unique/unseen predicates, with
+# the strategy and seeds; `dvc exp show` alone also lists every parameter and dep hash.
+RESULT_COLUMNS = ^(Experiment|metrics/[^:/]+\.json:(m?g?R@[0-9]+|unique_predicates|unseen_predicates)|sampling\.(strategy|seed)|train\.seed)$$
+results: $(STAMP)
+	$(DVC) exp show --drop '.*' --keep '$(RESULT_COLUMNS)'
+
+# Everything else a run measured (not DVC metrics, so that `dvc metrics show` stays
+# readable): timing per stage, pretraining accuracy, validation recall per round.
+metrics-all: $(STAMP)
+	$(DVC) metrics show $(wildcard metrics/*.json metrics/details/*.json metrics/timing/*.json data/loop/round_*/val_recall.json)
 
 clean-venv:
 	rm -rf $(VENV)
