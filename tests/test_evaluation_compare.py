@@ -1,4 +1,4 @@
-"""The `make compare` table: rows from `dvc exp show --json`, chance row, per-variant seed summary."""
+"""The `make compare` tables: rows from `dvc exp show --json`, chance row, seed intervals, paired differences, report section."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import pandas as pd
 import pytest
 
+from evaluation_helpers import run_cli
 from reltune.evaluation import compare
 from reltune.errors import InputError
 from reltune.io import write_json, write_parquet
@@ -193,3 +194,18 @@ def test_per_image_files_are_read_from_the_experiments_git_commit(tmp_path, monk
     assert compare.read_revision_json("workspace", "metrics/per_image/synthetic.json") == {"seed": 2}
     with pytest.raises(InputError, match="metrics/per_image/other.json: not readable in experiment"):
         compare.read_revision_json(rev, "metrics/per_image/other.json")
+
+
+def test_report_shows_the_comparison_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("held_in: synthetic\n")
+    entries, files = strategy_show()
+    monkeypatch.setattr(compare, "show_experiments", lambda all_commits=False: entries)
+    monkeypatch.setattr(compare, "read_revision_json", lambda rev, path: files[(rev, path)])
+    argv = ["report", "--loop-dir", "loop", "--metrics-dir", "metrics", "--per-predicate-dir", "per_predicate", "--scenes-dir", "scenes"]
+    argv += ["--predictions-dir", "predictions", "--instructions-dir", "instructions", "--gallery-images", "0"]
+    assert run_cli([*argv, "--out-dir", "plain"]) == 0
+    assert "make compare" not in (tmp_path / "plain/index.html").read_text()
+    assert run_cli([*argv, "--out-dir", "compared", "--experiments", "true"]) == 0
+    page = (tmp_path / "compared/index.html").read_text()
+    assert "<h2>Experiments (make compare)</h2>" in page and "<td>art - balanced</td>" in page and "<td>ahead</td>" in page

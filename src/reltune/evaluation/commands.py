@@ -100,6 +100,7 @@ def run_report(args: argparse.Namespace) -> int:
         gallery_images=args.gallery_images,
         gallery_top_k=args.gallery_top_k,
         gallery_seed=args.gallery_seed,
+        experiments=args.experiments,
     )
     from reltune.evaluation.report import build_report  # matplotlib loads only for this command
 
@@ -147,6 +148,9 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--gallery-images", type=non_negative_int, default=defaults.gallery_images, help="examples per dataset (0: no gallery)")
     report.add_argument("--gallery-top-k", type=positive_int, default=defaults.gallery_top_k, help="predictions listed per example")
     report.add_argument("--gallery-seed", type=non_negative_int, default=defaults.gallery_seed)
+    report.add_argument(
+        "--experiments", type=boolean, default=defaults.experiments, help="add make compare's tables when this repository has experiments"
+    )
     report.set_defaults(func=run_report)
 
 

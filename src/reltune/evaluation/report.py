@@ -238,6 +238,15 @@ li.hit.unseen { background: linear-gradient(90deg, #c8f7c5 50%, #fff3a0 50%); }
 """
 
 
+def _experiments_section(config: ReportConfig) -> str:
+    """`make compare`'s tables (evaluation.compare), when asked for and experiments exist."""
+    if not config.experiments:
+        return ""
+    from reltune.evaluation.compare import experiments_html
+
+    return experiments_html()
+
+
 def build_report(config: ReportConfig) -> Path:
     """Write `<out_dir>/index.html` with its PNGs and CSVs; return the HTML path."""
     if config.plot_k <= 0 or config.gallery_images < 0 or config.gallery_top_k <= 0:
@@ -250,6 +259,7 @@ def build_report(config: ReportConfig) -> Path:
         _rounds_section(config),
         _per_predicate_section(config),
         _gallery_section(config, datasets) if config.gallery_images else "",
+        _experiments_section(config),
     ]
     page = (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>reltune report</title>'

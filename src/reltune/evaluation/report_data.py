@@ -54,6 +54,8 @@ class ReportConfig:
     gallery_images: int = 6
     gallery_top_k: int = 10
     gallery_seed: int = 0
+    # add `make compare`'s tables (dvc exp show of this repository); off unless asked: it reads git and dvc state
+    experiments: bool = False
 
 
 def round_directories(loop_dir: str | os.PathLike) -> list[tuple[int, Path]]:
