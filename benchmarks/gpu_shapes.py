@@ -59,43 +59,43 @@ def random_batch(config, batch: int, prompt_tokens: int, answer_tokens: int, dev
     }
 
 
-def main() -> int:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=("flan-t5-xl", "tiny"), default="flan-t5-xl")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--train-batch", type=int, default=16)
     parser.add_argument("--score-batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("gpu_shapes: no CUDA GPU available; run it on a GPU machine (or --shape tiny --device cpu to smoke-test)")
-        return 2
+    parser.add_argument(
+        "--json", default=None,
+        help="results file (default on CUDA: benchmarks/results/gpu_shapes_<shape>_<date>.json, with the GPU in words)",
+    )  # fmt: skip
+    return parser.parse_args()
 
+
+def build_model(shape: str, device: torch.device):
+    """The random-init model of `shape`, frozen as DESIGN §8, trainable parts in fp32."""
     from transformers import InstructBlipForConditionalGeneration
 
-    from reltune.models.backbone import Backbone, dtype_for, set_trainable, trainable_parameter_count
+    from reltune.models.backbone import Backbone, dtype_for, set_trainable
 
-    config = flan_t5_xl_config() if args.shape == "flan-t5-xl" else tiny_config()
+    config = flan_t5_xl_config() if shape == "flan-t5-xl" else tiny_config()
     dtype = dtype_for(device)
     torch.manual_seed(0)
     with torch.device(device):
         model = InstructBlipForConditionalGeneration(config).to(dtype)
-    backbone = Backbone(model=model, processor=None, image_size=config.vision_config.image_size, preset=args.shape, device=device, dtype=dtype)
+    backbone = Backbone(model=model, processor=None, image_size=config.vision_config.image_size, preset=shape, device=device, dtype=dtype)
     set_trainable(backbone)
     for parameter in model.parameters():
         if parameter.requires_grad:
             parameter.data = parameter.data.float()
-    total = sum(p.numel() for p in model.parameters())
-    print(f"{args.shape}: {total / 1e9:.2f} B parameters, {trainable_parameter_count(model) / 1e6:.1f} M trainable, {dtype} on {device}")
+    return model, config, dtype
+
+
+def time_training(model, config, args, device, autocast, synchronise) -> float:
+    """AdamW steps on random batches (two warm-up steps untimed): samples/s."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.05)
     generator = torch.Generator().manual_seed(0)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def synchronise() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     model.train()
     timings = []
     for step in range(args.steps + 2):  # two warm-up steps are not timed
@@ -110,9 +110,12 @@ def main() -> int:
         synchronise()
         if step >= 2:
             timings.append(time.perf_counter() - start)
-    train_rate = args.train_batch * len(timings) / sum(timings)
-    print(f"train: {train_rate:.1f} samples/s (batch {args.train_batch}, {len(timings)} steps)")
+    return args.train_batch * len(timings) / sum(timings)
 
+
+def time_scoring(model, config, args, device, autocast, synchronise) -> float:
+    """Beam search with 3 beams and per-step scores, as pool scoring runs it: questions/s."""
+    generator = torch.Generator().manual_seed(1)
     model.eval()
     timings = []
     for step in range(max(2, args.steps // 2) + 1):
@@ -126,12 +129,55 @@ def main() -> int:
         synchronise()
         if step >= 1:
             timings.append(time.perf_counter() - start)
-    score_rate = args.score_batch * len(timings) / sum(timings)
+    return args.score_batch * len(timings) / sum(timings)
+
+
+def main() -> int:
+    args = parse_arguments()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_shapes: no CUDA GPU available; run it on a GPU machine (or --shape tiny --device cpu to smoke-test)")
+        return 2
+    from reltune.models.backbone import trainable_parameter_count
+
+    model, config, dtype = build_model(args.shape, device)
+    total = sum(p.numel() for p in model.parameters())
+    print(f"{args.shape}: {total / 1e9:.2f} B parameters, {trainable_parameter_count(model) / 1e6:.1f} M trainable, {dtype} on {device}")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def synchronise() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    train_rate = time_training(model, config, args, device, autocast, synchronise)
+    print(f"train: {train_rate:.1f} samples/s (batch {args.train_batch}, {args.steps} steps)")
+    score_rate = time_scoring(model, config, args, device, autocast, synchronise)
     print(f"score (3 beams, 12 new tokens): {score_rate:.1f} questions/s (batch {args.score_batch})")
     print(f"ratio scoring / training throughput: {score_rate / train_rate:.2f}")
-    if device.type == "cuda":
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    if peak is not None:
+        print(f"peak GPU memory: {peak:.1f} GiB")
+    write_results(args, device, {"parameters_billion": round(total / 1e9, 3), "train_samples_per_second": round(train_rate, 2),
+                                 "score_questions_per_second": round(score_rate, 2), "peak_gpu_memory_gib": peak})  # fmt: skip
     return 0
+
+
+def write_results(args: argparse.Namespace, device: torch.device, figures: dict) -> None:
+    """The figures with the date and the device in words (benchmarks/results/ on CUDA, else only with --json)."""
+    import datetime
+    import json
+    from pathlib import Path
+
+    today = datetime.date.today().isoformat()
+    path = args.json or (f"benchmarks/results/gpu_shapes_{args.shape}_{today}.json" if device.type == "cuda" else None)
+    if path is None:
+        return
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    record = {"date": today, "device": gpu, "shape": args.shape, "train_batch": args.train_batch,
+              "score_batch": args.score_batch, "steps": args.steps, "torch": torch.__version__, **figures}  # fmt: skip
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

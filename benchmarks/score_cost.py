@@ -24,6 +24,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,7 @@ def compare(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
     }
 
 
-def main() -> None:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--data", default="data", help="directory holding scenes/synthetic and instructions/synthetic")
@@ -74,51 +75,48 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default="benchmarks/out/score_cost.json")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def load_world(args: argparse.Namespace) -> SimpleNamespace:
+    """Tables, scenes, the backbone, crop loaders per split and the two decoding settings."""
     data = Path(args.data)
-    instructions = pd.read_parquet(data / "instructions/synthetic/train.parquet")
-    val_instructions = pd.read_parquet(data / "instructions/synthetic/val.parquet")
-    selection = pd.read_parquet(args.selection)
-    train_scenes, vocab = read_scenes(data / "scenes/synthetic", "train")
-    val_scenes, _ = read_scenes(data / "scenes/synthetic", "val")
-    test_scenes, _ = read_scenes(data / "scenes/synthetic", "test")
-    backbone = load_backbone(args.backbone)
-    backbone.model.eval()
-    similarity = shared_embedder().relation_similarity
+    world = SimpleNamespace(
+        instructions=pd.read_parquet(data / "instructions/synthetic/train.parquet"),
+        val_instructions=pd.read_parquet(data / "instructions/synthetic/val.parquet"),
+        selection=pd.read_parquet(args.selection),
+        backbone=load_backbone(args.backbone),
+        similarity=shared_embedder().relation_similarity,
+    )
+    world.backbone.model.eval()
+    world.scenes = {split: read_scenes(data / "scenes/synthetic", split)[0] for split in ("train", "val", "test")}
+    world.vocab = read_scenes(data / "scenes/synthetic", "train")[1]
     paths = {
         name: dict(zip(table["image_id"].astype(str), table["image_path"].astype(str)))
-        for name, table in (("train", train_scenes), ("val", val_scenes), ("test", test_scenes))
+        for name, table in world.scenes.items()
     }
+    world.loader = lambda split: CropLoader(paths[split], world.vocab["image_root"], world.backbone.image_size)
+    world.pool = pool_questions(world.instructions, world.selection, "train", "selection")
+    world.sample = world.pool.sample(n=min(args.pool_sample, len(world.pool)), random_state=0).reset_index(drop=True)
+    targets = list(world.instructions["target"].dropna()) + list(world.val_instructions["target"].dropna())
+    world.fitted = answer_token_limit(targets, world.backbone.processor.tokenizer, args.max_new_tokens)
+    world.capped = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    world.fitted_settings = dataclasses.replace(world.capped, max_new_tokens=world.fitted)
+    return world
 
-    def loader(split: str) -> CropLoader:
-        return CropLoader(paths[split], vocab["image_root"], backbone.image_size)
 
-    pool = pool_questions(instructions, selection, "train", "selection")
-    sample = pool.sample(n=min(args.pool_sample, len(pool)), random_state=0).reset_index(drop=True)
-    targets = list(instructions["target"].dropna()) + list(val_instructions["target"].dropna())
-    fitted = answer_token_limit(targets, backbone.processor.tokenizer, args.max_new_tokens)
-    capped = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    fitted_settings = dataclasses.replace(capped, max_new_tokens=fitted)
-    results: dict = {"pool_size": len(pool), "pool_sample": len(sample), "fitted_max_new_tokens": fitted,
-                     "max_new_tokens_cap": args.max_new_tokens}
-
-    # warm-up outside the timings: the sentence embedder loads lazily, torch allocates on first use
-    similarity(["man"], ["on"], ["near"], ["horse"])
-    score_questions(pool.iloc[:2], model_answer_source(backbone, loader("train"), capped, "warm-up"), similarity)
-
-    # 1. pool scoring variants on the same sample
-    cache_dir = Path(tempfile.mkdtemp(prefix="vision_cache."))
+def measure_pool_variants(world: SimpleNamespace, cache_dir: Path, results: dict) -> None:
+    """1. pool scoring variants on the same sample: cap / fitted, no cache / cold / warm."""
     runs = {}
     for name, settings, use_cache in (
-        ("cap_no_cache", capped, False),
-        ("fitted_no_cache", fitted_settings, False),
-        ("fitted_cache_cold", fitted_settings, True),
-        ("fitted_cache_warm", fitted_settings, True),
+        ("cap_no_cache", world.capped, False),
+        ("fitted_no_cache", world.fitted_settings, False),
+        ("fitted_cache_cold", world.fitted_settings, True),
+        ("fitted_cache_warm", world.fitted_settings, True),
     ):
-        cache = open_vision_cache(backbone, str(cache_dir), 4096) if use_cache else None
-        source = model_answer_source(backbone, loader("train"), settings, name, cache)
-        scores, seconds = timed(score_questions, sample, source, similarity)
+        cache = open_vision_cache(world.backbone, str(cache_dir), 4096) if use_cache else None
+        source = model_answer_source(world.backbone, world.loader("train"), settings, name, cache)
+        scores, seconds = timed(score_questions, world.sample, source, world.similarity)
         runs[name] = scores
         results[f"pool_seconds_{name}"] = round(seconds, 2)
         if cache is not None:
@@ -133,32 +131,37 @@ def main() -> None:
     )
     results["speedup_pool_fitted_and_warm"] = round(base / results["pool_seconds_fitted_cache_warm"], 2)
 
-    # 2. capped subset: validation recall first, then the candidates
-    val_positives = positive_questions(val_instructions, "val")
-    cache = open_vision_cache(backbone, str(cache_dir), 4096)
-    (recall, _), seconds = timed(
-        validation_recall, val_positives, model_answer_source(backbone, loader("val"), fitted_settings, "val", cache)
-    )
+
+def measure_capped_subset(args, world: SimpleNamespace, cache_dir: Path, results: dict) -> pd.DataFrame:
+    """2. capped subset: validation recall first, then the candidates."""
+    val_positives = positive_questions(world.val_instructions, "val")
+    cache = open_vision_cache(world.backbone, str(cache_dir), 4096)
+    source = model_answer_source(world.backbone, world.loader("val"), world.fitted_settings, "val", cache)
+    (recall, _), seconds = timed(validation_recall, val_positives, source)
     results["validation_questions"] = len(val_positives)
     results["validation_seconds_cache_cold"] = round(seconds, 2)
     results["validation_mean_recall"] = recall["mean_recall"]
-    budget = round_budget(args.budget_fraction, len(positive_questions(instructions, "train")))
-    subset, per_predicate = pool_scoring_candidates(pool, recall["per_predicate"], budget, args.cap_factor, seed=0)
+    budget = round_budget(args.budget_fraction, len(positive_questions(world.instructions, "train")))
+    subset, per_predicate = pool_scoring_candidates(world.pool, recall["per_predicate"], budget, args.cap_factor, seed=0)
     results["round_budget"] = budget
     results["cap_factor"] = args.cap_factor
     results["pool_scored_with_cap"] = len(subset)
-    results["pool_scored_fraction"] = round(len(subset) / len(pool), 4)
+    results["pool_scored_fraction"] = round(len(subset) / len(world.pool), 4)
     results["per_predicate_budget_and_scored"] = {k: [v["budget"], v["scored"], v["pool"]] for k, v in per_predicate.items()}
+    return subset
 
-    # 3. prediction on a slice of the test split
-    test = test_scenes.iloc[: args.predict_images].reset_index(drop=True)
+
+def measure_prediction(args, world: SimpleNamespace, results: dict) -> None:
+    """3. prediction on a slice of the test split: no cache, cache cold, cache warm."""
+    test = world.scenes["test"].iloc[: args.predict_images].reset_index(drop=True)
     predict_dir = Path(tempfile.mkdtemp(prefix="vision_cache_predict."))
     predictions = {}
     for name, use_cache in (("no_cache", False), ("cache_cold", True), ("cache_warm", True)):
-        cache = open_vision_cache(backbone, str(predict_dir), 4096) if use_cache else None
+        cache = open_vision_cache(world.backbone, str(predict_dir), 4096) if use_cache else None
         (table, report), seconds = timed(
-            predict_relations, backbone, test, vocab, loader("test"), fitted_settings, vision_cache=cache
-        )
+            predict_relations, world.backbone, test, world.vocab, world.loader("test"), world.fitted_settings,
+            vision_cache=cache,
+        )  # fmt: skip
         predictions[name] = table
         results[f"predict_seconds_{name}"] = round(seconds, 2)
         results["predict_questions"] = report["questions"]
@@ -175,21 +178,14 @@ def main() -> None:
     results["predict_max_score_difference_common"] = (
         float(np.abs(common["score_off"] - common["score_on"]).max()) if len(common) else None
     )
-    # a round's score stage: balanced answers the validation positives only, art also the capped subset
-    seconds_per_question = results["pool_seconds_fitted_cache_warm"] / len(sample)
-    results["score_stage_seconds_estimate"] = {
-        "balanced": round(results["validation_seconds_cache_cold"], 1),
-        "art_capped": round(results["validation_seconds_cache_cold"] + seconds_per_question * len(subset), 1),
-        "art_whole_pool_paper": round(
-            results["validation_seconds_cache_cold"] + results["pool_seconds_cap_no_cache"] / len(sample) * len(pool), 1
-        ),
-    }
 
-    # 4. disk size
+
+def measure_disk(world: SimpleNamespace, cache_dir: Path, results: dict) -> None:
+    """4. cache bytes per crop, distinct crops of the default world, and the VG150 / EVA ViT-g estimate."""
     entries = list(cache_dir.rglob("*.npy"))
     per_crop = int(np.mean([entry.stat().st_size for entry in entries]))
     crops = set()
-    for table in (train_scenes, val_scenes, test_scenes):
+    for table in world.scenes.values():
         for image_id, boxes, relations in zip(table["image_id"], table["boxes"], table["relations"]):
             for relation in relations:
                 subj, obj = np.asarray(boxes[relation["subj"]]), np.asarray(boxes[relation["obj"]])
@@ -202,6 +198,31 @@ def main() -> None:
     results["vg150_eva_vitg_bytes_per_crop"] = vg_bytes
     results["vg150_cache_gib_for_600k_crops"] = round(vg_bytes * 600_000 / 2**30, 1)
 
+
+def main() -> None:
+    args = parse_arguments()
+    world = load_world(args)
+    results: dict = {"pool_size": len(world.pool), "pool_sample": len(world.sample),
+                     "fitted_max_new_tokens": world.fitted, "max_new_tokens_cap": args.max_new_tokens}  # fmt: skip
+    # warm-up outside the timings: the sentence embedder loads lazily, torch allocates on first use
+    world.similarity(["man"], ["on"], ["near"], ["horse"])
+    warm_up = model_answer_source(world.backbone, world.loader("train"), world.capped, "warm-up")
+    score_questions(world.pool.iloc[:2], warm_up, world.similarity)
+    cache_dir = Path(tempfile.mkdtemp(prefix="vision_cache."))
+    measure_pool_variants(world, cache_dir, results)
+    subset = measure_capped_subset(args, world, cache_dir, results)
+    measure_prediction(args, world, results)
+    # a round's score stage: balanced answers the validation positives only, art also the capped subset
+    seconds_per_question = results["pool_seconds_fitted_cache_warm"] / len(world.sample)
+    validation = results["validation_seconds_cache_cold"]
+    results["score_stage_seconds_estimate"] = {
+        "balanced": round(validation, 1),
+        "art_capped": round(validation + seconds_per_question * len(subset), 1),
+        "art_whole_pool_paper": round(
+            validation + results["pool_seconds_cap_no_cache"] / len(world.sample) * len(world.pool), 1
+        ),
+    }
+    measure_disk(world, cache_dir, results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -4,17 +4,21 @@ The 2-core machine is shared, so every measurement alternates off / warm and
 keeps the minimum of --repeats runs. Default world, a tuned tiny backbone:
 
     .venv/bin/python benchmarks/vision_cache_speed.py --backbone models/round_1 [--questions 160]
+    # on a GPU machine (after `dvc repro train@1`): keep the result with the date and the GPU in it
+    .venv/bin/python benchmarks/vision_cache_speed.py --backbone models/round_1 --out benchmarks/results/vision_cache_speed_$(date +%F).json
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from reltune.data.scenes import read_scenes
 from reltune.models.backbone import load_backbone
@@ -87,6 +91,8 @@ def main() -> None:
         },
     )
     results = {
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(backbone.device) if backbone.device.type == "cuda" else "cpu",
         "questions": len(questions),
         "distinct_crops": len(set(keys)),
         "vision_seconds": vision,

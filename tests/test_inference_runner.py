@@ -223,10 +223,17 @@ def assert_same_scores(left: Path, right: Path) -> None:
     assert json.loads((left / "val_recall.json").read_text()) == json.loads((right / "val_recall.json").read_text())
 
 
-def test_two_processes_write_what_one_process_writes(world: dict, tmp_path: Path) -> None:
-    one = tmp_path / "one"
+@pytest.fixture(scope="module")
+def one_process(world: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """score and predict in this (single) process: the reference outputs."""
+    one = tmp_path_factory.mktemp("one_process")
     assert main(["--timing", str(one / "timing.json"), *score_arguments(world, one)]) == 0
     assert main(predict_arguments(world, one / "predictions.parquet")) == 0
+    return one
+
+
+def test_two_processes_write_what_one_process_writes(world: dict, one_process: Path, tmp_path: Path) -> None:
+    one = one_process
     two = tmp_path / "two"
     finished = launch(
         [["--timing", str(two / "timing.json"), *score_arguments(world, two)], predict_arguments(world, two / "predictions.parquet")],
@@ -250,9 +257,8 @@ def test_two_processes_write_what_one_process_writes(world: dict, tmp_path: Path
                                        "scores.parquet", "timing.json", "val_recall.json"]  # fmt: skip
 
 
-def test_a_killed_score_resumes_from_its_shards_with_identical_output(world: dict, tmp_path: Path) -> None:
-    reference = tmp_path / "reference"
-    assert main(score_arguments(world, reference)) == 0
+def test_a_killed_score_resumes_from_its_shards_with_identical_output(world: dict, one_process: Path, tmp_path: Path) -> None:
+    reference = one_process
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "reltune.cli", *score_arguments(world, out), "--stop-after-shards", "2"]
     env = {**os.environ, "RELTUNE_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}

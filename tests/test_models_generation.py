@@ -80,6 +80,15 @@ def test_greedy_entropy_stops_at_eos() -> None:
     )
 
 
+def test_greedy_first_step_counts_even_when_it_chose_the_pad_token() -> None:
+    from reltune.inference.generation import generated_step_mask
+
+    # an untrained model may pick the pad token first: that step was generated, the rest is padding
+    sequences = torch.tensor([[0, 0, 0], [0, 5, 1]])
+    mask = generated_step_mask(None, sequences, steps=2, eos_token_id=1, pad_token_id=0)
+    assert mask.tolist() == [[True, False], [True, True]]
+
+
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory: pytest.TempPathFactory):
     backbone = tiny_backbone(tmp_path_factory.mktemp("tiny") / "backbone", seed=3)

@@ -24,6 +24,7 @@ from reltune.argtypes import (
     positive_int,
     unit_interval,
 )
+from reltune.embedding import add_similarity_arguments
 from reltune.errors import InputError
 from reltune.inference.generation import GenerationSettings
 from reltune.io import write_json, write_parquet
@@ -77,10 +78,16 @@ def answers_per_question(text: str) -> int | None:
 
 def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     decoding, runner = GenerationSettings(), RunnerOptions()
-    parser.add_argument("--backbone", required=True, help="backbone directory (save_pretrained + reltune_backbone.json)")
-    parser.add_argument("--num-beams", type=positive_int, default=decoding.num_beams, help="beams M (returned; the entropy averages them)")
+    parser.add_argument(
+        "--backbone", required=True, help="backbone directory (save_pretrained + reltune_backbone.json)"
+    )
+    parser.add_argument(
+        "--num-beams", type=positive_int, default=decoding.num_beams, help="beams M (returned; the entropy averages them)"
+    )
     parser.add_argument("--max-new-tokens", type=positive_int, default=decoding.max_new_tokens)
-    parser.add_argument("--min-new-tokens", type=non_negative_int, default=decoding.min_new_tokens, help="at most --max-new-tokens")
+    parser.add_argument(
+        "--min-new-tokens", type=non_negative_int, default=decoding.min_new_tokens, help="at most --max-new-tokens"
+    )
     parser.add_argument(
         "--length-penalty", type=finite_float, default=decoding.length_penalty,
         help="beam score = log-prob / length**penalty; 0 avoids the weak model's bias to long 'No, ...' answers",
@@ -89,8 +96,12 @@ def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         "--repetition-penalty", type=positive_float, default=decoding.repetition_penalty,
         help="penalty on tokens already generated (1 = none; the authors' decoding option)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=decoding.batch_size, help="questions per generate call")
-    parser.add_argument("--device", default=None, help="torch device of a single process (default: accelerate's: cuda if available, else cpu)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=decoding.batch_size, help="questions per generate call"
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device of a single process (default: cuda if available, else cpu)"
+    )
     parser.add_argument(
         "--shard-size", type=positive_int, default=runner.shard_size,
         help="questions per shard: written atomically, skipped on rerun (a kill loses at most one per process)",
@@ -99,8 +110,11 @@ def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
         "--vision-cache", default=runner.vision_cache,
         help="directory of the on-disk vision-feature cache (fp16, keyed by crop and encoder weights); '' = off",
     )
-    parser.add_argument("--vision-cache-mb", type=positive_float, default=runner.vision_cache_mb, help="disk cap of the vision cache (MiB)")
-    parser.add_argument("--stop-after-shards", type=non_negative_int, default=0, help=argparse.SUPPRESS)  # test hook: hard crash
+    parser.add_argument(
+        "--vision-cache-mb", type=positive_float, default=runner.vision_cache_mb, help="disk cap of the vision cache (MiB)"
+    )
+    # test hook: a hard crash after this many shards of this process
+    parser.add_argument("--stop-after-shards", type=non_negative_int, default=0, help=argparse.SUPPRESS)
 
 
 def _add_score_command(subparsers: argparse._SubParsersAction) -> None:
@@ -112,8 +126,12 @@ def _add_score_command(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_generation_arguments(score)
     score.add_argument("--instructions", required=True, help="training instruction table (train.parquet)")
-    score.add_argument("--scenes", required=True, help="scene directory of the dataset (train/val parquet + vocab.json)")
-    score.add_argument("--selection", required=True, help="selection.parquet the model was tuned on (its complement is the pool)")
+    score.add_argument(
+        "--scenes", required=True, help="scene directory of the dataset (train/val parquet + vocab.json)"
+    )
+    score.add_argument(
+        "--selection", required=True, help="selection.parquet the model was tuned on (its complement is the pool)"
+    )
     score.add_argument("--val-instructions", required=True, help="validation instruction table (val.parquet)")
     score.add_argument("--out", required=True, help="round directory (data/loop/round_<k-1>)")
     score.add_argument(
@@ -135,6 +153,7 @@ def _add_score_command(subparsers: argparse._SubParsersAction) -> None:
         help="true: decode at most (longest instruction target in tokens + 1 EOS) tokens, capped by --max-new-tokens; "
         "faster, but a weak model's truncated degenerate beams can then outrank finished ones (changes results)",
     )
+    add_similarity_arguments(score)  # the FP criterion's similarity (params.yaml `similarity`)
     score.set_defaults(func=run_score)
 
 
@@ -149,8 +168,12 @@ def _add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--split", default="test", help="scene split to predict on")
     predict.add_argument("--out", required=True, help="predictions parquet")
     predict.add_argument("--report", default=None, help="report JSON (default: <out without .parquet>.report.json)")
-    predict.add_argument("--pairs", choices=("annotated", "all"), default="annotated", help="annotated pairs (PredCls) or all ordered pairs")
-    predict.add_argument("--blind", type=boolean, default=False, help="true: every image replaced by a constant grey one (blind control)")
+    predict.add_argument(
+        "--pairs", choices=("annotated", "all"), default="annotated", help="annotated pairs (PredCls) or all ordered pairs"
+    )
+    predict.add_argument(
+        "--blind", type=boolean, default=False, help="true: every image replaced by a constant grey one (blind control)"
+    )
     predict.add_argument(
         "--categories-from", choices=("vocab", "all"), default="vocab",
         help="ask the categories the dataset's predicates use (vocab) or all three",
@@ -385,9 +408,8 @@ def pool_step(args, inputs: ScoreInputs, model: LoadedModel, settings, state, re
     return run, questions, {"round_budget": int(budget), "per_predicate": per_predicate}
 
 
-def write_scores(path: Path, run, questions) -> dict[str, int]:
+def write_scores(path: Path, run, questions, similarity) -> dict[str, int]:
     """scores.parquet, streamed shard by shard (atomic); the outcome counts."""
-    from reltune.embedding import shared_embedder
     from reltune.inference.runner import answered_chunks, write_parquet_stream
     from reltune.inference.scoring import empty_scores, outcome_counts, score_chunks
 
@@ -401,7 +423,7 @@ def write_scores(path: Path, run, questions) -> dict[str, int]:
     if run is None:  # strategies that read no pool scores
         write_parquet_stream(path, iter(()), empty_scores())
     else:
-        chunks = score_chunks(answered_chunks(run, questions), shared_embedder().relation_similarity)
+        chunks = score_chunks(answered_chunks(run, questions), similarity)
         write_parquet_stream(path, counted(chunks), empty_scores())
     return totals
 
@@ -409,7 +431,9 @@ def write_scores(path: Path, run, questions) -> dict[str, int]:
 def score_report(args, inputs: ScoreInputs, settings, model, pool: dict, validation: dict, timing: dict) -> dict:
     return {
         "strategy": args.strategy,
-        "pool": {"size": int(inputs.pool_size), "cap_factor": float(args.pool_cap_factor), "seed": int(args.seed), **pool},
+        "pool": {
+            "size": int(inputs.pool_size), "cap_factor": float(args.pool_cap_factor), "seed": int(args.seed), **pool,
+        },  # fmt: skip
         "validation": validation,
         "generation": {
             **asdict(settings),
@@ -418,11 +442,13 @@ def score_report(args, inputs: ScoreInputs, settings, model, pool: dict, validat
             "device": str(model.backbone.device),
         },
         "vision_cache": _cache_report(model.vision_cache),
+        "similarity": {"model": args.similarity_model, "sentence": args.similarity_sentence},
         "timing": timing,
     }
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from reltune.embedding import similarity_from_arguments
     from reltune.inference.runner import remove_shards
     from reltune.inference.scoring import outcome_counts
 
@@ -447,7 +473,8 @@ def run_score(args: argparse.Namespace) -> int:
     if not state.is_main_process:
         return 0
     out = Path(args.out)
-    counts = write_scores(out / "scores.parquet", pool_run, pool_questions)
+    similarity = similarity_from_arguments(args)
+    counts = write_scores(out / "scores.parquet", pool_run, pool_questions, similarity)
     write_json(recall, out / "val_recall.json")
     seconds = time.perf_counter() - started
     questions = (len(pool_questions) if pool_questions is not None else 0) + recall["questions"]

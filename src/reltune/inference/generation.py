@@ -119,7 +119,9 @@ def generated_step_mask(
         not_pad = generated != pad_token_id
         last_real = torch.where(not_pad, positions, -1).max(dim=1).values
         lengths = torch.minimum(lengths, last_real + 1)
-    return positions < lengths[:, None]
+    # the first column is always generated (padding only follows a finished row), even when the
+    # token chosen there is the pad token (an untrained model does that)
+    return positions < lengths.clamp(min=1)[:, None]
 
 
 def per_beam_entropy(

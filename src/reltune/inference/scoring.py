@@ -277,18 +277,12 @@ def pool_scoring_candidates(
     predicates = pool["predicate"].astype(str)
     available = {str(name): int(count) for name, count in predicates.value_counts().sort_index().items()}
     budgets = allocate_budget(recall, available, round_budget)
-    if cap_factor == 0:
+    if cap_factor == 0:  # the whole pool: nothing to draw (and no per-row keys to hold)
         quotas = dict(available)
+        subset = pool
     else:
         quotas = {name: min(available[name], math.floor(cap_factor * budgets[name])) for name in available}
-    # keys follow qid order, so the draw does not depend on the pool's row order
-    qid_order = np.argsort(pool["qid"].astype(str).to_numpy(), kind="stable")
-    keys = np.empty(len(pool))
-    keys[qid_order] = np.random.default_rng(seed).random(len(pool))
-    # rank of each row's key within its predicate (keys are distinct floats): keep rank < quota
-    rank = pd.Series(keys).groupby(predicates.to_numpy()).rank(method="first").to_numpy() - 1
-    keep = rank < predicates.map(quotas).to_numpy()
-    subset = pool[keep].reset_index(drop=True)
+        subset = pool[_drawn_rows(pool["qid"], predicates, quotas, seed)].reset_index(drop=True)
     report = {
         name: {"pool": available[name], "budget": int(budgets[name]), "scored": int(quotas[name])} for name in available
     }
@@ -330,3 +324,14 @@ def classify_chunks(answered) -> pd.DataFrame:
         return pd.concat(parts, ignore_index=True)
     no_answers = pd.DataFrame(columns=["answer", "entropy", "sequence_score"])
     return classify_answers(pd.DataFrame(columns=list(QUESTION_COLUMNS)), no_answers)
+
+
+def _drawn_rows(qids: pd.Series, predicates: pd.Series, quotas: Mapping[str, int], seed: int) -> np.ndarray:
+    """Per predicate, the `quotas[p]` rows with the smallest seeded keys (keys in qid order): a mask."""
+    # keys follow qid order, so the draw does not depend on the pool's row order
+    qid_order = np.argsort(qids.astype(str).to_numpy(), kind="stable")
+    keys = np.empty(len(qids))
+    keys[qid_order] = np.random.default_rng(seed).random(len(qids))
+    # rank of each row's key within its predicate (keys are distinct floats): keep rank < quota
+    rank = pd.Series(keys).groupby(predicates.to_numpy()).rank(method="first").to_numpy() - 1
+    return rank < predicates.map(quotas).to_numpy()
