@@ -95,7 +95,8 @@ def test_zip_download_is_verified_extracted_and_not_repeated(server, tmp_path):
     assert (out / "vg" / "image_data.json").read_bytes() == b"[]"
     manifest = json.loads((out / ".reltune-download.json").read_text())
     assert manifest["files"]["vg.zip"]["sha256"] == sha(archive) and manifest["files"]["vg.zip"]["extracted"] == ["vg"]
-    assert not (out / ".downloads").exists()  # the verified archive is removed after extraction
+    assert not (tmp_path / ".raw.downloads").exists()  # the verified archive is removed after extraction
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no temporary sibling left
     fetch_dataset("vg150", out, urls=[f"{server.url}/vg.zip"], sha256s=[sha(archive)])
     assert len(server.requests) == 1  # the rerun downloaded nothing
 
@@ -130,8 +131,8 @@ def test_wrong_checksum_moves_the_file_aside_and_extracts_nothing(server, tmp_pa
                      "--sha256", wrong], monkeypatch)
     error = capsys.readouterr().err.strip()
     assert code == 2 and "SHA-256 mismatch" in error and sha(archive) in error and len(error.splitlines()) == 1
-    assert (out / ".downloads" / "gqa.zip.bad").read_bytes() == archive
-    assert not (out / "gqa").exists() and not (out / ".downloads" / "gqa.zip").exists()
+    assert (tmp_path / ".raw.downloads" / "gqa.zip.bad").read_bytes() == archive
+    assert not out.exists() and not (tmp_path / ".raw.downloads" / "gqa.zip").exists()
     # the right checksum then downloads afresh and never uses the .bad file
     fetch_dataset("gqa200", out, urls=[f"{server.url}/gqa.zip"], sha256s=[sha(archive)])
     assert (out / "gqa" / "GQA_200_Test.json").read_bytes() == b"{}"
@@ -184,3 +185,24 @@ def test_local_path_becomes_a_symlink(tmp_path, monkeypatch):
 def test_url_and_checksum_counts_must_match(tmp_path):
     with pytest.raises(InputError, match="2 --url but 1 --sha256"):
         fetch_dataset("x", tmp_path / "raw", urls=["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"], sha256s=["0" * 64])
+
+
+def test_failed_download_leaves_the_previous_output_whole_and_resumes(server, tmp_path):
+    first = zip_bytes({"vg/image_data.json": b"[1]"})
+    second = tar_gz_bytes({"VG_100K/1.jpg": b"jpeg"})  # archives replace top-level namesakes: a different one
+    server.files["/a.zip"], server.files["/b.tgz"] = first, second
+    out = tmp_path / "raw"
+    fetch_dataset("vg150", out, urls=[f"{server.url}/a.zip"], sha256s=[sha(first)])
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # a new version of a.zip plus b.tgz with a wrong checksum: the run fails after a.zip is extracted
+    changed = zip_bytes({"vg/image_data.json": b"[2]"})
+    server.files["/a.zip"] = changed
+    with pytest.raises(InputError, match="SHA-256 mismatch"):
+        fetch_dataset("vg150", out, urls=[f"{server.url}/a.zip", f"{server.url}/b.tgz"], sha256s=[sha(changed), "0" * 64])
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".raw.downloads", "raw"]
+    requests = len(server.requests)
+    fetch_dataset("vg150", out, urls=[f"{server.url}/a.zip", f"{server.url}/b.tgz"], sha256s=[sha(changed), sha(second)])
+    assert len(server.requests) == requests + 1  # the verified a.zip was kept: only b.tgz is fetched
+    assert (out / "vg" / "image_data.json").read_bytes() == b"[2]" and (out / "VG_100K" / "1.jpg").read_bytes() == b"jpeg"
+    assert [p.name for p in (tmp_path / ".raw.downloads").iterdir()] == ["b.tgz.bad"]  # kept as evidence, never used

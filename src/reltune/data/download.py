@@ -3,10 +3,12 @@
 Two ways:
 - `--path LOCAL`: the output becomes a symlink to LOCAL (nothing is copied);
 - `--url URL --sha256 HEX` (repeatable): each file is downloaded to
-  `<out>/.downloads/<name>.part`, resumed with HTTP Range requests after a
-  broken transfer, checked against its SHA-256 (a mismatch moves the file to
-  `<name>.bad` and fails: it is never used), then renamed into place; zip and
-  tar archives are extracted into `<out>` (optionally only `--member` paths).
+  `.<out>.downloads/<name>.part` (a sibling of `<out>`), resumed with HTTP
+  Range requests after a broken transfer, checked against its SHA-256 (a
+  mismatch moves the file to `<name>.bad` and fails: it is never used); zip
+  and tar archives are extracted (optionally only `--member` paths, within
+  `ArchiveLimits`), plain files placed as they are. The new `<out>` is built
+  in a temporary sibling and renamed over the old one when every file is in.
   `<out>/.reltune-download.json` records what was fetched, so a rerun with
   the same URLs and checksums does nothing.
 """
@@ -31,10 +33,11 @@ from pathlib import Path, PurePosixPath
 
 from reltune.data.values import printable
 from reltune.errors import InputError
-from reltune.io import read_json, write_json
+from reltune.io import atomic_directory, read_json, write_json
 from reltune.progress import log, progress_bar
 
-DOWNLOAD_DIR = ".downloads"
+DOWNLOAD_DIR = ".downloads"  # reserved inside an output (earlier versions kept downloads there)
+DOWNLOADS_SUFFIX = ".downloads"  # downloads wait in the sibling .<out>.downloads
 MANIFEST_NAME = ".reltune-download.json"
 CHUNK_BYTES = 1 << 20
 DEFAULT_RETRIES = 5  # resume attempts per file after a broken transfer
@@ -279,6 +282,55 @@ def is_archive(path: Path) -> bool:
     return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
 
 
+def downloads_dir(out: Path) -> Path:
+    """Where partial and verified downloads wait: a sibling of `out`, so that `out` can be replaced whole."""
+    return out.parent / f".{out.name}{DOWNLOADS_SUFFIX}"
+
+
+def _check_download_arguments(out: Path, dataset: str, urls: Sequence[str], sha256s: Sequence[str], members: Sequence[str]) -> list[str]:
+    """The file name of each URL; refuses arguments that cannot be fetched or recorded."""
+    if not urls:
+        raise InputError(out, f"{dataset}: give --path LOCAL or at least one --url with --sha256")
+    if len(urls) != len(sha256s):
+        raise InputError(out, f"{len(urls)} --url but {len(sha256s)} --sha256: give one checksum per URL")
+    for text in (dataset, *urls, *sha256s, *members):  # all are written into the manifest (UTF-8 JSON)
+        if printable(text) != text:
+            raise InputError(out, f"argument {printable(text)!r} is not valid UTF-8")
+    names = [file_name_of(url) for url in urls]
+    if len(set(names)) != len(names):
+        raise InputError(out, f"two URLs end in the same file name: {names}")
+    return names
+
+
+def _read_manifest(previous: Path | None, dataset: str) -> dict:
+    """The previous run's record of what was fetched; an unusable one means nothing is known."""
+    empty = {"dataset": dataset, "files": {}}
+    if previous is None or not (previous / MANIFEST_NAME).is_file():
+        return empty
+    try:
+        manifest = read_json(previous / MANIFEST_NAME)
+    except InputError as error:
+        log(f"{dataset}: ignoring the download record ({error})")
+        return empty
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        log(f"{dataset}: ignoring the download record {previous / MANIFEST_NAME} (not a record)")
+        return empty
+    return manifest
+
+
+def _link_tree(previous: Path, staging: Path) -> None:
+    """The previous output in the new one, as hard links (no data copied; the old files are never written)."""
+
+    def link(source: str, target: str) -> None:
+        try:
+            os.link(source, target)
+        except OSError:  # a file system without hard links
+            shutil.copy2(source, target)
+
+    shutil.copytree(previous, staging, symlinks=True, copy_function=link, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(DOWNLOAD_DIR))
+
+
 def fetch_dataset(
     dataset: str,
     out: str | os.PathLike,
@@ -290,45 +342,61 @@ def fetch_dataset(
     timeout: float = DEFAULT_TIMEOUT_S,
     limits: ArchiveLimits = ArchiveLimits(),
 ) -> Path:
-    """Link a local copy or download, verify and extract the files of one dataset into `out`."""
+    """Link a local copy, or download, verify and extract the files of one dataset into `out`.
+
+    The new `out` is built in a temporary sibling (holding the previous
+    download's files as hard links) and renamed over the old one only when
+    every file is in: a failed run leaves the previous output whole. Partial
+    downloads stay in `downloads_dir(out)` for the next run to resume.
+    """
     out_path = Path(out)
     if path is not None:
         if urls:
             raise InputError(out_path, "give either --path or --url, not both")
         return link_local(path, out_path)
-    if not urls:
-        raise InputError(out_path, f"{dataset}: give --path LOCAL or at least one --url with --sha256")
-    if len(urls) != len(sha256s):
-        raise InputError(out_path, f"{len(urls)} --url but {len(sha256s)} --sha256: give one checksum per URL")
-    for text in (dataset, *urls, *sha256s, *members):  # all are written into the manifest (UTF-8 JSON)
-        if printable(text) != text:
-            raise InputError(out_path, f"argument {printable(text)!r} is not valid UTF-8")
-    names = [file_name_of(url) for url in urls]
-    if len(set(names)) != len(names):
-        raise InputError(out_path, f"two URLs end in the same file name: {names}")
-    if out_path.is_symlink():
-        out_path.unlink()  # an earlier --path link: downloads need a real directory
-    out_path.mkdir(parents=True, exist_ok=True)
-    manifest_path = out_path / MANIFEST_NAME
-    manifest = read_json(manifest_path) if manifest_path.is_file() else {"dataset": dataset, "files": {}}
-    downloads = out_path / DOWNLOAD_DIR
-    for url, sha256, name in zip(urls, sha256s, names):
-        wanted = {"url": url, "sha256": sha256.lower(), "members": list(members)}
-        recorded = manifest["files"].get(name)
-        if recorded and {k: recorded.get(k) for k in wanted} == wanted:
-            log(f"{dataset}: {name} already fetched and verified")
-            continue
-        verified = fetch_verified(url, sha256, downloads, retries=retries, timeout=timeout)
-        if is_archive(verified):
-            extracted = extract_archive(verified, out_path, members, limits)
-            verified.unlink()  # the extracted tree is the output; the manifest keeps the checksum
-        else:
-            target = out_path / name
-            os.replace(verified, target)
-            extracted = [name]
-        manifest["files"][name] = {**wanted, "extracted": extracted}
-        write_json(manifest, manifest_path)
-        log(f"{dataset}: {name} verified ({sha256[:12]}...), {len(extracted)} entries in {out_path}")
+    names = _check_download_arguments(out_path, dataset, urls, sha256s, members)
+    previous = out_path if out_path.is_dir() and not out_path.is_symlink() else None  # not an earlier --path link
+    manifest = _read_manifest(previous, dataset)
+    wanted = {
+        name: {"url": url, "sha256": sha256.lower(), "members": list(members)}
+        for url, sha256, name in zip(urls, sha256s, names)
+    }
+    todo = [name for name in names if {k: manifest["files"].get(name, {}).get(k) for k in wanted[name]} != wanted[name]]
+    for name in sorted(set(names) - set(todo)):
+        log(f"{dataset}: {name} already fetched and verified")
+    if not todo:
+        return out_path
+    downloads = downloads_dir(out_path)
+    verified_files = []
+    with atomic_directory(out_path) as staging:
+        if previous is not None:
+            _link_tree(previous, staging)
+        for name in todo:
+            verified = fetch_verified(wanted[name]["url"], wanted[name]["sha256"], downloads, retries=retries, timeout=timeout)
+            verified_files.append(verified)
+            if is_archive(verified):
+                extracted = extract_archive(verified, staging, members, limits)
+            else:
+                _move_into_place(verified, staging / name)
+                extracted = [name]
+            manifest["files"][name] = {**wanted[name], "extracted": extracted}
+            log(f"{dataset}: {name} verified ({wanted[name]['sha256'][:12]}...), {len(extracted)} entries")
+        write_json(manifest, staging / MANIFEST_NAME)
+    for verified in verified_files:  # the output holds them now; the manifest keeps the checksums
+        verified.unlink(missing_ok=True)
     if downloads.is_dir() and not any(downloads.iterdir()):
         downloads.rmdir()
     return out_path
+
+
+def _move_into_place(verified: Path, target: Path) -> None:
+    """A verified plain file into the new output (linked: it stays reusable until the run succeeds)."""
+    if target.exists() or target.is_symlink():
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    try:
+        os.link(verified, target)
+    except OSError:
+        shutil.copy2(verified, target)
