@@ -65,3 +65,13 @@ def test_cli_flags_build_the_same_similarity_and_refuse_bad_values(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--similarity-sentence", "{p} only"])
     assert "must use {s}, {p} and {o} once each" in capsys.readouterr().err
+
+
+def test_settings_are_checked_at_once_and_the_model_loads_on_first_use(tmp_path):
+    with pytest.raises(InputError, match="not a directory"):
+        similarity_from_settings(str(tmp_path / "absent"), DEFAULT_SENTENCE)
+    with pytest.raises(InputError, match=r"^similarity.sentence: .*once each"):
+        similarity_from_settings(DEFAULT_MODEL, "{s} {o}")
+    similarity = similarity_from_settings(DEFAULT_MODEL, "Yes, {s} {p} {o}")
+    assert similarity._embedder is None  # evaluating only exact matches never loads the model
+    assert similarity(["man"], ["has"], ["wearing"], ["hat"])[0] < 1.0 and similarity._embedder is not None

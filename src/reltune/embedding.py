@@ -123,12 +123,22 @@ def relation_text(template: str, subject_label: str, predicate: str, object_labe
 
 
 class RelationSimilarity:
-    """`(subject labels, predicted, GT predicates, object labels) -> cosines` of the two filled sentences."""
+    """`(subject labels, predicted, GT predicates, object labels) -> cosines` of the two filled sentences.
 
-    def __init__(self, embedder: SentenceEmbedder, sentence: str, model: str) -> None:
-        self.embedder = embedder
+    The model loads on first use (`embedder`), so a stage whose predictions
+    never need a similarity does not pay for it.
+    """
+
+    def __init__(self, embedder: SentenceEmbedder | None, sentence: str, model: str) -> None:
+        self._embedder = embedder
         self.sentence = check_sentence(sentence)
         self.model = model
+
+    @property
+    def embedder(self) -> SentenceEmbedder:
+        if self._embedder is None:
+            self._embedder = embedder_for(self.model)
+        return self._embedder
 
     def sentences(self, subject_labels: Sequence[str], predicates: Sequence[str], object_labels: Sequence[str]) -> list[str]:
         return [relation_text(self.sentence, s, p, o) for s, p, o in zip(subject_labels, predicates, object_labels)]
@@ -168,13 +178,15 @@ def shared_embedder() -> SentenceEmbedder:
 def similarity_from_settings(model: str = DEFAULT_MODEL, sentence: str = DEFAULT_SENTENCE) -> RelationSimilarity:
     """The DESIGN §6 similarity every stage uses: `model` (directory or `DEFAULT_MODEL`) on `sentence`.
 
-    The model loads here; a bad directory or template is an InputError / ValueError before any work.
+    A bad directory or template is an InputError here, before any work; the
+    model itself loads on the first comparison.
     """
     try:
         check_sentence(sentence)
     except ValueError as error:
         raise InputError("similarity.sentence", str(error)) from None
-    return RelationSimilarity(embedder_for(model), sentence, model or DEFAULT_MODEL)
+    resolve_model(model)
+    return RelationSimilarity(None, sentence, model or DEFAULT_MODEL)
 
 
 @dataclass(frozen=True)

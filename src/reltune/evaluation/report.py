@@ -101,7 +101,8 @@ def _results_section(config: ReportConfig, metrics: pd.DataFrame) -> str:
         "<h2>Results</h2><p>Recalls in percent, graph-constrained (one predicate per subject-object pair, as "
         "Scene-Graph-Benchmark's PredCls); <em>mR_vocab</em> averages over every predicate of the dataset's vocabulary. "
         "<em>(blind)</em> columns are the blind controls (same model, blank images); "
-        "<em>(chance)</em> rows are the expected recalls of one uniformly random training predicate per annotated pair.</p>",
+        "<em>(chance)</em> rows are the expected recalls of one uniformly random training predicate per annotated pair, "
+        "ranked in random order (exact matches only).</p>",
         _table_html(table[constrained]),
     ]
     if len(unconstrained) > 1:
