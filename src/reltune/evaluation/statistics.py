@@ -132,12 +132,13 @@ def weighted_mean_recalls(recalls: AlignedRecalls, weights: np.ndarray) -> np.nd
 
 
 def paired_difference(
-    first: AlignedRecalls, second: AlignedRecalls, n_resamples: int = N_RESAMPLES, seed: int = 0
+    first: AlignedRecalls, second: AlignedRecalls, n_resamples: int | None = None, seed: int = 0
 ) -> Estimate:
     """Mean over seed pairs of mR(first_s) - mR(second_s), with its bootstrap interval.
 
     `first.fractions[s]` and `second.fractions[s]` are the same seed's runs of
-    the two strategies on the same test images (see the module docstring).
+    the two strategies on the same test images (see the module docstring);
+    `n_resamples` defaults to N_RESAMPLES.
     """
     n_seeds, n_images = first.fractions.shape[0], first.fractions.shape[1]
     if second.fractions.shape != first.fractions.shape or not np.array_equal(first.present, second.present):
@@ -160,7 +161,7 @@ def paired_difference(
     images = np.arange(n_images)
     data, statistic = ((np.arange(n_seeds), images), over_images_and_seeds) if n_seeds > 1 else ((images,), over_images)
     result = scipy.stats.bootstrap(
-        data, statistic, n_resamples=n_resamples, batch=BATCH, vectorized=True, paired=False,
+        data, statistic, n_resamples=n_resamples or N_RESAMPLES, batch=BATCH, vectorized=True, paired=False,
         confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed),
     )  # fmt: skip
     interval = result.confidence_interval
