@@ -157,3 +157,17 @@ def test_bad_scene_relation_index_names_the_image():
     scenes.at[1, "relations"] = [{"subj": 0, "obj": 5, "predicate": "on"}]
     with pytest.raises(InputError, match=r"scenes \[image '2'\]: relation \(0, 5\) indexes outside the image's 2 boxes"):
         evaluate_predictions(scenes, pd.DataFrame(BASE), ["on"], similarity=lambda *a: np.zeros(len(a[1])))
+
+
+def test_dvc_metrics_show_reads_the_recorded_settings_beside_the_numbers(tmp_path):
+    import subprocess
+    import sys
+
+    predictions = pd.DataFrame({"image_id": ["1"], "subj": [0], "obj": [1], "predicate": ["wearing"], "score": [0.9]})
+    paths = write_inputs(tmp_path, predictions)
+    out = tmp_path / "metrics.json"
+    assert run_cli(evaluate_argv(paths, out) + ["--similarity-sentence", "Yes, {s} {p} {o}"]) == 0
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json", out.name], cwd=tmp_path, check=True, capture_output=True, text=True)
+    data = json.loads(shown.stdout)[""]["data"][out.name]["data"]
+    assert (data["R@20"], data["ngR@20"], data["similarity_sentence"], data["graph_constraint"]) == (50.0, 50.0, "Yes, {s} {p} {o}", True)
