@@ -109,7 +109,8 @@ def pretrained(tmp_path_factory):
     (tmp_path / "world_spec.json").write_text(json.dumps(toy_world_spec()))
     metrics = pretrain_tiny(
         scenes_dir, tmp_path / "world_spec.json", None, tmp_path / "pretrained", tmp_path / "metrics" / "pretrain.json",
-        TrainSettings(epochs=50, max_steps=3, batch_size=8, warmup_steps=1, checkpoint_every=0, seed=0),
+        # schedule as `pretrain-tiny`'s default (PRETRAIN_DEFAULTS), which the resume test runs
+        TrainSettings(epochs=50, max_steps=3, batch_size=8, warmup_steps=1, checkpoint_every=0, seed=0, schedule="warmup-cosine"),
         QuestionSettings(holdout_fraction=0.25, eval_questions=6, seed=1), sizes=SIZES,
     )  # fmt: skip
     return tmp_path, metrics
