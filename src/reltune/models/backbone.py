@@ -14,7 +14,6 @@ pretraining stage does.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from transformers import (
 
 from reltune.errors import InputError
 from reltune.io import read_json, write_json
+from reltune.io import replace_directory as _replace_directory
 from reltune.models.tokenizer import EOS_ID, IMAGE_TOKEN, PAD_ID, train_bpe_tokenizer, wrap_fast_tokenizer
 
 BACKBONE_FILE = "reltune_backbone.json"
@@ -84,6 +84,21 @@ class TinySizes:
     text_layers: int = 2
     text_heads: int = 4
     vocab_size: int = 2000
+
+
+def check_tiny_sizes(sizes: TinySizes) -> None:
+    """Refuse sizes the model cannot be built with (one line naming the flags), before any work."""
+    for width, heads in (("vision_hidden", "vision_heads"), ("qformer_hidden", "qformer_heads"), ("text_d_model", "text_heads")):
+        if getattr(sizes, width) % getattr(sizes, heads):
+            raise InputError(
+                f"--{width.replace('_', '-')}",
+                f"{getattr(sizes, width)} is not divisible by --{heads.replace('_', '-')} {getattr(sizes, heads)}",
+            )
+    if sizes.image_size % sizes.patch_size:
+        raise InputError("--image-size", f"{sizes.image_size} is not divisible by --patch-size {sizes.patch_size}")
+    nonpositive = [name for name, value in vars(sizes).items() if not isinstance(value, int) or value < 1]
+    if nonpositive:
+        raise InputError(f"--{nonpositive[0].replace('_', '-')}", "must be a positive integer")
 
 
 def default_device(device: str | None = None) -> torch.device:
@@ -183,6 +198,7 @@ def build_tiny(corpus: Iterable[str], out_dir: str | Path, seed: int = 0, **size
     if unknown:
         raise InputError("build_tiny", f"unknown size arguments {unknown}")
     tiny_sizes = TinySizes(**sizes)
+    check_tiny_sizes(tiny_sizes)
     processor = build_tiny_processor(corpus, tiny_sizes)
     tokenizer = processor.tokenizer
     model = build_tiny_model(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tiny_sizes, seed)
@@ -262,17 +278,6 @@ def merge_lora(model: InstructBlipForConditionalGeneration) -> bool:
 
 def trainable_parameter_count(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
-
-
-def _replace_directory(source: Path, target: Path) -> None:
-    """Move a finished directory over `target` (the old one is removed after the swap)."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / target.name)
-        os.replace(source, target)
-        shutil.rmtree(old)
-    else:
-        os.replace(source, target)
 
 
 def save_backbone(backbone: Backbone, out_dir: str | Path, extra_dirs: dict[str, Path] | None = None) -> Path:

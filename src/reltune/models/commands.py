@@ -7,88 +7,102 @@ from pathlib import Path
 
 from dataclasses import asdict
 
-from reltune.models.backbone import PRESETS, TinySizes
-from reltune.models.training import TrainSettings
-from reltune.argtypes import boolean
+from reltune.errors import InputError
+from reltune.argtypes import (
+    below_one,
+    boolean,
+    device,
+    float_in,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed,
+    unit_interval,
+)
+from reltune.arguments import Setting, add_settings, settings_from_args
+from reltune.models.backbone import PRESETS, TinySizes, check_tiny_sizes
+from reltune.models.schedule import SCHEDULES, TrainSettings
 
-# Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few.
+# Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
+# (its long run of tiny epochs is capped by max_steps, so the per-epoch LAVIS schedules do not fit it).
 TRAIN_DEFAULTS = asdict(TrainSettings())
-PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 1500, "train_all": True}
+PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 1500, "train_all": True, "schedule": "warmup-cosine",
+                     "warmup_steps": 100}
+
+
+# One line per TrainSettings field: its flag's checked type and help (defaults come from the settings).
+TRAIN_ARGUMENTS = {
+    "epochs": Setting(positive_int),
+    "batch_size": Setting(positive_int, "examples per process per micro-batch"),
+    "grad_accum": Setting(positive_int, "micro-batches per optimizer step"),
+    "lr": Setting(positive_float, "peak learning rate"),
+    "warmup_steps": Setting(non_negative_int, "linear warm-up, in optimizer steps (lavis-*: at most the first epoch)"),
+    "schedule": Setting(choices=SCHEDULES, help="warmup-cosine: warm-up then cosine over steps; lavis-step / lavis-cosine: "
+                        "first-epoch warm-up, then per-epoch decay (x--decay-rate, or cosine by epoch) as LAVIS"),
+    "decay_rate": Setting(fraction, "lavis-step: learning-rate factor per epoch after the first"),
+    "allow_long_warmup": Setting(boolean, "accept a warm-up longer than the round's optimizer steps (refused otherwise)"),
+    "weight_decay": Setting(non_negative_float),
+    "betas": Setting(below_one, "Adam betas, each in [0, 1)", nargs=2, metavar=("BETA1", "BETA2")),
+    "max_steps": Setting(non_negative_int, "cap on optimizer steps (0: none)"),
+    "clip_norm": Setting(non_negative_float, "gradient clipping (0: off)"),
+    "checkpoint_every": Setting(non_negative_int, "steps between checkpoints in <out>.ckpt/ (0: none)"),
+    "log_every": Setting(positive_int, "steps between dvclive points"),
+    "seed": Setting(seed),
+    "train_all": Setting(boolean, "train every weight (tiny preset); default: Q-Former, queries, projection only"),
+    "lora_r": Setting(non_negative_int, "LoRA rank on the language model (0: no LoRA)"),
+    "lora_alpha": Setting(positive_int),
+    "lora_dropout": Setting(below_one),
+    "flip_probability": Setting(unit_interval, "mirror the crop (left/right words swapped with it)"),
+    "box_jitter": Setting(unit_interval, "max outward growth of the union box per side, as a fraction of its size"),
+    "image_cache_mb": Setting(non_negative_int),
+    "device": Setting(device, "cpu, cuda or cuda:N ('' = cuda when available)"),
+    "cpu_threads": Setting(non_negative_int, "torch threads per process on CPU (0: torch default)"),
+    "stop_after_steps": Setting(non_negative_int, hidden=True),  # test hook: hard crash after that many steps
+}
+# `train` only: keep the best epoch by validation recall.
+BEST_EPOCH_ARGUMENTS = {
+    "select_best": Setting(boolean, "save the epoch with the best validation mean recall instead of the last (needs --val)"),
+    "val_questions": Setting(non_negative_int, "validation positives answered per epoch, a seeded draw (0: all)"),
+}
+QUESTION_ARGUMENTS = {
+    "objects_per_image": Setting(non_negative_int),
+    "pairs_per_image": Setting(non_negative_int),
+    "holdout_fraction": Setting(float_in(0.0, 1.0, low_open=True, high_open=True), "images held out for the accuracy check"),
+    "eval_questions": Setting(positive_int, "held-out questions answered"),
+    "seed": Setting(seed, flag="--question-seed"),
+}
+SIZE_ARGUMENTS = {name: Setting(positive_int) for name in TinySizes.__dataclass_fields__}
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    group = parser.add_argument_group("training (AdamW, linear warm-up then cosine to 0)")
-    group.add_argument("--epochs", type=int, default=defaults["epochs"])
-    group.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="examples per process per micro-batch")
-    group.add_argument("--grad-accum", type=int, default=defaults["grad_accum"], help="micro-batches per optimizer step")
-    group.add_argument("--lr", type=float, default=defaults["lr"])
-    group.add_argument("--warmup-steps", type=int, default=defaults["warmup_steps"])
-    group.add_argument("--weight-decay", type=float, default=defaults["weight_decay"])
-    group.add_argument("--betas", type=float, nargs=2, default=list(defaults["betas"]), metavar=("BETA1", "BETA2"))
-    group.add_argument("--max-steps", type=int, default=defaults["max_steps"], help="cap on optimizer steps (0: none)")
-    group.add_argument("--clip-norm", type=float, default=defaults["clip_norm"], help="gradient clipping (0: off)")
-    group.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"], help="steps between checkpoints in <out>.ckpt/")
-    group.add_argument("--log-every", type=int, default=defaults["log_every"], help="steps between dvclive points")
-    group.add_argument("--seed", type=int, default=defaults["seed"])
-    group.add_argument("--train-all", type=boolean, default=defaults["train_all"], metavar="true|false",
-                       help="train every weight (tiny preset); default: Q-Former, queries, projection only")
-    group.add_argument("--lora-r", type=int, default=defaults["lora_r"], help="LoRA rank on the language model (0: no LoRA)")
-    group.add_argument("--lora-alpha", type=int, default=defaults["lora_alpha"])
-    group.add_argument("--lora-dropout", type=float, default=defaults["lora_dropout"])
-    group.add_argument("--flip-probability", type=float, default=defaults["flip_probability"],
-                       help="mirror the crop (left/right words swapped with it)")
-    group.add_argument("--box-jitter", type=float, default=defaults["box_jitter"], help="max outward growth of the union box per side")
-    group.add_argument("--image-cache-mb", type=int, default=defaults["image_cache_mb"])
-    group.add_argument("--device", default=defaults["device"], help="cpu or cuda ('' = cuda when available)")
-    group.add_argument("--cpu-threads", type=int, default=defaults["cpu_threads"], help="torch threads per process on CPU (0: torch default)")
+    group = parser.add_argument_group("training (AdamW; learning-rate schedule: --schedule)")
+    add_settings(group, TRAIN_ARGUMENTS, defaults)
     group.add_argument("--live-dir", default="", help="dvclive directory ('' = <out>/dvclive)")
-    group.add_argument("--stop-after-steps", type=int, default=0, help=argparse.SUPPRESS)  # test hook: hard crash
 
 
 def _train_settings(args: argparse.Namespace) -> TrainSettings:
-    return TrainSettings(
-        epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, betas=tuple(args.betas),
-        max_steps=args.max_steps, clip_norm=args.clip_norm, checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every, seed=args.seed, train_all=args.train_all, lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, flip_probability=args.flip_probability,
-        box_jitter=args.box_jitter, image_cache_mb=args.image_cache_mb, device=args.device, cpu_threads=args.cpu_threads,
-        stop_after_steps=args.stop_after_steps,
-    )  # fmt: skip
+    return settings_from_args(TrainSettings, args, {**TRAIN_ARGUMENTS, **BEST_EPOCH_ARGUMENTS})
 
 
-def _add_question_arguments(parser: argparse.ArgumentParser) -> None:
+def _question_defaults():
     from reltune.models.pretrain import QuestionSettings
 
-    defaults = QuestionSettings()
-    group = parser.add_argument_group("generic questions")
-    group.add_argument("--objects-per-image", type=int, default=defaults.objects_per_image)
-    group.add_argument("--pairs-per-image", type=int, default=defaults.pairs_per_image)
-    group.add_argument("--holdout-fraction", type=float, default=defaults.holdout_fraction, help="images held out for the accuracy check")
-    group.add_argument("--eval-questions", type=int, default=defaults.eval_questions, help="held-out questions answered")
-    group.add_argument("--question-seed", type=int, default=defaults.seed)
+    return QuestionSettings()
 
 
 def _question_settings(args: argparse.Namespace):
     from reltune.models.pretrain import QuestionSettings
 
-    return QuestionSettings(
-        objects_per_image=args.objects_per_image,
-        pairs_per_image=args.pairs_per_image,
-        holdout_fraction=args.holdout_fraction,
-        eval_questions=args.eval_questions,
-        seed=args.question_seed,
-    )
-
-
-def _add_size_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("tiny model sizes")
-    for name, value in TinySizes().__dict__.items():
-        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
+    return settings_from_args(QuestionSettings, args, QUESTION_ARGUMENTS)
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, int]:
-    return {name: getattr(args, name) for name in TinySizes.__dataclass_fields__}
+    """The tiny model sizes, checked together before any work (heads divide widths, patches tile the image)."""
+    sizes = settings_from_args(TinySizes, args, SIZE_ARGUMENTS)
+    check_tiny_sizes(sizes)
+    return asdict(sizes)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -97,8 +111,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--world", required=True, type=Path, help="world_spec.json of the synthetic world")
     build.add_argument("--instructions", type=Path, default=None, help="train instruction table (tokenizer corpus)")
     build.add_argument("--out", required=True, type=Path)
-    build.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
-    _add_size_arguments(build)
+    build.add_argument("--seed", type=seed, default=TRAIN_DEFAULTS["seed"])
+    add_settings(build.add_argument_group("tiny model sizes"), SIZE_ARGUMENTS, TinySizes())
     build.set_defaults(func=run_build_tiny)
 
     pretrain = subparsers.add_parser("pretrain-tiny", help="build the tiny backbone and pretrain it on generic questions")
@@ -108,8 +122,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     pretrain.add_argument("--out", required=True, type=Path, help="backbone directory to write")
     pretrain.add_argument("--metrics", required=True, type=Path, help="held-out generic-question accuracy (JSON)")
     _add_train_arguments(pretrain, PRETRAIN_DEFAULTS)
-    _add_question_arguments(pretrain)
-    _add_size_arguments(pretrain)
+    add_settings(pretrain.add_argument_group("generic questions"), QUESTION_ARGUMENTS, _question_defaults())
+    add_settings(pretrain.add_argument_group("tiny model sizes"), SIZE_ARGUMENTS, TinySizes())
     pretrain.set_defaults(func=run_pretrain_tiny)
 
     train = subparsers.add_parser("train", help="relation-tune a backbone on a selection (or on all training rows)")
@@ -120,6 +134,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", required=True, type=Path, help="models/round_<k>")
     train.add_argument("--scene-split", default="train", help="scene split the instructions come from")
     _add_train_arguments(train, TRAIN_DEFAULTS)
+    best = train.add_argument_group("best epoch (validation recall after every epoch)")
+    add_settings(best, BEST_EPOCH_ARGUMENTS, TRAIN_DEFAULTS)
+    best.add_argument("--val", type=Path, default=None, help="data/instructions/<dataset>/val.parquet (--select-best)")
     train.set_defaults(func=run_train)
 
     _add_convert_lavis_command(subparsers)
@@ -151,6 +168,7 @@ def run_build_tiny(args: argparse.Namespace) -> int:
     from reltune.models.backbone import build_tiny
     from reltune.models.pretrain import QuestionSettings, class_attributes, generic_questions, tokenizer_corpus
 
+    sizes = _sizes(args)  # checked before anything is read
     scenes, vocab = read_scenes(args.scenes, "train")
     world_spec = read_json(args.world)
     questions = generic_questions(scenes, class_attributes(world_spec, str(args.world)), QuestionSettings())
@@ -158,7 +176,7 @@ def run_build_tiny(args: argparse.Namespace) -> int:
     if args.instructions:
         instructions = read_parquet(args.instructions, ["prompt", "target"])
         texts = list(instructions["prompt"].astype(str)) + list(instructions["target"].astype(str))
-    build_tiny(tokenizer_corpus(questions, world_spec, vocab, texts), args.out, seed=args.seed, **_sizes(args))
+    build_tiny(tokenizer_corpus(questions, world_spec, vocab, texts), args.out, seed=args.seed, **sizes)
     return 0
 
 
@@ -179,6 +197,8 @@ def run_train(args: argparse.Namespace) -> int:
     from reltune.io import read_parquet
     from reltune.models.training import relation_training_examples, train_backbone
 
+    if args.select_best and args.val is None:  # checked before anything is read
+        raise InputError("--val", "--select-best true needs the validation instructions (--val)")
     instructions = read_parquet(
         args.instructions, ["qid", "image_id", "union_box", "kind", "positive_qid", "prompt", "target"]
     )
@@ -187,12 +207,28 @@ def run_train(args: argparse.Namespace) -> int:
     examples = relation_training_examples(
         instructions, scenes, selection, str(args.instructions), str(args.selection) if args.selection else "selection"
     )
+    settings = _train_settings(args)
+    validation = _validation_set(args, settings) if settings.select_best else None
     train_backbone(
-        args.backbone, examples, vocab["image_root"], args.out, _train_settings(args),
+        args.backbone, examples, vocab["image_root"], args.out, settings,
         live_dir=args.live_dir or None, source=str(args.instructions),
         extra_metadata={"selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions)},
+        validation=validation,
     )  # fmt: skip
     return 0
+
+
+def _validation_set(args: argparse.Namespace, settings: TrainSettings):
+    from reltune.data.scenes import read_scenes
+    from reltune.io import read_parquet
+    from reltune.inference.scoring import QUESTION_COLUMNS
+    from reltune.models.training import validation_set
+
+    if args.val is None:
+        raise InputError("--val", "--select-best true needs the validation instructions (--val)")
+    val_scenes, vocab = read_scenes(args.scenes, "val")
+    instructions = read_parquet(args.val, QUESTION_COLUMNS)
+    return validation_set(instructions, val_scenes, vocab["image_root"], settings.val_questions, settings.seed, str(args.val))
 
 
 def run_convert_lavis(args: argparse.Namespace) -> int:
