@@ -191,7 +191,7 @@ def test_out_of_domain_values_exit_2_with_one_line_before_any_work(command, comm
         return
     base = tmp_path_factory.mktemp("domains")
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
         action = data.draw(st.sampled_from(options), label="option")

@@ -28,6 +28,7 @@ from reltune.models.checkpoints import (
     CHECKPOINT_FILE,
     checkpoint_dir_for,
     load_checkpoint,
+    restore_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -160,6 +161,29 @@ def test_checkpoint_round_trip_keeps_every_state_exactly(tmp_path):
     assert again[:3] == expected[:3] and torch.equal(again[3], expected[3])
     with pytest.raises(InputError, match="malformed RNG state"):
         set_rng_state({**loaded["rng"][0], "numpy": {**loaded["rng"][0]["numpy"], "keys": [1, 2]}}, path)
+
+
+def test_restore_refuses_a_checkpoint_that_does_not_fit_the_model(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    good = {
+        "step": 2, "trainable": {name: p.detach().clone() for name, p in model.named_parameters()},
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": [rng_state()],
+        "validation": [{"epoch": 1, "mean_recall": 0.5}],
+    }  # fmt: skip
+    assert restore_checkpoint(good, model, optimizer, scheduler, 0, 5, "ckpt") == 2
+    bad_cases = [
+        ({"trainable": {"weight": torch.zeros(2, 3)}}, "not the trainable parameters"),
+        ({"trainable": {**good["trainable"], "bias": torch.zeros(5)}}, "wrong shape, e.g. bias"),
+        ({"step": 5}, "step 5 is not before the last step 5"),
+        ({"rng": []}, "no RNG state for process 0"),
+        ({"validation": [{"epoch": "1", "mean_recall": 0.5}]}, r"\[validation\[0\]\]"),
+        ({"optimizer": {"state": {}, "param_groups": []}}, "does not fit this run"),
+    ]
+    for change, message in bad_cases:
+        with pytest.raises(InputError, match=message):
+            restore_checkpoint({**good, **change}, model, optimizer, scheduler, 0, 5, "ckpt")
 
 
 # ---------------------------------------------------------------- through the real command

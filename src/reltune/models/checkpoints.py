@@ -209,6 +209,19 @@ def _check_weights(stored: Any, expected: dict[str, torch.Size], what: str, sour
         raise InputError(source, f"checkpoint {what} of the wrong shape, e.g. {wrong[0]}")
 
 
+def _check_validation_records(records: Any, source: str | Path) -> None:
+    """Best-epoch records (JSON): a list of {"epoch": int, "mean_recall": number, ...}."""
+    if records is None:
+        return
+    if not isinstance(records, list):
+        raise InputError(source, "checkpoint validation records must be a list")
+    for index, record in enumerate(records):
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        recall = record.get("mean_recall") if isinstance(record, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(recall, (int, float)) or isinstance(recall, bool):
+            raise InputError(source, "checkpoint validation record needs an integer epoch and a numeric mean_recall", f"validation[{index}]")
+
+
 def restore_checkpoint(
     checkpoint: dict[str, Any],
     model: torch.nn.Module,
@@ -228,6 +241,7 @@ def restore_checkpoint(
         _check_weights(checkpoint["best"], expected, "best-epoch weights", source)
     if process_index >= len(checkpoint["rng"]):
         raise InputError(source, f"checkpoint has no RNG state for process {process_index}")
+    _check_validation_records(checkpoint.get("validation", []), source)
     try:
         model.load_state_dict(checkpoint["trainable"], strict=False)
         optimizer.load_state_dict(checkpoint["optimizer"])
