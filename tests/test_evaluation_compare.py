@@ -150,11 +150,12 @@ def test_paired_differences_give_intervals_and_verdicts_per_dataset(monkeypatch)
     assert len(differences) == 6 and all(row["seeds"] == "0,1,2" for row in differences)
     ahead = table[("art - balanced", "synthetic (held-in)")]
     # art 100 on every seed; balanced recalls images 0,2,.. (seeds 0, 2) or 1,3,.. (seed 1): 50 -> +50
-    assert ahead["mR@20 difference [95% interval]"].startswith("+50.00 [+") and ahead["verdict"] == "ahead"
+    assert ahead["mR@20 difference [95% bootstrap interval]"].startswith("+50.00 [+") and ahead["verdict"] == "ahead"
+    assert ahead["[95% t interval over seeds]"] == "+50.00 [+50.00, +50.00]"  # the same +50 on every seed
     assert table[("art - random", "synthetic (held-in)")]["verdict"] == "ahead"
     # balanced and random: identical runs -> exactly 0
     same = table[("balanced - random", "synthetic (held-in)")]
-    assert same["mR@20 difference [95% interval]"] == "+0.00 [+0.00, +0.00]" and same["verdict"] == "not separable at 95%"
+    assert same["mR@20 difference [95% bootstrap interval]"] == "+0.00 [+0.00, +0.00]" and same["verdict"] == "not separable at 95%"
     assert table[("art - balanced", "synthetic-ood (held-out)")]["verdict"] == "not separable at 95%"
     # a missing per-image file is reported in the row, not a crash
     del files[(rows[1]["rev"], "metrics/per_image/synthetic.json")]
@@ -178,7 +179,7 @@ def test_main_prints_summary_and_differences_and_the_report_gets_them(tmp_path, 
     out = capsys.readouterr().out
     assert compare.SUMMARY_TITLE in out and compare.DIFFERENCES_TITLE in out
     assert "| art - balanced | synthetic (held-in) | 0,1,2 | +50.00 [" in out
-    assert "| balanced - random | synthetic-ood (held-out) | 0,1,2 | +0.00 [+0.00, +0.00] | not separable at 95% |" in out
+    assert "| balanced - random | synthetic-ood (held-out) | 0,1,2 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | not separable at 95% |" in out
     section = compare.experiments_html(entries)
     assert "<h2>Experiments (make compare)</h2>" in section and "<td>art - random</td>" in section and "<td>ahead</td>" in section
     monkeypatch.setenv("DVC_EXP_NAME", "art-seed0")  # inside an experiment's own run: no comparison

@@ -180,3 +180,21 @@ def test_seed_interval_is_students_t():
     assert statistics.seed_interval([2.0, 2.0]) == statistics.Estimate(2.0, 2.0, 2.0, 2)
     with pytest.raises(ValueError):
         statistics.seed_interval([1.0])
+
+
+def test_the_verdict_needs_the_t_interval_over_seeds_too():
+    # every image recalled 0.9 vs 0.5 on seed 0, 0.52 vs 0.5 on seed 1: +40 and +2, no image noise at all
+    base = experiments(0.5, seeds=1, seed=5)
+    present = base.present
+    first = statistics.AlignedRecalls(np.stack([np.where(present, 0.9, 0.0), np.where(present, 0.52, 0.0)]), present, base.image_ids, base.predicates)
+    second = statistics.AlignedRecalls(np.stack([np.where(present, 0.5, 0.0)] * 2), present, base.image_ids, base.predicates)
+    np.testing.assert_allclose(statistics.per_seed_differences(first, second), [40.0, 2.0])
+    bootstrap = statistics.paired_difference(first, second, n_resamples=999)
+    assert bootstrap.mean == pytest.approx(21.0) and bootstrap.low == pytest.approx(2.0) and bootstrap.verdict() == statistics.AHEAD
+    over_seeds = statistics.paired_seed_interval(first, second)
+    # two seeds: 21 -+ t(0.975, 1) * 19 = 21 -+ 241.4
+    assert over_seeds.low == pytest.approx(21.0 - 12.7062047 * 19.0) and over_seeds.verdict() == statistics.NOT_SEPARABLE
+    assert statistics.joint_verdict([bootstrap, over_seeds]) == statistics.NOT_SEPARABLE
+    assert statistics.joint_verdict([bootstrap]) == statistics.AHEAD
+    single = statistics.AlignedRecalls(first.fractions[:1], present, base.image_ids, base.predicates)
+    assert statistics.paired_seed_interval(single, single) is None

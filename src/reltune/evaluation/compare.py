@@ -14,8 +14,8 @@ seed standard deviation of mR@20.
 
 A third gives the paired differences art - balanced, art - random and
 balanced - random of mR@20 (the plain, graph-constrained key) on every
-dataset, with a 95% bootstrap interval over test images and seed pairs and a
-verdict (`statistics`). Each experiment's per-image recall counts
+dataset, with a 95% bootstrap interval over test images and seed pairs, a 95%
+t interval over the per-seed differences and a verdict (`statistics`). Each experiment's per-image recall counts
 (`evaluate --per-image`, `per_image`) are read from its git commit.
 `experiments_html` gives the same tables to the HTML report.
 """
@@ -36,7 +36,15 @@ import numpy as np
 
 from reltune.errors import InputError
 from reltune.evaluation.per_image import read_per_image
-from reltune.evaluation.statistics import AlignedRecalls, Estimate, align_per_image, paired_difference, seed_interval
+from reltune.evaluation.statistics import (
+    AlignedRecalls,
+    Estimate,
+    align_per_image,
+    joint_verdict,
+    paired_difference,
+    paired_seed_interval,
+    seed_interval,
+)
 from reltune.progress import log
 
 RECALL_KEYS = ("R@20", "R@50", "mR@20", "mR@50", "gR@20", "mgR@20")
@@ -204,7 +212,7 @@ def aligned_variant(members: list[dict], dataset: str, reader: RevisionReader) -
 
 
 def difference_row(first: str, second: str, dataset: str, label: str, variants: dict[str, list[dict]], reader: RevisionReader) -> dict:
-    """One paired difference first - second of mR@PAIRED_K on a dataset, with interval and verdict."""
+    """One paired difference first - second of mR@PAIRED_K on a dataset, with both intervals and the verdict."""
     first_members, second_members = seed_members(variants[first]), seed_members(variants[second])
     seeds = sorted(set(first_members) & set(second_members))
     row: dict[str, Any] = {"difference": f"{first} - {second}", "dataset": label, "seeds": ",".join(map(str, seeds))}
@@ -216,10 +224,12 @@ def difference_row(first: str, second: str, dataset: str, label: str, variants: 
         if first_recalls.image_ids != second_recalls.image_ids:
             raise InputError(dataset, f"{first} and {second} were evaluated on different test images: not paired")
         estimate = paired_difference(first_recalls, second_recalls)
+        over_seeds = paired_seed_interval(first_recalls, second_recalls)
     except (InputError, ValueError) as error:
         return {**row, "verdict": f"not compared: {error}"}
-    row[f"mR@{PAIRED_K} difference [95% interval]"] = _interval_text(estimate, signed=True)
-    row["verdict"] = estimate.verdict()
+    row[f"mR@{PAIRED_K} difference [95% bootstrap interval]"] = _interval_text(estimate, signed=True)
+    row["[95% t interval over seeds]"] = _interval_text(over_seeds, signed=True) if over_seeds else "(one seed)"
+    row["verdict"] = joint_verdict([estimate] + ([over_seeds] if over_seeds else []))
     return row
 
 
@@ -311,7 +321,8 @@ def comparison_tables(entries: list[dict], all_commits: bool = False, reader: Re
 
 SUMMARY_TITLE = "Per variant over seeds: mean [95% Student-t interval over seeds]"
 DIFFERENCES_TITLE = (
-    f"Paired differences of mR@{PAIRED_K} (same seeds; 95% percentile bootstrap over test images and seed pairs)"
+    f"Paired differences of mR@{PAIRED_K} (same seeds; 95% percentile bootstrap over test images and seed pairs, "
+    "and Student-t over the per-seed differences; a verdict needs both)"
 )
 
 
