@@ -2,7 +2,6 @@
 small fixtures written in the real VG150 / GQA200 / Open Images layouts."""
 
 import copy
-import shlex
 
 import pandas as pd
 import pytest
@@ -13,6 +12,7 @@ from reltune.cli import build_parser
 from reltune.profiles import merge_profile, profile_overrides
 from test_data_gqa_oi import write_gqa, write_oi
 from test_data_vg150 import write_vg150
+from test_stage_deps import reltune_arguments, subcommand
 
 PROFILE = PROJECT / "profiles" / "vg150-flan-t5-xl.yaml"
 
@@ -69,9 +69,9 @@ def test_real_profile_commands_parse_and_data_stages_run(tmp_path):
     assert expected <= set(stages)
     assert not [name for name in stages if name.startswith(("world", "pretrain-tiny"))]
     for name, command in stages.items():
-        words = shlex.split(command)
-        assert words[0] == "reltune", name
-        build_parser(words[1]).parse_args(words[1:])  # exits (SystemExit) on an invalid command
+        arguments = reltune_arguments(command)  # after `reltune` or a launcher's `-m reltune.cli`
+        assert arguments is not None, name
+        build_parser(subcommand(command)).parse_args(arguments)  # exits (SystemExit) on an invalid command
     assert f"--backbone {weights}" in stages["train@1"]
     assert "--selection data/loop/round_4/selection.parquet --out models/round_5" in stages["train@5"]
     assert "--warmup-steps 3000" in stages["train@final"]
