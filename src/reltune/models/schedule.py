@@ -27,8 +27,8 @@ class TrainSettings:
     batch_size: int = 128
     grad_accum: int = 1
     lr: float = 1e-3
-    warmup_steps: int = 100
-    schedule: str = "lavis-step"  # one of SCHEDULES (see Schedule)
+    warmup_steps: int = 4
+    schedule: str = "lavis-cosine"  # one of SCHEDULES (see Schedule)
     decay_rate: float = 0.9  # lavis-step: lr x decay_rate per epoch after the first
     select_best: bool = False  # keep the epoch with the best validation mean recall
     val_questions: int = 500  # validation positives answered per epoch (0: all)
