@@ -272,3 +272,41 @@ def test_select_best_saves_the_best_epochs_weights(toy, tmp_path, monkeypatch):
         assert torch.allclose(saved[name], reference[name], atol=1e-6), name
     with pytest.raises(InputError, match="needs the validation instructions"):
         train_backbone(root / "tiny", examples, vocab["image_root"], tmp_path / "x", TrainSettings(**common, select_best=True))
+
+
+def test_best_epoch_survives_a_crash_and_resume(toy, tmp_path, monkeypatch):
+    import reltune.inference.scoring as scoring
+    import reltune.models.training as training
+
+    root, _, scenes, vocab, instructions = toy
+    examples = relation_training_examples(instructions, scenes, None)
+    validation = validation_set(instructions, scenes, vocab["image_root"], cap=4, seed=0, file="val.parquet")
+    # scripted recall by epoch (the answer source is replaced by its description, which names the epoch)
+    scripted = {1: 0.25, 2: 0.75, 3: 0.5}
+    monkeypatch.setattr(scoring, "model_answer_source", lambda backbone, loader, settings, description, *rest: description)
+    monkeypatch.setattr(scoring, "validation_recall", lambda questions, source: (
+        {"per_predicate": {}, "mean_recall": scripted[int(source.split()[-1])], "recall": 0.0, "questions": len(questions)}, None))
+
+    class Crash(Exception):
+        pass
+
+    def crash(pid, signal_number):
+        raise Crash
+
+    steps_per_epoch = math.ceil(len(examples) / 8)
+    common = dict(epochs=3, batch_size=8, warmup_steps=2, schedule="lavis-step", seed=5, log_every=1, select_best=True,
+                  checkpoint_every=steps_per_epoch)  # fmt: skip
+    image_root = vocab["image_root"]
+    reference = train_backbone(root / "tiny", examples, image_root, tmp_path / "reference", TrainSettings(**common), validation=validation)
+    out = tmp_path / "crashed"
+    monkeypatch.setattr(training.os, "kill", crash)
+    with pytest.raises(Crash):  # after epoch 2's validation and checkpoint, one step into epoch 3
+        train_backbone(root / "tiny", examples, image_root, out, TrainSettings(**common, stop_after_steps=2 * steps_per_epoch + 1),
+                       validation=validation)  # fmt: skip
+    resumed = train_backbone(root / "tiny", examples, image_root, out, TrainSettings(**common), validation=validation)
+    assert resumed.resumed_from_step == 2 * steps_per_epoch and resumed.best_epoch == reference.best_epoch == 2
+    metadata = json.loads((out / "reltune_backbone.json").read_text())["training"]
+    assert [record["mean_recall"] for record in metadata["validation"]] == [0.25, 0.75, 0.5]
+    expected, actual = _weights(tmp_path / "reference"), _weights(out)
+    for name in expected:  # epoch 2's weights, kept in the checkpoint across the crash
+        assert torch.allclose(expected[name], actual[name], atol=1e-6), name
