@@ -1,6 +1,7 @@
 """Tiny backbone: build, save/load, image reaches the LM, freezing, LoRA, preset errors."""
 
 import json
+import subprocess
 
 import pytest
 import torch
@@ -95,6 +96,11 @@ def test_save_load_round_trip_gives_identical_outputs(tiny_dir, tmp_path):
     inputs, labels = encode(backbone, [solid_image("green")], ["what colour?"], ["green"])
     with torch.no_grad():
         before = backbone.model(**inputs, labels=labels).logits
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    stale = tmp_path / f".copy.{finished.pid}.killed.tmp"  # a save killed half-way, its process gone
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
     save_backbone(backbone, tmp_path / "copy")
     save_backbone(backbone, tmp_path / "copy")  # overwriting an existing directory works
     reloaded = load_backbone(str(tmp_path / "copy"))
@@ -177,3 +183,18 @@ def test_missing_real_preset_names_what_to_download(tmp_path):
         load_backbone(str(empty))
     with pytest.raises(InputError, match="unknown backbone preset"):
         load_backbone(str(empty), preset="gpt-9")
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        (dict(vision_hidden=63), "--vision-hidden: 63 is not divisible by --vision-heads 4"),
+        (dict(text_d_model=32, text_heads=3), "--text-d-model: 32 is not divisible by --text-heads 3"),
+        (dict(image_size=60), "--image-size: 60 is not divisible by --patch-size 8"),
+        (dict(num_query_tokens=0), "--num-query-tokens: must be a positive integer"),
+    ],
+)
+def test_tiny_sizes_the_model_cannot_take_are_refused_before_building(tmp_path, sizes, message):
+    with pytest.raises(InputError, match=message):
+        build_tiny(CORPUS, tmp_path / "tiny", seed=0, **{**SMALL, **sizes})
+    assert not (tmp_path / "tiny").exists()

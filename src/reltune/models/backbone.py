@@ -15,7 +15,6 @@ pretraining stage does.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,7 @@ from transformers import (
 )
 
 from reltune.errors import InputError
-from reltune.io import read_json, write_json
-from reltune.io import replace_directory as _replace_directory
+from reltune.io import atomic_directory, read_json, write_json
 from reltune.models.tokenizer import EOS_ID, IMAGE_TOKEN, PAD_ID, train_bpe_tokenizer, wrap_fast_tokenizer
 
 BACKBONE_FILE = "reltune_backbone.json"
@@ -287,10 +285,9 @@ def save_backbone(backbone: Backbone, out_dir: str | Path, extra_dirs: dict[str,
     `extra_dirs` ({name: directory}) are copied in under their names (e.g. training logs).
     """
     target = Path(out_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
     merged = merge_lora(backbone.model)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    # A temporary sibling renamed over `out_dir`; a killed save's leftovers are removed first.
+    with atomic_directory(target) as temporary:
         backbone.model.save_pretrained(temporary)
         backbone.processor.save_pretrained(temporary)
         write_json(
@@ -307,10 +304,6 @@ def save_backbone(backbone: Backbone, out_dir: str | Path, extra_dirs: dict[str,
         )
         for name, directory in (extra_dirs or {}).items():
             shutil.copytree(directory, temporary / name)
-        _replace_directory(temporary, target)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
     return target
 
 

@@ -132,6 +132,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     step = int(state["step"])
     rng_json, rng_tensors = _split_rng(list(state["rng"]))
     weights = path.parent / f"checkpoint-{step:08d}.pt"
+    for leftover in path.parent.glob(".checkpoint*.tmp"):  # of a save killed half-way (one writer per run)
+        leftover.unlink(missing_ok=True)
     with atomic_path(weights) as temporary:
         torch.save({key: state[key] for key in TENSOR_KEYS if key in state} | {"rng": rng_tensors}, temporary)
     header = {
