@@ -344,7 +344,7 @@ def _inputs(args: argparse.Namespace, params: Mapping) -> tuple[PlanInputs, str]
         origin = f"positives of {args.instructions} ({ratio:.2f} negatives each)"
     else:
         counts, origin = counts_from_scenes(args.scenes, "train"), f"train relations of {args.scenes}"
-        if val_positives is None:
+        if val_positives is None and (args.scenes / "val.parquet").is_file():  # a dataset may have no val split
             val_positives = sum(counts_from_scenes(args.scenes, "val").values())
     throughput = read_throughput(args.throughput) if args.throughput else None
     inputs = PlanInputs(counts, ratio, args.processes, val_positives or 0, throughput)
