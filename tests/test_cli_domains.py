@@ -232,3 +232,10 @@ def test_zero_optimizer_steps_refused_before_the_model_is_loaded(tmp_path):
     with pytest.raises(InputError, match="no optimizer step: 1 examples, epochs 0"):
         train_backbone(tmp_path / "no-backbone", examples, tmp_path, tmp_path / "out", TrainSettings(epochs=0, device="cpu"))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_name_skips_the_timing_value():
+    # Only the named command's module is imported (the model stack takes seconds).
+    assert reltune.cli.command_name(["--timing", "metrics/timing/x.json", "select", "--round", "1"]) == "select"
+    assert reltune.cli.command_name(["--timing=t.json", "train"]) == "train"
+    assert reltune.cli.command_name(["--help"]) is None

@@ -83,13 +83,20 @@ def build_parser(only_command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def command_name(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is neither an option nor --timing's value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--timing":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    first = next((item for item in argv if not item.startswith("-")), None)
-    if first == "--timing":  # skip the option's value to find the command
-        rest = argv[argv.index("--timing") + 2 :]
-        first = next((item for item in rest if not item.startswith("-")), None)
-    args = build_parser(first).parse_args(argv)
+    args = build_parser(command_name(argv)).parse_args(argv)
     started = time.perf_counter()
     try:
         result = args.func(args)
