@@ -246,3 +246,36 @@ def test_score_flags_are_checked_at_the_command_line(flag: str, value: str, reas
     assert exited.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"argument {flag}: {reason}" in error
+
+
+def test_question_index_checks_name_the_file_row(tmp_path) -> None:
+    from reltune.inference.scoring import check_index_images, checked_positives, pool_of, read_question_index
+
+    table = pd.DataFrame(
+        {
+            "qid": ["a", "b", "c", "d"],
+            "image_id": ["i1", "i1", "i2", "i3"],
+            "kind": ["negative", "positive", "positive", "positive"],
+            "predicate": [None, "on", "has", None],
+        }
+    )
+    table.to_parquet(tmp_path / "t.parquet", index=False)
+    with pytest.raises(InputError, match=r"t.parquet \[row 3\]: positive 'd' has no predicate"):
+        checked_positives(read_question_index(str(tmp_path / "t.parquet")), "t.parquet")
+    table.loc[3, "predicate"] = "near"
+    table.loc[2, "qid"] = "b"
+    table.to_parquet(tmp_path / "t.parquet", index=False)
+    with pytest.raises(InputError, match=r"t.parquet \[row \d\]: duplicate qid 'b'"):
+        checked_positives(read_question_index(str(tmp_path / "t.parquet")), "t.parquet")
+    table.loc[2, "qid"] = "c"
+    table.to_parquet(tmp_path / "t.parquet", index=False)
+    import pyarrow as pa
+
+    positives = checked_positives(read_question_index(str(tmp_path / "t.parquet")), "t.parquet")
+    assert positives["qid"].to_pylist() == ["b", "c", "d"] and positives["row"].to_pylist() == [1, 2, 3]
+    pool = pool_of(positives, pa.chunked_array([pa.array(["c"])]), "t.parquet", "s.parquet")
+    assert pool["qid"].to_pylist() == ["b", "d"]
+    with pytest.raises(InputError, match=r"s.parquet \[row 1\]: qid 'a' is not a positive of t.parquet"):
+        pool_of(positives, pa.chunked_array([pa.array(["c", "a"])]), "t.parquet", "s.parquet")
+    with pytest.raises(InputError, match=r"t.parquet \[row 3\]: image 'i3' of qid 'd' is not in the scenes"):
+        check_index_images(pool, {"i1", "i2"}, "t.parquet")

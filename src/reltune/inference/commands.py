@@ -300,7 +300,7 @@ def record_timing(args: argparse.Namespace, state: PartialState, processes: list
 class ScoreInputs:
     """What `score` reads before any model: the question sets (streamed later) and their scenes."""
 
-    pool: Any  # index rows (INDEX_COLUMNS + row) of the pool
+    pool: Any  # qid, predicate, row (file position) of the pool questions
     pool_size: int
     training_positives: int
     val_questions: Any  # QuestionSource
@@ -313,42 +313,48 @@ class ScoreInputs:
 
 def read_score_inputs(args: argparse.Namespace) -> ScoreInputs:
     """Index columns of the instruction tables, checked; questions stay on disk until answered."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     from reltune.data.scenes import read_scenes
     from reltune.inference.questions import ParquetQuestions, distinct_values, read_parquet_columns
     from reltune.inference.scoring import (
         QUESTION_COLUMNS,
-        check_images_known,
-        pool_questions,
-        positive_questions,
+        check_index_images,
+        checked_positives,
+        pool_of,
         read_question_index,
         row_mask,
     )
 
-    instructions = read_question_index(args.instructions)
-    selection = read_parquet_columns(args.selection, ["qid"])
+    read_parquet_columns(args.selection, ["qid"])  # exists, readable, has the column
+    selected = pq.read_table(args.selection, columns=["qid"])["qid"].cast("string")
+    index = read_question_index(args.instructions)
+    rows = index.num_rows
+    positives = checked_positives(index, args.instructions)
+    del index  # only the positives' index is kept
     val_index = read_question_index(args.val_instructions)
+    val_positives = checked_positives(val_index, args.val_instructions)
     train_scenes, vocab = read_scenes(args.scenes, "train")
     val_scenes, _ = read_scenes(args.scenes, "val")
-    pool = pool_questions(instructions, selection, args.instructions, args.selection)
-    val_positives = positive_questions(val_index, args.val_instructions)
+    pool = pool_of(positives, selected, args.instructions, args.selection)
     train_paths, val_paths = _image_paths(train_scenes), _image_paths(val_scenes)
-    check_images_known(pool, set(train_paths), args.instructions)
-    check_images_known(val_positives, set(val_paths), args.val_instructions)
+    check_index_images(pool, set(train_paths), args.instructions)
+    check_index_images(val_positives, set(val_paths), args.val_instructions)
     targets: set[str] = set()
     if args.fit_max_new_tokens:
         targets = distinct_values(args.instructions, "target") | distinct_values(args.val_instructions, "target")
+    val_rows = row_mask(val_positives["row"].to_numpy(), val_index.num_rows)
     return ScoreInputs(
-        pool=pool,
-        pool_size=len(pool),
-        training_positives=len(positive_questions(instructions, args.instructions)),
-        val_questions=ParquetQuestions(
-            args.val_instructions, QUESTION_COLUMNS, row_mask(val_positives["row"], len(val_index))
-        ),
+        pool=pool.select(["qid", "predicate", "row"]).to_pandas(types_mapper=pd.ArrowDtype),
+        pool_size=pool.num_rows,
+        training_positives=positives.num_rows,
+        val_questions=ParquetQuestions(args.val_instructions, QUESTION_COLUMNS, val_rows),
         train_paths=train_paths,
         val_paths=val_paths,
         image_root=vocab["image_root"],
         targets=targets,
-        rows=len(instructions),
+        rows=rows,
     )
 
 

@@ -289,16 +289,85 @@ def pool_scoring_candidates(
     return subset, report
 
 
-def read_question_index(path: str, file: str | None = None) -> pd.DataFrame:
-    """INDEX_COLUMNS of an instruction table (arrow-backed: compact) and `row`, the file position.
+def read_question_index(path: str, file: str | None = None):
+    """INDEX_COLUMNS of an instruction table as an arrow table, plus `row` (the file position).
 
-    The checks and the choice of the pool read this; the questions themselves
-    are streamed from the file by the inference runner.
+    Arrow, with the repeated columns dictionary-encoded: a million questions take
+    about 30 MB here. The checks and the choice of the pool read this; the
+    questions themselves are streamed from the file by the inference runner.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from reltune.inference.questions import read_parquet_columns
 
-    index = read_parquet_columns(path, INDEX_COLUMNS, file)
-    return index.assign(row=np.arange(len(index), dtype=np.int64))
+    read_parquet_columns(path, (), file)  # a missing or unreadable file: one line
+    present = set(pq.ParquetFile(path).schema_arrow.names)
+    missing = [column for column in INDEX_COLUMNS if column not in present]
+    if missing:
+        raise InputError(file or path, f"missing columns {missing}")
+    # batch by batch: reading the whole table at once holds every column's decoded pages too
+    parquet = pq.ParquetFile(path, read_dictionary=["image_id", "kind", "predicate"])
+    batches = list(parquet.iter_batches(batch_size=65_536, columns=list(INDEX_COLUMNS), use_threads=False))
+    table = pa.Table.from_batches(batches, schema=parquet.schema_arrow if not batches else None).combine_chunks()
+    return table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
+def _has_duplicates(values) -> bool:
+    """Whether a string column repeats a value (sorting: far less memory than a hash set of a million strings)."""
+    import pyarrow.compute as pc
+
+    if len(values) < 2:
+        return False
+    ordered = pc.take(values, pc.array_sort_indices(values))
+    return pc.any(pc.equal(ordered[1:], ordered[:-1])).as_py() or False
+
+
+def _first_true(mask) -> int:
+    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
+
+
+def checked_positives(index, file: str):
+    """The positive rows of an index table, checked: unique qids, a predicate each (errors name the file row)."""
+    import pyarrow.compute as pc
+
+    qids = index["qid"]
+    if _has_duplicates(qids):
+        duplicated = pd.Series(qids.to_numpy(zero_copy_only=False)).duplicated().to_numpy()  # error path only
+        row = _first_row(duplicated)
+        raise InputError(file, f"duplicate qid {qids[row].as_py()!r}", f"row {row}")
+    positives = index.filter(pc.equal(index["kind"].cast("string"), "positive")).drop_columns(["kind"])
+    no_predicate = pc.is_null(positives["predicate"])
+    if pc.any(no_predicate).as_py():
+        at = _first_true(no_predicate)
+        qid, row = positives["qid"][at].as_py(), positives["row"][at].as_py()
+        raise InputError(file, f"positive {qid!r} has no predicate", f"row {row}")
+    return positives
+
+
+def pool_of(positives, selected_qids, instructions_file: str, selection_file: str):
+    """Positives whose qid is not selected; every selected qid must be a positive."""
+    import pyarrow.compute as pc
+
+    unknown = pc.invert(pc.is_in(selected_qids, value_set=positives["qid"]))
+    if pc.any(unknown).as_py():
+        row = _first_true(unknown)
+        raise InputError(
+            selection_file, f"qid {selected_qids[row].as_py()!r} is not a positive of {instructions_file}", f"row {row}"
+        )
+    return positives.filter(pc.invert(pc.is_in(positives["qid"], value_set=selected_qids)))
+
+
+def check_index_images(index, image_ids: set[str], file: str) -> None:
+    """`check_images_known` on an index table (errors name the file row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    unknown = pc.invert(pc.is_in(index["image_id"].cast("string"), value_set=pa.array(sorted(image_ids), pa.string())))
+    if pc.any(unknown).as_py():
+        at = _first_true(unknown)
+        image_id, qid, row = index["image_id"][at].as_py(), index["qid"][at].as_py(), index["row"][at].as_py()
+        raise InputError(file, f"image {image_id!r} of qid {qid!r} is not in the scenes", f"row {row}")
 
 
 def row_mask(rows: pd.Series | np.ndarray, total: int) -> np.ndarray:
