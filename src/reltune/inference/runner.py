@@ -31,7 +31,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +84,6 @@ class InferenceRun:
     answered_questions: int = 0  # by this process
     seconds: float = 0.0
     process_index: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def shard_path(self, index: int) -> Path:
         return self.directory / SHARD_PATTERN.format(index=index)
@@ -107,6 +106,8 @@ def model_fingerprint(directory: str | Path) -> str:
     """Hex digest of every file of a backbone directory (names and bytes): changes iff the model may."""
     root = Path(directory)
     digest = hashlib.sha256()
+    if not root.is_dir():  # a hub id resolved from the local cache: its name is what we know
+        digest.update(f"hub:{directory}".encode())
     for path in sorted(item for item in root.rglob("*") if item.is_file()):
         digest.update(f"{path.relative_to(root).as_posix()}|{path.stat().st_size}|".encode())
         with path.open("rb") as stream:
@@ -301,8 +302,9 @@ def write_parquet_stream(path: str | Path, chunks: Iterator[pd.DataFrame], empty
             for chunk in chunks:
                 table = pa.Table.from_pandas(chunk, preserve_index=False).replace_schema_metadata(None)
                 if writer is None:
-                    fields = [item.with_type(pa.string()) if pa.types.is_null(item.type) else item for item in table.schema]
-                    schema = pa.schema(fields)
+                    schema = pa.schema(
+                        [item.with_type(pa.string()) if pa.types.is_null(item.type) else item for item in table.schema]
+                    )
                     writer = pq.ParquetWriter(temporary, schema)
                 writer.write_table(table.cast(schema))
                 rows += len(chunk)
