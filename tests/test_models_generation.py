@@ -196,3 +196,11 @@ def test_greedy_single_beam_scores_and_entropy_match_teacher_forcing(backbone) -
         assert table["entropy"][row] == pytest.approx(step_entropies(list(logits)).mean().item(), rel=1e-4, abs=1e-5)
         assert table["sequence_score"][row] == pytest.approx(expected_score, rel=1e-4, abs=1e-4)
     assert len(set(lengths)) > 1, "the fixture should give answers of different lengths"
+
+
+def test_repetition_penalty_reaches_generate_only_when_set() -> None:
+    from reltune.inference.generation import GenerationSettings
+
+    assert "repetition_penalty" not in GenerationSettings().generate_kwargs()  # neutral: decoding unchanged
+    kwargs = GenerationSettings(repetition_penalty=1.5, num_beams=1).generate_kwargs()
+    assert kwargs["repetition_penalty"] == 1.5 and "length_penalty" not in kwargs  # greedy: no beam options
