@@ -123,7 +123,12 @@ def test_every_stage_command_parses(commands):
 @pytest.mark.parametrize("profile", PROFILES, ids=[path.stem for path in PROFILES])
 def test_every_stage_command_of_a_profile_parses(profile, tmp_path):
     params = merge_profile(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(profile.read_text()))
-    commands = stage_commands(scratch_project(tmp_path, params))
+    # the profile's local sentence-model directory is checked when score/evaluate parse
+    sentence_model = tmp_path / "paraphrase-MiniLM-L6-v2"
+    sentence_model.mkdir()
+    (sentence_model / "modules.json").write_text("[]")
+    params["similarity"]["model"] = str(sentence_model)
+    commands = stage_commands(scratch_project(tmp_path / "project", params))
     assert "train@5" in commands and not any(name.startswith("world") for name in commands)
     problems = command_problems(commands)
     assert not problems, f"{profile.name}: stage commands the reltune parser refuses:\n" + "\n".join(problems)

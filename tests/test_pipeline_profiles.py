@@ -18,7 +18,7 @@ PROFILE = PROJECT / "profiles" / "vg150-flan-t5-xl.yaml"
 
 
 def test_overrides_reproduce_the_merged_profile(tmp_path):
-    """What `dvc exp run $(reltune profile-args ...)` applies equals merge_profile."""
+    """What `eval "dvc exp run $(reltune profile-args ...)"` applies equals merge_profile."""
     from dvc.utils.hydra import apply_overrides
 
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
@@ -35,9 +35,31 @@ def test_overrides_reproduce_the_merged_profile(tmp_path):
     assert applied["train_on"]["5"] == 4 and sorted(applied["sampling"]["rounds"]) == ["1", "2", "3", "4", "5"]
 
 
-def test_override_values_with_spaces_are_refused():
+def test_override_values_with_quotes_are_refused():
     with pytest.raises(ValueError, match="use --write"):
-        profile_overrides({"model": {"backbone": "x"}}, {"model": {"backbone": "/my models/x"}})
+        profile_overrides({"model": {"backbone": "x"}}, {"model": {"backbone": "/it's/x"}})
+
+
+def test_printed_overrides_survive_the_shell_with_spaces(tmp_path, capsys):
+    """`eval "dvc exp run $(reltune profile-args ...)"`: each override stays one word."""
+    import shlex
+
+    from dvc.utils.hydra import apply_overrides
+
+    from reltune.cli import main
+
+    params = {"launch": {"score": "python -m"}, "similarity": {"sentence": "{s} {p} {o}"}}
+    profile = {"launch": {"score": "accelerate launch --multi_gpu --num_processes 4 -m"},
+               "similarity": {"sentence": "Yes, {s} {p} {o}"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
+    assert main(["profile-args", "--params", str(tmp_path / "params.yaml"), str(tmp_path / "profile.yaml")]) == 0
+    words = shlex.split(capsys.readouterr().out)
+    assert words[0::2] == ["-S", "-S"]
+    target = tmp_path / "applied.yaml"
+    target.write_text(yaml.safe_dump(params))
+    apply_overrides(target, words[1::2])
+    assert yaml.safe_load(target.read_text()) == profile
 
 
 def test_real_profile_commands_parse_and_data_stages_run(tmp_path):
@@ -55,6 +77,10 @@ def test_real_profile_commands_parse_and_data_stages_run(tmp_path):
     for name in profile["download"]:
         profile["download"][name] = {"path": str(raw / name)}
     profile["model"]["backbone"] = str(weights)
+    sentence_model = tmp_path / "paraphrase-MiniLM-L6-v2"  # checked to be one when the commands parse
+    sentence_model.mkdir()
+    (sentence_model / "modules.json").write_text("[]")
+    profile["similarity"]["model"] = str(sentence_model)
     profile["sampling"]["budget_fraction"] = 0.5
     profile["scenes"] = {"check_images": False, "datasets": {
         name: {**spec, "val_size": 1} for name, spec in profile["scenes"]["datasets"].items()}}

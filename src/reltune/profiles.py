@@ -4,8 +4,10 @@ A profile file holds the parameters that differ from params.yaml. Top-level
 `replace: [key, ...]` names mappings that the profile replaces whole (for
 example the dataset list), instead of merging into them. `reltune
 profile-args PROFILE` prints the `-S` overrides that turn params.yaml into
-the profile, so a run is `dvc exp run $(reltune profile-args profiles/X.yaml)`,
-and `reltune profile-args --write OUT PROFILE` writes the merged file.
+the profile, quoted for the shell, so a run is
+`eval "dvc exp run $(reltune profile-args profiles/X.yaml)"` (values such as
+a launcher command or a sentence template hold spaces), and
+`reltune profile-args --write OUT PROFILE` writes the merged file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,10 +48,9 @@ def _hydra_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        if any(character.isspace() or character in "'\\" for character in value):
-            # `$(reltune profile-args ...)` splits on spaces and keeps quotes as
-            # they are: such a value needs `--write` instead
-            raise ValueError(f"value {value!r} has a space, quote or backslash: use --write")
+        if any(character in "'\\\n" for character in value):
+            # Hydra's quoted strings would need escapes here: rare enough to send to --write
+            raise ValueError(f"value {value!r} has a quote, backslash or line break: use --write")
         return f"'{value}'"
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{key}:{_hydra_value(item)}" for key, item in value.items()) + "}"
@@ -111,9 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(overrides))
     else:
-        # no shell quoting: the words reach `dvc exp run` through $(...) word
-        # splitting, which keeps the single quotes Hydra needs for strings
-        print(" ".join(f"-S {item}" for item in overrides))
+        # quoted for `eval "dvc exp run $(...)"`: the shell then hands each override
+        # to DVC as one word, spaces and Hydra's single quotes included
+        print(" ".join(f"-S {shlex.quote(item)}" for item in overrides))
     return 0
 
 
@@ -122,7 +124,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "profile-args",
         help="print the `dvc exp run -S` overrides of a parameter profile",
         description="Print `-S key=value` overrides that turn params.yaml into a profile "
-        "(usage: dvc exp run $(reltune profile-args profiles/vg150-flan-t5-xl.yaml)).",
+        '(usage: eval "dvc exp run $(reltune profile-args profiles/vg150-flan-t5-xl.yaml)").',
     )
     parser.add_argument("profile", type=Path, help="profile YAML (an overlay on params.yaml)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
