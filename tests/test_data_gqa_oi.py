@@ -2,8 +2,10 @@
 
 import json
 
+import pandas as pd
 import pytest
 
+from reltune.cli import main
 from reltune.data.importer import import_scenes
 from reltune.errors import InputError
 
@@ -73,6 +75,26 @@ def test_gqa200_exact_import_and_val_is_first_of_test(tmp_path):
     dropped = result.report["dropped_by_convention"]
     assert dropped["train"]["no_relations"]["image_ids"] == ["2002"]
     assert dropped["test"]["no_boxes"]["image_ids"] == ["3002"]
+
+
+def test_gqa200_held_in_takes_val_from_train_never_from_test(tmp_path):
+    """As the held-in dataset, GQA200's val (which steers ART) must not be test images."""
+    src = write_gqa(tmp_path / "gqa")
+    held_out = import_scenes("gqa200", src, val_size=1)
+    assert held_out.report["val_uses_test_images"] is True
+    out = tmp_path / "scenes"
+    assert main(["data", "import", "--format", "gqa200", "--src", str(src), "--out", str(out),
+                 "--val-size", "1", "--held-in-dataset", "gqa200", "--check-images", "false"]) == 0
+    splits = {name: list(pd.read_parquet(out / f"{name}.parquet")["image_id"]) for name in ("train", "val", "test")}
+    assert splits == {"train": ["2003"], "val": ["2001"], "test": ["3001", "3003"]}
+    report = json.loads((out / "import_report.json").read_text())
+    assert report["held_in"] is True and report["val_uses_test_images"] is False
+    assert report["conventions"]["val"].startswith("held-in dataset: the first val_size training images")
+    # another held-in dataset leaves GQA200's convention alone
+    other = tmp_path / "scenes-held-out"
+    assert main(["data", "import", "--format", "gqa200", "--src", str(src), "--out", str(other),
+                 "--val-size", "1", "--held-in-dataset", "vg150", "--check-images", "false"]) == 0
+    assert list(pd.read_parquet(other / "val.parquet")["image_id"]) == ["3001"]
 
 
 def test_gqa200_background_class_is_an_unknown_label(tmp_path):

@@ -48,6 +48,7 @@ def _run_import(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         check_images=args.check_images,
         box_tolerance=args.box_tolerance,
+        held_in=args.held_in_dataset is not None and args.held_in_dataset == (args.dataset or args.format),
     )
     write_import(result, args.out)
     return 0
@@ -111,6 +112,13 @@ def _add_import_command(data_commands: argparse._SubParsersAction) -> None:
         "synthetic-ood); default: the format name (required for oi)",
     )
     importer.add_argument("--val-size", type=non_negative_int, default=DEFAULT_VAL_SIZE, help="images in val (format convention)")
+    importer.add_argument(
+        "--held-in-dataset",
+        default=None,
+        metavar="NAME",
+        help="the pipeline's held-in dataset (params.yaml held_in): when it is this one, val comes from "
+        "training images even where the format's convention takes it from test (GQA200)",
+    )
     # flags take an optional true/false so that DVC can pass `--skip-bad ${...}` from params.yaml
     importer.add_argument(
         "--skip-bad",

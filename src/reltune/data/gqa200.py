@@ -92,6 +92,7 @@ def read_gqa200(src: str | Path) -> RawDataset:
         image_root=str(src),
         vocab_file=str(info_path),
         assign_splits=assign,
+        val_from_test=True,
         conventions={
             "train": "GQA_200_Train.json",
             "val": "the first val_size images of GQA_200_Test.json that have boxes and relations (a subset of test)",

@@ -24,7 +24,7 @@ import pyarrow as pa
 from reltune.data.flat import FlatScenes, ImageProblem, clip_boxes, find_problems
 from reltune.data.gqa200 import read_gqa200
 from reltune.data.openimages import read_openimages
-from reltune.data.raw import RawDataset, RawPart
+from reltune.data.raw import RawDataset, RawPart, held_in_splits
 from reltune.data.scenes import SPLITS, scene_table_from_flat, validate_scenes, write_scene_files
 from reltune.data.values import printable, text_problem
 from reltune.data.vg150 import read_vg150
@@ -201,8 +201,14 @@ def import_scenes(
     skip_bad: bool = False,
     check_images: bool = True,
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    held_in: bool = False,
 ) -> ImportResult:
-    """Read a raw dataset and return its scene tables (DESIGN §4), vocab and report."""
+    """Read a raw dataset and return its scene tables (DESIGN §4), vocab and report.
+
+    `held_in`: the dataset is the one tuned on, so its validation split (which
+    steers ART) comes from training images even where the format's convention
+    carves it from test (GQA200).
+    """
     dataset = _dataset_of(format, src, dataset, val_size)
     raw = READERS[format](src)
     objects = _normalised_names(raw.objects, normalise_label, "object", raw.vocab_file)
@@ -222,7 +228,14 @@ def import_scenes(
     for part, result in zip(raw.parts, checked):
         kept[part.name], clipped = clip_boxes(part.flat.subset(result.candidates))
         boxes_clipped += clipped
-    splits = raw.assign_splits(kept, val_size)
+    conventions = dict(raw.conventions)
+    if held_in and raw.val_from_test:
+        splits = held_in_splits(kept, val_size)
+        conventions["val"] = (f"held-in dataset: the first val_size training images that have boxes and relations "
+                              f"(removed from train), never test images (format convention: {conventions['val']})")
+        conventions["test"] = "all test images"
+    else:
+        splits = raw.assign_splits(kept, val_size)
     tables = {split: scene_table_from_flat(splits[split], objects, predicates) for split in SPLITS}
 
     skipped = _skipped_entries(raw, checked)
@@ -233,7 +246,9 @@ def import_scenes(
         "val_size": val_size,
         "box_tolerance": box_tolerance,
         "check_images": check_images,
-        "conventions": raw.conventions,
+        "held_in": held_in,
+        "val_uses_test_images": raw.val_from_test and not held_in,
+        "conventions": conventions,
         "splits": {split: _split_summary(splits[split], predicates) for split in SPLITS},
         "dropped_by_convention": {
             part.name: {reason: {"count": len(ids), "image_ids": ids} for reason, ids in result.dropped.items()}

@@ -37,7 +37,16 @@ class RawDataset:
     assign_splits: Callable[[dict[str, FlatScenes], int], dict[str, FlatScenes]]
     conventions: dict[str, str]
     notes: dict[str, Any] = field(default_factory=dict)  # format facts for the report
+    # the format's convention takes val from its test images (GQA200, SHA-GCL):
+    # fine for a held-out dataset, but a held-in one must not steer ART with test images
+    val_from_test: bool = False
     field_names: dict[str, str] = field(default_factory=dict)  # source field names for messages
+
+
+def held_in_splits(kept: dict[str, FlatScenes], val_size: int) -> dict[str, FlatScenes]:
+    """Validation carved from the first `val_size` training images, test left whole."""
+    val_rows, train_rows = first_val(kept["train"], val_size)
+    return {"train": kept["train"].subset(train_rows), "val": kept["train"].subset(val_rows), "test": kept["test"]}
 
 
 def require_keys(record: Any, keys: tuple[str, ...], file: Path, where: str | None = None) -> None:
