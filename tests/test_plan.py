@@ -152,3 +152,21 @@ def test_scenes_and_instructions_give_the_same_positives(tmp_path, capsys):
     assert from_scenes["training_positives"] == from_table["training_positives"] == positives
     seed = balanced_allocation(table[table["kind"] == "positive"]["predicate"].value_counts().to_dict(), from_table["round_budget"])
     assert from_table["rounds"][0]["positives"] == sum(seed.values())
+
+
+def test_scenes_whose_validation_is_test_images_are_refused_as_held_in(tmp_path, capsys):
+    """GQA200's convention carves val from test: fine held out, refused as the dataset ART steers on."""
+    from test_data_gqa_oi import write_gqa
+
+    from reltune.cli import main
+    from reltune.plan import validation_source
+
+    src = write_gqa(tmp_path / "gqa")
+    for held_in in ("vg150", "gqa200"):
+        assert main(["data", "import", "--format", "gqa200", "--src", str(src), "--out", str(tmp_path / held_in),
+                     "--val-size", "1", "--held-in-dataset", held_in, "--check-images", "false"]) == 0
+    assert validation_source(tmp_path / "gqa200") == "validation from training images"
+    capsys.readouterr()
+    assert main(["plan", "--params", str(ROOT / "params.yaml"), "--scenes", str(tmp_path / "vg150")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "validation was carved from test images" in error

@@ -29,6 +29,7 @@ from typing import Any
 
 from reltune.argtypes import non_negative_int, positive_int
 from reltune.errors import InputError
+from reltune.io import read_json
 
 # Keys of the throughput JSON (benchmarks/gpu_shapes.py --json): one GPU's rates.
 TRAIN_RATE_KEY = "train_samples_per_s"
@@ -330,6 +331,18 @@ def format_plan(plans: list[RoundPlan], header: str) -> str:
     return "\n".join(lines)
 
 
+def validation_source(scene_dir: Path) -> str:
+    """Where the held-in validation split comes from; refused when it is test images."""
+    report_path = scene_dir / "import_report.json"
+    if not report_path.is_file():
+        return "validation source unknown (no import_report.json)"
+    report = read_json(report_path)
+    if report.get("val_uses_test_images"):
+        raise InputError(report_path, "validation was carved from test images: as the held-in dataset its validation "
+                         "would steer ART with test images; import it with --held-in-dataset (dvc.yaml does)")
+    return "validation from training images"
+
+
 def _inputs(args: argparse.Namespace, params: Mapping) -> tuple[PlanInputs, str]:
     """Counts and rates from the command line, and a line saying where the positives came from."""
     ratio = negatives_per_positive(params)
@@ -344,6 +357,7 @@ def _inputs(args: argparse.Namespace, params: Mapping) -> tuple[PlanInputs, str]
         origin = f"positives of {args.instructions} ({ratio:.2f} negatives each)"
     else:
         counts, origin = counts_from_scenes(args.scenes, "train"), f"train relations of {args.scenes}"
+        origin += f", {validation_source(args.scenes)}"
         if val_positives is None and (args.scenes / "val.parquet").is_file():  # a dataset may have no val split
             val_positives = sum(counts_from_scenes(args.scenes, "val").values())
     throughput = read_throughput(args.throughput) if args.throughput else None
