@@ -12,11 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_models_answers_helpers import (  # noqa: F401 (single_torch_thread: autouse fixture)
-    fit_tiny_backbone,
+    answering_world,
     single_torch_thread,
-    tiny_backbone,
-    write_tiny_instructions,
-    write_tiny_scenes,
 )
 
 from reltune.cli import main
@@ -159,19 +156,7 @@ def test_streamed_parquet_equals_one_write(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from reltune.models.backbone import save_backbone
-
-    root = tmp_path_factory.mktemp("runner_world")
-    scene_dir = write_tiny_scenes(root)
-    instruction_dir = write_tiny_instructions(scene_dir, root / "instructions")
-    backbone = tiny_backbone(root / "untrained")
-    train = pd.read_parquet(instruction_dir / "train.parquet")
-    # a few steps: "Yes, s p o." answers that differ per question (not all the same empty string)
-    fit_tiny_backbone(backbone, train[train["kind"] == "positive"].iloc[:2], scene_dir, steps=10)
-    save_backbone(backbone, root / "backbone")
-    selection = train.loc[train["kind"] == "positive", ["qid"]].iloc[:1].assign(added_in_round=0, reason="balanced")
-    selection.to_parquet(root / "selection.parquet", index=False)
-    return {"root": root, "scenes": scene_dir, "instructions": instruction_dir}
+    return answering_world(tmp_path_factory.mktemp("runner_world"))
 
 
 def score_arguments(world: dict, out: Path) -> list[str]:

@@ -140,3 +140,22 @@ def fit_tiny_backbone(backbone, instructions: pd.DataFrame, scene_dir: Path, ste
         optimiser.step()
     model.eval()
     return float(loss.detach())
+
+
+def answering_world(root: Path) -> dict:
+    """Scenes, instructions, a briefly tuned tiny backbone and a one-row selection under `root`.
+
+    A few steps on two positives: enough for "Yes, s p o." answers that differ
+    per question (some still malformed), so score and predict have real work.
+    """
+    from reltune.models.backbone import save_backbone
+
+    scene_dir = write_tiny_scenes(root)
+    instruction_dir = write_tiny_instructions(scene_dir, root / "instructions")
+    backbone = tiny_backbone(root / "untrained")
+    train = pd.read_parquet(instruction_dir / "train.parquet")
+    fit_tiny_backbone(backbone, train[train["kind"] == "positive"].iloc[:2], scene_dir, steps=10)
+    save_backbone(backbone, root / "backbone")
+    selection = train.loc[train["kind"] == "positive", ["qid"]].iloc[:1].assign(added_in_round=0, reason="balanced")
+    selection.to_parquet(root / "selection.parquet", index=False)
+    return {"root": root, "scenes": scene_dir, "instructions": instruction_dir, "backbone": backbone}

@@ -7,11 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_models_answers_helpers import (  # noqa: F401 (single_torch_thread: autouse fixture)
-    fit_tiny_backbone,
+    answering_world,
     single_torch_thread,
-    tiny_backbone,
-    write_tiny_instructions,
-    write_tiny_scenes,
 )
 
 from reltune.cli import main
@@ -108,19 +105,7 @@ def test_triplets_from_yes_beams_keep_the_best_score() -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from reltune.models.backbone import save_backbone
-
-    root = tmp_path_factory.mktemp("answers_world")
-    scene_dir = write_tiny_scenes(root)
-    instruction_dir = write_tiny_instructions(scene_dir, root / "instructions")
-    backbone = tiny_backbone(root / "untrained")
-    train = pd.read_parquet(instruction_dir / "train.parquet")
-    # a few steps on two positives: enough for "Yes, s p o." answers (some still malformed)
-    fit_tiny_backbone(backbone, train[train["kind"] == "positive"].iloc[:2], scene_dir, steps=10)
-    save_backbone(backbone, root / "backbone")
-    selection = train.loc[train["kind"] == "positive", ["qid"]].iloc[:1].assign(added_in_round=0, reason="balanced")
-    selection.to_parquet(root / "selection.parquet", index=False)
-    return {"root": root, "scenes": scene_dir, "instructions": instruction_dir, "backbone": backbone}
+    return answering_world(tmp_path_factory.mktemp("answers_world"))
 
 
 def generation_flags() -> list[str]:
