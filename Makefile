@@ -66,7 +66,8 @@ results: $(STAMP)
 	$(DVC) exp show --drop '.*' --keep '$(RESULT_COLUMNS)'
 
 # Everything else a run measured (not DVC metrics, so that `dvc metrics show` stays
-# readable): timing per stage, pretraining accuracy, validation recall per round.
+# readable): every evaluation key and setting (metrics/details: ng recalls, mR_vocab, counts,
+# similarity), timing per stage, pretraining accuracy, validation recall per round.
 metrics-all: $(STAMP)
 	$(DVC) metrics show $(wildcard metrics/*.json metrics/details/*.json metrics/timing/*.json data/loop/round_*/val_recall.json)
 

@@ -50,10 +50,14 @@ def test_cli_evaluate_with_real_minilm(tmp_path):
         {"image_id": [1, 2], "subj": [0, 0], "obj": [1, 1], "predicate": ["wears", "on"], "score": [0.9, 0.8]}
     )
     paths = write_inputs(tmp_path, predictions)
-    out, per_predicate = tmp_path / "m" / "metrics.json", tmp_path / "m" / "per_predicate.csv"
-    argv = evaluate_argv(paths, out) + ["--per-predicate", str(per_predicate), "--ks", "1,5", "--vocab", paths["vocab.json"]]
+    out, details, per_predicate = (tmp_path / "m" / name for name in ("metrics.json", "details/metrics.json", "per_predicate.csv"))
+    argv = evaluate_argv(paths, out) + ["--details", str(details), "--per-predicate", str(per_predicate), "--ks", "1,5", "--vocab", paths["vocab.json"]]
     assert run_cli(argv) == 0
-    metrics = json.loads(out.read_text())
+    metrics = json.loads(details.read_text())
+    # --out: only the compared keys, constrained R/mR/gR/mgR at each K then unique/unseen; --details: all of them and more
+    compact = json.loads(out.read_text())
+    assert list(compact) == ["R@1", "R@5", "mR@1", "mR@5", "gR@1", "gR@5", "mgR@1", "mgR@5", "unique_predicates", "unseen_predicates"]
+    assert compact == {key: metrics[key] for key in compact} and len(metrics) > len(compact)
     assert metrics["R@1"] == 0.0 and metrics["mR@5"] == 0.0
     assert metrics["gR@1"] == 50.0 and metrics["mgR@5"] == 50.0
     assert (metrics["unique_predicates"], metrics["unseen_predicates"], metrics["images"], metrics["gt_relations"]) == (2, 1, 2, 2)
@@ -72,9 +76,11 @@ def test_cli_sentence_template_changes_the_similarity_and_is_recorded(tmp_path):
     template = "A photo of an image where, as one can clearly see, {s} {p} {o} in the picture"
     options = ["--ks", "1", "--similarity-threshold", "0.9"]
     assert run_cli(evaluate_argv(paths, tmp_path / "bare.json") + options) == 0
-    assert run_cli(evaluate_argv(paths, tmp_path / "padded.json") + options + ["--similarity-sentence", template]) == 0
+    padded_options = options + ["--similarity-sentence", template, "--details", str(tmp_path / "padded_details.json")]
+    assert run_cli(evaluate_argv(paths, tmp_path / "padded.json") + padded_options) == 0
     bare, padded = (json.loads((tmp_path / name).read_text()) for name in ("bare.json", "padded.json"))
-    assert padded["similarity_sentence"] == template
+    assert json.loads((tmp_path / "padded_details.json").read_text())["similarity_sentence"] == template
+    assert "similarity_sentence" not in padded  # the settings are in --details, not the compact DVC metric
     # image 2: "man on horse" vs GT "man under horse": 0.85 bare (README), above 0.9 once padded
     assert (bare["gR@1"], padded["gR@1"]) == (0.0, 50.0)
 
@@ -159,15 +165,18 @@ def test_bad_scene_relation_index_names_the_image():
         evaluate_predictions(scenes, pd.DataFrame(BASE), ["on"], similarity=lambda *a: np.zeros(len(a[1])))
 
 
-def test_dvc_metrics_show_reads_the_recorded_settings_beside_the_numbers(tmp_path):
+def test_dvc_metrics_show_reads_the_compact_metric_and_the_recorded_settings_in_details(tmp_path):
     import subprocess
     import sys
 
     predictions = pd.DataFrame({"image_id": ["1"], "subj": [0], "obj": [1], "predicate": ["wearing"], "score": [0.9]})
     paths = write_inputs(tmp_path, predictions)
-    out = tmp_path / "metrics.json"
-    assert run_cli(evaluate_argv(paths, out) + ["--similarity-sentence", "Yes, {s} {p} {o}"]) == 0
+    out, details = tmp_path / "metrics.json", tmp_path / "details.json"
+    assert run_cli(evaluate_argv(paths, out) + ["--details", str(details), "--similarity-sentence", "Yes, {s} {p} {o}"]) == 0
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json", out.name], cwd=tmp_path, check=True, capture_output=True, text=True)
-    data = json.loads(shown.stdout)[""]["data"][out.name]["data"]
+    command = [sys.executable, "-m", "dvc", "metrics", "show", "--json", out.name, details.name]
+    shown = json.loads(subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, text=True).stdout)[""]["data"]
+    # the DVC metric: the 14 compared columns (4 families x 3 K + unique/unseen); the details file: the settings too
+    compact, data = shown[out.name]["data"], shown[details.name]["data"]
+    assert len(compact) == 14 and (compact["R@20"], compact["mgR@100"], compact["unseen_predicates"]) == (50.0, 50.0, 0)
     assert (data["R@20"], data["ngR@20"], data["similarity_sentence"], data["graph_constraint"]) == (50.0, 50.0, "Yes, {s} {p} {o}", True)

@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from evaluation_helpers import run_cli
-from reltune.evaluation.metrics import evaluate_predictions
+from reltune.evaluation.metrics import compared_metrics, evaluate_predictions
 from reltune.io import write_json, write_parquet
 
 
@@ -59,8 +59,10 @@ def make_run(root: Path) -> None:
     write_parquet(predictions, root / "data/predictions/synthetic-ood.parquet")
     result = evaluate_predictions(scenes, predictions, ["on", "near"], similarity=lambda *a: np.zeros(len(a[1])))
     settings = {"similarity_model": "all-MiniLM-L6-v2", "similarity_sentence": "{s} {p} {o}"}
-    write_json({**result.metrics, **settings}, root / "metrics/synthetic-ood.json")
-    write_json({**result.metrics, **settings, "R@20": 12.5, "ngR@20": 7.5}, root / "metrics/synthetic-ood_blind.json")
+    # as `evaluate` writes them: the compared keys in metrics/, every key in metrics/details/
+    for name, details in (("synthetic-ood", {**result.metrics, **settings}), ("synthetic-ood_blind", {**result.metrics, **settings, "R@20": 12.5, "ngR@20": 7.5})):
+        write_json(compared_metrics(details), root / f"metrics/{name}.json")
+        write_json(details, root / f"metrics/details/{name}.json")
     write_json({"loss": 0.5, "accuracy_yes_no": 0.9}, root / "metrics/pretrain_tiny.json")  # not an evaluation
     (root / "metrics/per_predicate").mkdir(parents=True)
     result.per_predicate.to_csv(root / "metrics/per_predicate/synthetic-ood.csv", index=False)
@@ -136,3 +138,15 @@ def test_metrics_files_flatten_nested_values_and_pair_blind_controls(tmp_path):
     ]  # fmt: skip
     assert table.loc["gqa", ["R@20", "R@20 (blind)", "mR@20 (blind)"]].tolist() == [40.0, 5.0, 1.0]
     assert (table.loc["vg", "extra.final"], table.loc["vg", "preset"], table.loc["vg", "ngR@20"]) == (0.5, "tiny", 50.0)
+
+
+def test_metrics_files_read_the_details_file_beside_the_compact_metric(tmp_path):
+    from reltune.evaluation.report_data import metrics_files
+
+    write_json({"R@20": 40.0, "unique_predicates": 3}, tmp_path / "gqa.json")
+    write_json({"R@20": 40.0, "unique_predicates": 3, "ngR@20": 55.0, "images": 7, "similarity_sentence": "{s} {p} {o}"}, tmp_path / "details/gqa.json")
+    write_json({"R@20": 5.0}, tmp_path / "gqa_blind.json")  # no details file: only its compared keys
+    table = metrics_files(tmp_path).set_index("variant")
+    assert table.loc["real", ["R@20", "ngR@20", "images", "similarity_sentence"]].tolist() == [40.0, 55.0, 7, "{s} {p} {o}"]
+    assert table.loc["blind", "R@20"] == 5.0 and pd.isna(table.loc["blind", "ngR@20"])
+    assert list(table.columns[:3]) == ["dataset", "R@20", "images"]  # constrained recalls first, then the other keys by name

@@ -11,7 +11,7 @@ from reltune.argtypes import boolean, non_negative_int, positive_int, unit_inter
 from reltune.embedding import add_similarity_arguments, similarity_from_arguments
 from reltune.errors import InputError
 from reltune.evaluation.graphs import DEFAULT_GRAPH_TOP_K, scene_graphs, write_scene_graphs
-from reltune.evaluation.metrics import DEFAULT_KS, DEFAULT_SIMILARITY_THRESHOLD, evaluate_predictions
+from reltune.evaluation.metrics import DEFAULT_KS, DEFAULT_SIMILARITY_THRESHOLD, compared_metrics, evaluate_predictions
 from reltune.evaluation.per_image import write_per_image
 from reltune.evaluation.report_data import ReportConfig
 from reltune.evaluation.tables import PREDICTION_COLUMNS, SCENE_COLUMNS
@@ -65,7 +65,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         vocab_file=args.vocab or "vocab",
     )
     metrics = {**result.metrics, **similarity.record()}
-    write_json(metrics, args.out)
+    write_json(compared_metrics(metrics), args.out)
+    if args.details:
+        write_json(metrics, args.details)
+    else:
+        log("evaluate: no --details, so only the compared keys are written (no ng recalls, mR_vocab, counts or similarity settings)")
     if args.per_predicate:
         _write_csv(result.per_predicate, args.per_predicate)
     if args.per_image:
@@ -115,7 +119,12 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--predictions", required=True, help="predictions table: image_id, subj, obj, predicate, score [+ boxes/labels]")
     evaluate.add_argument("--train-vocab", required=True, help="vocab.json of the training dataset (for unseen predicates)")
     evaluate.add_argument("--vocab", default=None, help="vocab.json of the evaluated dataset: adds mR_vocab@K (mean over all its predicates)")
-    evaluate.add_argument("--out", required=True, help="metrics JSON")
+    evaluate.add_argument("--out", required=True, help="metrics JSON of the compared keys: constrained R/mR/gR/mgR @K, unique/unseen predicates")
+    evaluate.add_argument(
+        "--details",
+        default=None,
+        help="optional JSON of every key: --out's, the ng (unconstrained) recalls, mR_vocab, images, GT relations, the settings",
+    )
     evaluate.add_argument("--per-predicate", default=None, help="optional CSV of per-predicate recalls")
     evaluate.add_argument("--per-image", default=None, help="optional JSON of per-image recall counts (what `make compare` bootstraps)")
     evaluate.add_argument("--predicted-predicates", default=None, help="optional CSV of the distinct predicted predicates (top-50)")
@@ -136,7 +145,7 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
     defaults = ReportConfig()
     report = subparsers.add_parser("report", help="HTML report with plots and qualitative examples")
     report.add_argument("--loop-dir", default=str(defaults.loop_dir))
-    report.add_argument("--metrics-dir", default=str(defaults.metrics_dir), help="every evaluation's *.json here goes into the results table")
+    report.add_argument("--metrics-dir", default=str(defaults.metrics_dir), help="every evaluation's *.json here (with details/<name>.json, evaluate --details) goes into the results table")
     report.add_argument("--per-predicate-dir", default=str(defaults.per_predicate_dir), help="<dataset>.csv from evaluate --per-predicate")
     report.add_argument("--scenes-dir", default=str(defaults.scenes_dir))
     report.add_argument("--predictions-dir", default=str(defaults.predictions_dir), help="<dataset>.parquet or <dataset>/<split>.parquet")

@@ -76,6 +76,20 @@ RECALL_FAMILIES = (
     ("mgR", "generalised_rank", "predicate"),
 )
 UNCONSTRAINED_PREFIX = "ng"  # Scene-Graph-Benchmark's name for recall without the graph constraint
+# What `evaluate --out` (the DVC metric) keeps: the keys runs are compared on (issue 14 §5);
+# `--details` has every key
+COMPARED_FAMILIES = ("R", "mR", "gR", "mgR")  # graph-constrained only
+COMPARED_COUNTS = ("unique_predicates", "unseen_predicates")
+
+
+def compared_metrics(metrics: dict[str, float | int | bool]) -> dict[str, float | int | bool]:
+    """The compared keys of a metrics dict, in its order: constrained R/mR/gR/mgR at every K, unique/unseen."""
+
+    def compared(key: str) -> bool:
+        family, at, k = key.partition("@")
+        return (family in COMPARED_FAMILIES and at == "@" and k.isdigit()) or key in COMPARED_COUNTS
+
+    return {key: value for key, value in metrics.items() if compared(key)}
 
 
 def recall_metrics(ranked: pd.DataFrame, ks: Sequence[int], prefix: str = "", vocabulary: Sequence[str] | None = None) -> dict[str, float]:

@@ -31,6 +31,7 @@ SELECTION_REASONS = (
     "fill",
 )
 METRIC_ORDER = ("R", "mR", "mR_vocab", "gR", "mgR")  # recall families as metrics.RECALL_FAMILIES
+DETAILS_DIR = "details"  # `evaluate --details` files: <metrics-dir>/details/<name>.json
 UNCONSTRAINED_PREFIX = "ng"
 BLIND_SUFFIX = "_blind"
 _ROUND_DIRECTORY = re.compile(r"^round_(\d+)$")
@@ -200,8 +201,30 @@ def flatten_metrics(data: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def _metrics_object(path: Path) -> dict:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a flat JSON object of metrics")
+    return data
+
+
+def evaluation_metrics(path: Path) -> dict:
+    """One evaluation's keys: `metrics/<name>.json` (the compared keys) with `metrics/details/<name>.json`.
+
+    `evaluate --details` writes every key (ng recalls, mR_vocab, counts,
+    settings) there; without it only the compared keys are known.
+    """
+    data = _metrics_object(path)
+    details = path.parent / DETAILS_DIR / path.name
+    if details.is_file():
+        return {**data, **_metrics_object(details)}
+    if is_evaluation(data):
+        log(f"report: no {details}: only the compared keys of {path} are shown")
+    return data
+
+
 def metrics_files(metrics_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every evaluation's `metrics/*.json`: one row per file (dataset, variant real|blind, metric columns).
+    """Every evaluation's `metrics/*.json` (with its details file): one row per file (dataset, variant real|blind, metric columns).
 
     Other metrics files there (pretraining, training) are not evaluated
     datasets and are left out, with a log line.
@@ -209,9 +232,7 @@ def metrics_files(metrics_dir: str | os.PathLike) -> pd.DataFrame:
     metrics_dir = Path(metrics_dir)
     rows = []
     for path in sorted(metrics_dir.glob("*.json")) if metrics_dir.is_dir() else []:
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise InputError(path, "expected a flat JSON object of metrics")
+        data = evaluation_metrics(path)
         if not is_evaluation(data):
             log(f"report: {path} has no recall keys: not an evaluated dataset, left out of the results")
             continue
