@@ -135,7 +135,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         type=boolean,
         default=True,
         help="ranking behind unique/unseen predicates and --predicted-predicates: one predicate per pair (true) or all (false); "
-        "recalls are written both ways (R@K constrained, ngR@K not)",
+        "recalls are written both ways (R@K constrained, ngR@K not: --details)",
     )
     add_similarity_arguments(evaluate)
     evaluate.set_defaults(func=run_evaluate)
