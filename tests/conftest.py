@@ -6,3 +6,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RELTUNE_NO_PROGRESS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+import logging
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def restore_dvc_logging():
+    """Leave DVC's loggers as each test found them.
+
+    Calling DVC in-process (`dvc.api.read` in the compare tests) installs
+    handlers bound to the stderr of that moment, pytest's capture stream; a
+    later test that makes DVC log would then write to a closed file.
+    """
+    loggers = [logging.getLogger(name) for name in ("dvc", "dvc_objects", "dvc_data")]
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
+    yield
+    for logger, handlers, level, propagate in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
