@@ -15,11 +15,13 @@ from reltune.errors import InputError
 from reltune.models.pretrain import (
     QuestionSettings,
     class_attributes,
+    contact_answer,
     generic_questions,
     image_questions,
     pair_sides,
     pretrain_tiny,
     question_accuracy,
+    world_cues,
     world_vocabulary,
 )
 from toy_scenes import make_toy_scenes, toy_world_spec
@@ -64,15 +66,17 @@ def test_image_questions_answer_from_boxes_labels_and_attributes():
         assert row["target"] == (f"Yes, there is a {own}." if asked == own else f"No, there is no {asked}.")
 
 
-def test_generic_questions_never_read_relations_and_hold_out_whole_images(tmp_path):
+def test_generic_questions_without_cues_never_read_relations_and_hold_out_whole_images(tmp_path):
     from reltune.data.scenes import read_scenes
 
     scenes, _ = read_scenes(make_toy_scenes(tmp_path / "s", images=20, seed=3, image_size=48), "train")
     attributes = class_attributes(toy_world_spec(), "spec")
-    settings = QuestionSettings(holdout_fraction=0.3, seed=5)
-    questions = generic_questions(scenes, attributes, settings)
-    without_relations = generic_questions(scenes.assign(relations=[[] for _ in range(len(scenes))]), attributes, settings)
+    settings = QuestionSettings(holdout_fraction=0.3, seed=5, cue_questions=False)
+    cues = world_cues(toy_world_spec(), "spec")
+    questions = generic_questions(scenes, attributes, settings, cues=cues)
+    without_relations = generic_questions(scenes.assign(relations=[[] for _ in range(len(scenes))]), attributes, settings, cues=cues)
     pd.testing.assert_frame_equal(questions, without_relations)
+    assert not questions["kind"].isin(["cue", "contact"]).any()
     assert (questions.groupby("image_id")["split"].nunique() == 1).all()
     heldout_images = questions.loc[questions["split"] == "heldout", "image_id"].nunique()
     assert 0 < heldout_images < 20
@@ -80,10 +84,48 @@ def test_generic_questions_never_read_relations_and_hold_out_whole_images(tmp_pa
         generic_questions(scenes, {k: v for k, v in attributes.items() if k != "box"}, settings)
 
 
+CUES = {"holding": ("triangle", "black"), "on": (None, None)}
+
+
+def test_cue_questions_describe_the_drawing_and_never_name_the_predicate():
+    boxes = [[0, 0, 10, 10], [20, 0, 30, 10], [10, 0, 20, 10], [5, 5, 15, 15]]
+    labels = ["bear", "ball", "box", "kite"]
+    relations = [{"subj": 0, "obj": 1, "predicate": "holding"}, {"subj": 0, "obj": 2, "predicate": "on"},
+                 {"subj": 3, "obj": 0, "predicate": "on"}]
+    attributes = {**ATTRIBUTES, **{name: {"colour": "red", "shape": "circle"} for name in labels}}
+    rows = pd.DataFrame(image_questions("i", "i.png", 40, 20, boxes, labels, attributes, QuestionSettings(), random.Random(1),
+                                        relations=relations, cues=CUES))
+    cue, contact = rows[rows["kind"] == "cue"], rows[rows["kind"] == "contact"]
+    assert len(cue) == len(contact) == 3
+    by_pair = {frozenset(w for w in labels if f"the {w}" in prompt): target for prompt, target in zip(cue["prompt"], cue["target"])}
+    assert by_pair == {frozenset({"bear", "ball"}): "a black triangle", frozenset({"bear", "box"}): "no link",
+                       frozenset({"kite", "bear"}): "no link"}
+    contact_by_pair = {frozenset(w for w in labels if f"the {w}" in p): t for p, t in zip(contact["prompt"], contact["target"])}
+    assert contact_by_pair == {frozenset({"bear", "ball"}): "apart", frozenset({"bear", "box"}): "touch",
+                               frozenset({"kite", "bear"}): "overlap"}
+    assert tuple(cue[cue["target"] == "a black triangle"].iloc[0]["union_box"]) == (0.0, 0.0, 30.0, 10.0)
+    assert not any("holding" in text for text in list(rows["prompt"]) + list(rows["target"]))
+    assert set(rows.loc[rows["kind"].isin(["cue", "contact"]), "target"]) == {"a black triangle", "no link", "apart", "touch", "overlap"}
+    with pytest.raises(InputError, match="'riding' of a scene relation"):
+        image_questions("i", "i.png", 40, 20, boxes, labels, attributes, QuestionSettings(), random.Random(1),
+                        relations=[{"subj": 0, "obj": 1, "predicate": "riding"}], cues=CUES)
+
+
+def test_contact_answer_tolerates_a_pixel():
+    assert contact_answer([0, 0, 10, 10], [11.4, 0, 20, 10]) == "touch"
+    assert contact_answer([0, 0, 10, 10], [11.6, 0, 20, 10]) == "apart"
+    assert contact_answer([0, 0, 10, 10], [8.6, 0, 20, 10]) == "touch"
+    assert contact_answer([0, 0, 10, 10], [8.4, 0, 20, 10]) == "overlap"
+
+
 def test_world_spec_reading():
     spec = {"classes": [{"name": "fox", "colour": "orange", "shape": "pentagon"}], "predicates": {"ood": [{"name": "Looking_at"}]}}
     assert class_attributes(spec, "w.json") == {"fox": {"colour": "orange", "shape": "pentagon"}}
     assert world_vocabulary(spec) == ["fox", "looking at", "orange", "pentagon"]
+    assert world_cues({"predicates": {"a": [{"name": "Looking_at", "glyph": "dot", "glyph_colour": "white"}]}}, "w") == {
+        "looking at": ("dot", "white")}
+    with pytest.raises(InputError, match="w.json \\[predicates.a\\[0\\]\\]"):
+        world_cues({"predicates": {"a": [{"glyph": "dot"}]}}, "w.json")
     with pytest.raises(InputError, match="w.json \\[classes\\[0\\]\\]"):
         class_attributes({"classes": [{"name": "fox"}]}, "w.json")
 
@@ -121,7 +163,7 @@ def test_pretrain_stage_writes_backbone_and_metrics(pretrained):
     written = json.loads((tmp_path / "metrics" / "pretrain.json").read_text())
     assert written == metrics and written["questions"] == 6 and written["steps"] == 3
     assert 0.0 <= written["accuracy"] <= 1.0 and set(written["per_kind"]) <= {
-        "object", "colour", "shape", "yes_no", "which_side", "where", "side_colour", "count"}  # fmt: skip
+        "object", "colour", "shape", "yes_no", "which_side", "where", "side_colour", "count", "cue", "contact", "copy"}  # fmt: skip
     backbone_file = json.loads((tmp_path / "pretrained" / "reltune_backbone.json").read_text())
     assert backbone_file["trainable"] == ["all"] and backbone_file["preset"] == "tiny"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics", "pretrained", "scenes", "world_spec.json"]
@@ -136,6 +178,7 @@ def test_pretrain_resumes_in_a_fresh_process_with_identical_weights(pretrained, 
         "--world", str(reference_root / "world_spec.json"), "--out", str(out), "--metrics", str(tmp_path / "m.json"),
         "--epochs", "50", "--max-steps", "3", "--batch-size", "8", "--warmup-steps", "1", "--checkpoint-every", "2",
         "--seed", "0", "--holdout-fraction", "0.25", "--eval-questions", "6", "--question-seed", "1",
+        "--cpu-threads", "1",  # as the in-process reference: another thread count sums in another order
         *[f"--{name.replace('_', '-')}={value}" for name, value in SIZES.items()],
     ]  # fmt: skip
     env = {**os.environ, "RELTUNE_NO_PROGRESS": "1"}

@@ -109,4 +109,7 @@ def make_toy_scenes(
 
 def toy_world_spec() -> dict:
     """Class attributes of the toy scenes in the world-spec shape pretraining reads."""
-    return {"classes": [{"name": name, "colour": colour, "shape": shape} for name, (colour, shape) in TOY_CLASSES.items()]}
+    classes = [{"name": name, "colour": colour, "shape": shape} for name, (colour, shape) in TOY_CLASSES.items()]
+    # toy relations are plain geometry: nothing is drawn on a link between the pair
+    predicates = [{"name": name, "glyph": None, "glyph_colour": None} for name in sorted(TOY_PREDICATES)]
+    return {"classes": classes, "predicates": {"toy": predicates}}

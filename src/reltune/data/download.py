@@ -268,6 +268,7 @@ def extract_archive(
                 found = _extract_tar(archive, staging, members, limits)
             else:
                 raise InputError(archive, "not a zip or tar archive")
+        # zipfile raises NotImplementedError for a compression method it lacks, RuntimeError for encrypted members
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError, RuntimeError) as error:
             raise InputError(archive, f"corrupt or unsupported archive ({type(error).__name__}: {error})") from None
         missing = [m for m in members if not any(f == m or f.startswith(m.rstrip("/") + "/") for f in found)]

@@ -161,7 +161,7 @@ class WorldSize:
     """How much world to generate (CLI / params.yaml `world`)."""
 
     train_images: int = 2000
-    test_images: int = 400
+    test_images: int = 1000  # enough relations per rare predicate for a stable mean recall (issue 16)
     ood_images: int = 400
     image_size: int = 160
     pair_probabilities: tuple[float, float, float, float] = (0.1, 0.25, 0.35, 0.3)  # P(1..4 related pairs)

@@ -28,8 +28,8 @@ from reltune.models.schedule import SCHEDULES, TrainSettings
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
 # (its long run of tiny epochs is capped by max_steps, so the per-epoch LAVIS schedules do not fit it).
 TRAIN_DEFAULTS = asdict(TrainSettings())
-PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 1500, "train_all": True, "schedule": "warmup-cosine",
-                     "warmup_steps": 100}
+PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 2000, "train_all": True, "schedule": "warmup-cosine",
+                     "warmup_steps": 100, "cpu_threads": 2}
 
 
 # One line per TrainSettings field: its flag's checked type and help (defaults come from the settings).
@@ -72,6 +72,9 @@ QUESTION_ARGUMENTS = {
     "holdout_fraction": Setting(float_in(0.0, 1.0, low_open=True, high_open=True), "images held out for the accuracy check"),
     "eval_questions": Setting(positive_int, "held-out questions answered"),
     "seed": Setting(seed, flag="--question-seed"),
+    "cue_questions": Setting(boolean, "also ask what is drawn between each related pair (link glyph, contact); "
+                             "answers never name a predicate"),
+    "copy_questions": Setting(non_negative_int, "language-only 'repeat the words' questions per image over the world vocabulary"),
 }
 SIZE_ARGUMENTS = {name: Setting(positive_int) for name in TinySizes.__dataclass_fields__}
 
@@ -166,12 +169,13 @@ def run_build_tiny(args: argparse.Namespace) -> int:
     from reltune.data.scenes import read_scenes
     from reltune.io import read_json, read_parquet
     from reltune.models.backbone import build_tiny
-    from reltune.models.pretrain import QuestionSettings, class_attributes, generic_questions, tokenizer_corpus
+    from reltune.models.pretrain import QuestionSettings, class_attributes, generic_questions, tokenizer_corpus, world_cues
 
     sizes = _sizes(args)  # checked before anything is read
     scenes, vocab = read_scenes(args.scenes, "train")
     world_spec = read_json(args.world)
-    questions = generic_questions(scenes, class_attributes(world_spec, str(args.world)), QuestionSettings())
+    attributes, cues = class_attributes(world_spec, str(args.world)), world_cues(world_spec, str(args.world))
+    questions = generic_questions(scenes, attributes, QuestionSettings(), cues=cues)
     texts: list[str] = []
     if args.instructions:
         instructions = read_parquet(args.instructions, ["prompt", "target"])

@@ -1,15 +1,22 @@
 """Pretraining of the tiny backbone on generic questions about the world (DESIGN §9).
 
 Stands in for the pretrained VLM: before relation tuning, the tiny model must
-bind object names to shapes, colours and positions. Questions are generated
-from the held-in TRAIN scenes' boxes and labels and the world spec's class
-attributes, never from relation annotations:
+bind object names to shapes, colours and positions, and see what the world
+draws between objects. Questions are generated from the held-in TRAIN scenes'
+boxes and labels and the world spec; no question or answer names a predicate:
 
 - single-object crops: what object / what colour / what shape is this,
   "Is there a {x} in the image?" (yes: its own class, no: another class);
 - crops of object pairs (union box): which object is on the left / right /
   top / bottom (dominant axis of the two centres), where the first object is,
   what colour the object on that side is;
+- crops of related pairs (`cue_questions`): what is drawn on the link between
+  them ("a black triangle", "no link") and whether their boxes overlap, touch
+  or stand apart. The relation is read only to know which pair the world
+  joined; the answer describes the drawing, as a captioned image would;
+- language only (`copy_questions`): repeat two words of the world vocabulary,
+  held-out names included as words (never their images), so that the answer
+  head can write a name it never saw in an image (a real LM's vocabulary);
 - whole images: how many objects there are.
 
 A seeded fraction of the images is held out; the accuracy of greedy answers
@@ -54,6 +61,12 @@ class QuestionSettings:
     holdout_fraction: float = 0.1
     eval_questions: int = 1000
     seed: int = 0
+    # questions about what the world drew between a related pair (link glyph, contact): read the
+    # relation only to know which pair is joined, never put a predicate name in a question or answer
+    cue_questions: bool = True
+    # language-only questions per image: repeat words of the world vocabulary (held-out names included,
+    # as words only), so the answer head can write a name it never saw in an image
+    copy_questions: int = 2
 
 
 def class_attributes(world_spec: dict[str, Any], file: str) -> dict[str, dict[str, str]]:
@@ -105,6 +118,68 @@ def pair_sides(first_box: Sequence[float], second_box: Sequence[float]) -> tuple
     return ("top", "bottom") if dy < 0 else ("bottom", "top")
 
 
+CONTACT_TOLERANCE = 1.5  # pixels: boxes this close count as touching (the world draws touching pairs flush)
+
+
+def box_gap(first: Sequence[float], second: Sequence[float]) -> float:
+    """Largest axis gap between two boxes (negative: they overlap on both axes)."""
+    return max(second[0] - first[2], first[0] - second[2], second[1] - first[3], first[1] - second[3])
+
+
+def contact_answer(first: Sequence[float], second: Sequence[float]) -> str:
+    """`overlap`, `touch` (boxes within CONTACT_TOLERANCE) or `apart`, from the two boxes alone."""
+    gap = box_gap(first, second)
+    return "overlap" if gap < -CONTACT_TOLERANCE else "touch" if gap <= CONTACT_TOLERANCE else "apart"
+
+
+def cue_answer(glyph: str | None, glyph_colour: str | None) -> str:
+    """What is drawn on the link between a pair: `a white dot`, or `no link` (plain geometry)."""
+    return f"a {glyph_colour} {glyph}" if glyph else "no link"
+
+
+def pair_cue_questions(
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[str],
+    relations: Sequence[dict[str, Any]],
+    cues: dict[str, tuple[str | None, str | None]],
+    rng: random.Random,
+) -> list[tuple[list[float], str, str, str]]:
+    """(union box, prompt, target, kind) of each related pair's drawing: the glyph on its link, their contact.
+
+    The answers describe what was drawn (a glyph, whether the boxes touch), never the predicate:
+    the model learns to see the cues, relation tuning then names them.
+    """
+    rows = []
+    for relation in relations:
+        subject, obj = int(relation["subj"]), int(relation["obj"])
+        if labels[subject] == labels[obj]:
+            continue  # names could not say which object is meant
+        first, second = (subject, obj) if rng.random() < 0.5 else (obj, subject)
+        box = _union(boxes[first], boxes[second])
+        names = f"the {labels[first]} and the {labels[second]}"
+        predicate = normalise_predicate(str(relation["predicate"]))
+        if predicate not in cues:
+            raise InputError("world spec", f"predicate {predicate!r} of a scene relation is not in its 'predicates'")
+        glyph, colour = cues[predicate]
+        rows.append((box, f"What is drawn on the link between {names}?", cue_answer(glyph, colour), "cue"))
+        rows.append((box, f"Do {names} overlap, touch or stand apart?", contact_answer(boxes[first], boxes[second]), "contact"))
+    return rows
+
+
+def world_cues(world_spec: dict[str, Any], file: str) -> dict[str, tuple[str | None, str | None]]:
+    """{normalised predicate: (glyph, glyph colour)} of every dataset in world_spec.json's `predicates`."""
+    predicates = world_spec.get("predicates") if isinstance(world_spec, dict) else None
+    if not isinstance(predicates, dict):
+        raise InputError(file, "world spec has no 'predicates' mapping")
+    cues = {}
+    for dataset, entries in predicates.items():
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise InputError(file, "predicate entry needs a string 'name'", where=f"predicates.{dataset}[{index}]")
+            cues[normalise_predicate(entry["name"])] = (entry.get("glyph"), entry.get("glyph_colour"))
+    return cues
+
+
 def image_questions(
     image_id: str,
     image_path: str,
@@ -115,8 +190,12 @@ def image_questions(
     attributes: dict[str, dict[str, str]],
     settings: QuestionSettings,
     rng: random.Random,
+    relations: Sequence[dict[str, Any]] = (),
+    cues: dict[str, tuple[str | None, str | None]] | None = None,
+    words: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """The generic questions of one image (see module docstring)."""
+    """The generic questions of one image (see module docstring); cue questions when `cues` is given,
+    `settings.copy_questions` language-only questions over `words` when given."""
     rows: list[dict[str, Any]] = []
 
     def add(box: Sequence[float], prompt: str, target: str, kind: str) -> None:
@@ -149,15 +228,32 @@ def image_questions(
         add(box, f"Where is the {labels[first]} in the image?", side_first, "where")
         add(box, f"What colour is the object on the {asked_side}?", attributes[named]["colour"], "side_colour")
 
+    if cues is not None:
+        for box, prompt, target, kind in pair_cue_questions(boxes, labels, relations, cues, rng):
+            add(box, prompt, target, kind)
+
+    whole_image = [0.0, 0.0, float(width), float(height)]
+    for _ in range(settings.copy_questions if len(words) >= 2 else 0):
+        phrase = " ".join(rng.sample(list(words), 2))
+        add(whole_image, f"Repeat the words: {phrase}.", phrase, "copy")
+
     count = len(boxes)
-    add([0.0, 0.0, float(width), float(height)], "How many objects are there?", NUMBER_WORDS[min(count, 10)], "count")
+    add(whole_image, "How many objects are there?", NUMBER_WORDS[min(count, 10)], "count")
     return rows
 
 
 def generic_questions(
-    scenes: pd.DataFrame, attributes: dict[str, dict[str, str]], settings: QuestionSettings, file: str = "scenes"
+    scenes: pd.DataFrame,
+    attributes: dict[str, dict[str, str]],
+    settings: QuestionSettings,
+    file: str = "scenes",
+    cues: dict[str, tuple[str | None, str | None]] | None = None,
+    words: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """All generic questions of the scene rows; the `split` column says train or heldout (by image)."""
+    """All generic questions of the scene rows; the `split` column says train or heldout (by image).
+
+    Relations are read only with `cues` (and `settings.cue_questions`): to know which pairs are joined by a drawing.
+    """
     unknown = sorted({label for labels in scenes["labels"] for label in labels} - set(attributes))
     if unknown:
         raise InputError(file, f"object classes missing from the world spec: {unknown}")
@@ -176,6 +272,9 @@ def generic_questions(
             attributes,
             settings,
             rng,
+            relations=list(scene.relations) if settings.cue_questions and cues is not None else (),
+            cues=cues if settings.cue_questions else None,
+            words=words,
         )
         for question in questions:
             question["split"] = "heldout" if heldout[position] else "train"
@@ -256,7 +355,11 @@ def pretrain_tiny(
     spec_file = str(world_spec_path)
     world_spec = read_json(world_spec_path)
     attributes = class_attributes(world_spec, spec_file)
-    questions = generic_questions(scenes, attributes, question_settings, file=str(Path(scenes_dir) / "train.parquet"))
+    cues = world_cues(world_spec, spec_file) if question_settings.cue_questions else None
+    questions = generic_questions(
+        scenes, attributes, question_settings, file=str(Path(scenes_dir) / "train.parquet"), cues=cues,
+        words=world_vocabulary(world_spec),
+    )
     train_questions = questions[questions["split"] == "train"].reset_index(drop=True)
     heldout = questions[questions["split"] == "heldout"]
     heldout = heldout.sample(n=min(len(heldout), question_settings.eval_questions), random_state=question_settings.seed)
