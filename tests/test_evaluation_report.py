@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pandas as pd
 from PIL import Image
 
@@ -150,3 +151,19 @@ def test_metrics_files_read_the_details_file_beside_the_compact_metric(tmp_path)
     assert table.loc["real", ["R@20", "ngR@20", "images", "similarity_sentence"]].tolist() == [40.0, 55.0, 7, "{s} {p} {o}"]
     assert table.loc["blind", "R@20"] == 5.0 and pd.isna(table.loc["blind", "ngR@20"])
     assert list(table.columns[:3]) == ["dataset", "R@20", "images"]  # constrained recalls first, then the other keys by name
+
+
+def test_seen_predicate_transfer_pairs_held_out_with_held_in_recall():
+    from reltune.evaluation.report_data import seen_predicate_transfer
+
+    held_in = pd.DataFrame({"predicate": ["on", "near", "has"], "seen_in_training": [True] * 3, "R@20": [80.0, 0.0, 50.0]})
+    held_out = pd.DataFrame(
+        {"predicate": ["on", "near", "holds", "riding"], "seen_in_training": [True, True, False, True], "R@20": [60.0, 10.0, 5.0, 7.0]}
+    )
+    tables = {"world": held_in, "ood": held_out, "ood_blind": held_out.assign(**{"R@20": 0.0})}
+    transfer = seen_predicate_transfer(tables, "world", "R@20")
+    # holds: unseen; riding: not in the held-in table; the blind table is not a dataset of its own
+    assert transfer["predicate"].tolist() == ["on", "near"] and set(transfer["dataset"]) == {"ood"}
+    assert transfer["ratio"].iloc[0] == pytest.approx(0.75) and np.isnan(transfer["ratio"].iloc[1])
+    assert transfer["held-in R@20"].tolist() == [80.0, 0.0] and transfer["held-out R@20"].tolist() == [60.0, 10.0]
+    assert seen_predicate_transfer({"ood": held_out}, "world", "R@20").empty

@@ -23,6 +23,7 @@ from reltune.evaluation.report_data import (
     dataset_chance_levels,
     metrics_files,
     per_predicate_files,
+    seen_predicate_transfer,
     recall_family,
     results_side_by_side,
     round_directories,
@@ -170,6 +171,15 @@ def _per_predicate_section(config: ReportConfig) -> str:
         file_name = f"figures/per_predicate_{dataset}.png"
         plots.plot_per_predicate_recall(table, columns, f"{dataset} ({role})", config.out_dir / file_name)
         parts.append(f'<h3>{html.escape(dataset)} ({role})</h3><img src="{file_name}" alt="per-predicate recall {html.escape(dataset)}">')
+    transfer = seen_predicate_transfer(tables, config.held_in, f"R@{config.plot_k}")
+    if not transfer.empty:
+        _write_csv(transfer, config.out_dir / "plots/seen_predicate_transfer.csv")
+        parts.append(
+            "<h3>Seen predicates on held-out data</h3>"
+            + '<p class="note">held-out recall of predicates also seen in training, next to their held-in recall '
+            "(issue 16 asks for a ratio of at least 0.7 with <code>full</code>)</p>"
+            + _table_html(transfer)
+        )
     return "\n".join(parts)
 
 

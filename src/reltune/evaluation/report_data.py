@@ -12,6 +12,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +288,30 @@ def per_predicate_files(per_predicate_dir: str | os.PathLike) -> dict[str, pd.Da
             raise InputError(path, "missing column 'predicate'")
         tables[path.stem] = table
     return tables
+
+
+def seen_predicate_transfer(tables: dict[str, pd.DataFrame], held_in: str, column: str) -> pd.DataFrame:
+    """Held-out recall of each predicate also seen in training next to its held-in recall (issue 16, part 4).
+
+    One row per (held-out dataset, predicate) whose CSV marks it `seen_in_training` and which the held-in
+    table has; `ratio` = held-out / held-in recall (NaN where the held-in recall is 0). Blind tables are skipped.
+    """
+    rows: list[dict[str, Any]] = []
+    reference = tables.get(held_in)
+    if reference is None or column not in reference.columns:
+        return pd.DataFrame(rows)
+    held_in_recall = reference.set_index("predicate")[column]
+    for dataset, table in tables.items():
+        if dataset == held_in or dataset.endswith("_blind") or not {"seen_in_training", column} <= set(table.columns):
+            continue
+        for record in table[table["seen_in_training"].astype(bool)].to_dict("records"):
+            predicate = record["predicate"]
+            if predicate not in held_in_recall.index:
+                continue
+            inside, outside = float(held_in_recall[predicate]), float(record[column])
+            rows.append({"dataset": dataset, "predicate": predicate, f"held-in {column}": inside,
+                         f"held-out {column}": outside, "ratio": outside / inside if inside > 0 else float("nan")})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def dataset_chance_levels(
