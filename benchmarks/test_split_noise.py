@@ -20,26 +20,29 @@ import json
 import numpy as np
 import scipy.stats
 
-from reltune.evaluation.per_image import mean_recall_from_counts, read_per_image
+from reltune.evaluation.per_image import read_per_image
+from reltune.evaluation.statistics import align_per_image, image_weights, weighted_mean_recalls
 
 
 def image_bootstrap(path: str, k: int, resamples: int, seed: int) -> dict[str, float]:
-    """mR@K of the file, and its bootstrap standard error and 95% percentile interval over test images."""
-    with open(path, encoding="utf-8") as handle:
-        table = read_per_image(json.load(handle), path, k)
-    images = table["image_id"].unique()
-    rows_of = {image: rows for image, rows in table.groupby("image_id").indices.items()}
+    """mR@K of the file, and its bootstrap standard error and 95% percentile interval over test images.
 
-    def statistic(image_indices: np.ndarray) -> float:
-        rows = np.concatenate([rows_of[images[int(index)]] for index in image_indices])
-        return mean_recall_from_counts(table.iloc[rows])
+    Resampled image sets are scored by `make compare`'s own arithmetic (image multiplicities as weights).
+    """
+    with open(path, encoding="utf-8") as handle:
+        recalls = align_per_image([read_per_image(json.load(handle), path, k)], [path])
+    n_images = len(recalls.image_ids)
+
+    def statistic(image_indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        return weighted_mean_recalls(recalls, image_weights(image_indices.astype(np.int64), n_images))[..., 0]
 
     result = scipy.stats.bootstrap(
-        (np.arange(len(images)),), statistic, n_resamples=resamples, vectorized=False, method="percentile",
+        (np.arange(n_images),), statistic, n_resamples=resamples, vectorized=True, method="percentile",
         random_state=np.random.default_rng(seed),
     )  # fmt: skip
     return {
-        "images": int(len(images)), "mR": mean_recall_from_counts(table), "se": float(result.standard_error),
+        "images": n_images, "mR": float(weighted_mean_recalls(recalls, np.ones(n_images))[0]),
+        "se": float(result.standard_error),
         "low": float(result.confidence_interval.low), "high": float(result.confidence_interval.high),
     }  # fmt: skip
 
