@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -177,7 +178,8 @@ def test_main_prints_summary_and_differences_and_the_report_gets_them(tmp_path, 
     (tmp_path / "show.json").write_text(json.dumps(entries))
     assert compare.main([str(tmp_path / "show.json")]) == 0
     out = capsys.readouterr().out
-    assert compare.SUMMARY_TITLE in out and compare.DIFFERENCES_TITLE in out
+    assert compare.SUMMARY_TITLE in out and compare.DIFFERENCES_TITLE in out and compare.NOISE_TITLE in out
+    assert "| art | synthetic (held-in) | 0,1,2 | 0.00 | 0.00 | 0.00 |" in out  # recalls everything on every seed
     assert "| art - balanced | synthetic (held-in) | 0,1,2 | +50.00 [" in out
     assert "| balanced - random | synthetic-ood (held-out) | 0,1,2 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | not separable at 95% |" in out
     section = compare.experiments_html(entries)
@@ -216,3 +218,43 @@ def test_report_shows_the_comparison_only_when_asked(tmp_path, monkeypatch):
     assert run_cli([*argv, "--out-dir", "compared", "--experiments", "true"]) == 0
     page = (tmp_path / "compared/index.html").read_text()
     assert "<h2>Experiments (make compare)</h2>" in page and "<td>art - balanced</td>" in page and "<td>ahead</td>" in page
+
+
+def plain_mean_recall(document: dict, images: list[str]) -> float:
+    """mR@20 (percent) of a per-image file on a multiset of images, by pandas (independent of `statistics`)."""
+    table = pd.DataFrame({key: document[key] for key in ("image_id", "predicate", "gt", "recalled@20")})
+    drawn = pd.DataFrame({"image_id": images}).merge(table, on="image_id")
+    totals = drawn.groupby("predicate")[["recalled@20", "gt"]].sum()
+    return float((totals["recalled@20"] / totals["gt"]).mean() * 100)
+
+
+def test_noise_rows_set_the_seed_sd_beside_the_test_image_standard_error(monkeypatch):
+    files = {}
+    head = experiment("main", "art", 0, 50.0, 19.0, 60.0)
+    head["data"]["metrics"], head["experiments"] = {}, []
+    for seed, (hit_every, offset) in enumerate(((2, 0), (3, 0), (5, 1))):
+        run = experiment(f"art-seed{seed}", "art", seed, 50.0, 10.0, 60.0)
+        head["experiments"].append({"revs": [run], "executor": {"state": "success"}})
+        files[(run["rev"], "metrics/per_image/synthetic.json")] = per_image(hit_every, offset)
+    lone = experiment("full-seed0", "full", 0, 90.0, 10.0, 60.0)  # one seed: no spread to explain
+    head["experiments"].append({"revs": [lone], "executor": {"state": "success"}})
+    rows = compare.comparison_rows([head])
+    (row,) = compare.noise_rows(rows, ["synthetic"], "synthetic", lambda rev, path: files[(rev, path)])
+    documents = [files[(run["rev"], "metrics/per_image/synthetic.json")] for run in rows if run["experiment"].startswith("art")]
+    values = [plain_mean_recall(document, IMAGES) for document in documents]
+    assert row["variant"] == "art" and row["dataset"] == "synthetic (held-in)" and row["seeds"] == "0,1,2"
+    assert row["mR@20 seed sd"] == pytest.approx(pd.Series(values).std(), abs=1e-9)
+    # a plain bootstrap: draw 30 images with replacement, rescore each run from per-image sums, SE over draws
+    rng = np.random.default_rng(1)
+    draws = rng.integers(0, len(IMAGES), size=(1000, len(IMAGES)))
+    standard_errors = []
+    for document in documents:
+        table = pd.DataFrame({key: document[key] for key in ("image_id", "predicate", "gt", "recalled@20")})
+        recalled = table.pivot(index="image_id", columns="predicate", values="recalled@20").loc[IMAGES].to_numpy()
+        gt = table.pivot(index="image_id", columns="predicate", values="gt").loc[IMAGES].to_numpy()
+        scores = [(recalled[draw].sum(axis=0) / gt[draw].sum(axis=0)).mean() * 100 for draw in draws]
+        standard_errors.append(np.std(scores, ddof=1))
+    expected_se = float(np.sqrt(np.mean(np.square(standard_errors))))
+    assert row["test-image SE"] == pytest.approx(expected_se, rel=0.1)
+    assert row["beyond test noise"] == pytest.approx(np.sqrt(max(row["mR@20 seed sd"] ** 2 - row["test-image SE"] ** 2, 0.0)))
+    assert row["beyond test noise"] > 0  # these runs differ by more than image luck

@@ -15,8 +15,14 @@ seed standard deviation of mR@20.
 A third gives the paired differences art - balanced, art - random and
 balanced - random of mR@20 (the plain, graph-constrained key) on every
 dataset, with a 95% bootstrap interval over test images and seed pairs, a 95%
-t interval over the per-seed differences and a verdict (`statistics`). Each experiment's per-image recall counts
-(`evaluate --per-image`, `per_image`) are read from its git commit.
+t interval over the per-seed differences and a verdict (`statistics`).
+
+A fourth sets each variant's seed standard deviation of mR@20 beside the
+bootstrap standard error of its runs over test images: the part of the spread
+a larger test split can remove, and the rest.
+
+Each experiment's per-image recall counts (`evaluate --per-image`,
+`per_image`) are read from its git commit.
 `experiments_html` gives the same tables to the HTML report.
 """
 
@@ -44,6 +50,8 @@ from reltune.evaluation.statistics import (
     paired_difference,
     paired_seed_interval,
     seed_interval,
+    test_image_standard_errors,
+    weighted_mean_recalls,
 )
 from reltune.progress import log
 
@@ -52,6 +60,7 @@ COUNT_KEYS = ("unique_predicates", "unseen_predicates")
 PAIRS = (("art", "balanced"), ("art", "random"), ("balanced", "random"))
 PAIRED_K = 20  # the differences are of mR@PAIRED_K (plain key: graph-constrained)
 SPREAD_KEY = "mR@20"  # whose seed standard deviation the summary shows
+NOISE_RESAMPLES = 2000  # standard errors need fewer replicates than interval ends
 PER_IMAGE_PATH = "metrics/per_image/{dataset}.json"  # `evaluate --per-image` output of the pipeline
 HIDDEN_COLUMNS = ("rev",)  # kept in the rows for reading per-image files, not printed
 
@@ -246,6 +255,37 @@ def difference_rows(rows: list[dict], datasets: list[str], held_in: str | None, 
     return result
 
 
+def noise_row(variant: str, members: list[dict], dataset: str, label: str, reader: RevisionReader) -> dict:
+    """A variant's seed sd of mR@PAIRED_K on a dataset beside the test-image bootstrap SE of its runs."""
+    by_seed = seed_members(members)
+    row: dict[str, Any] = {"variant": variant, "dataset": label, "seeds": ",".join(map(str, sorted(by_seed)))}
+    try:
+        recalls = aligned_variant([by_seed[seed] for seed in sorted(by_seed)], dataset, reader)
+    except (InputError, ValueError) as error:
+        return {**row, "note": f"not read: {error}"}
+    values = weighted_mean_recalls(recalls, np.ones(len(recalls.image_ids)))
+    seed_sd = float(np.std(values, ddof=1))
+    # root mean square: the typical run's SE (variances average, standard errors do not)
+    test_se = float(np.sqrt(np.mean(test_image_standard_errors(recalls, NOISE_RESAMPLES) ** 2)))
+    row[f"mR@{PAIRED_K} seed sd"] = seed_sd
+    row["test-image SE"] = test_se
+    row["beyond test noise"] = float(np.sqrt(max(seed_sd**2 - test_se**2, 0.0)))
+    return row
+
+
+def noise_rows(rows: list[dict], datasets: list[str], held_in: str | None, reader: RevisionReader | None = None) -> list[dict]:
+    """Per variant with 2+ seeds and dataset: how much of the seed spread a larger test split could remove."""
+    reader = reader or read_revision_json
+    result = []
+    for variant, members in variant_groups(rows).items():
+        if len(seed_members(members)) < 2:
+            continue
+        for dataset in datasets:
+            label = dataset if held_in is None else f"{dataset} ({'held-in' if dataset == held_in else 'held-out'})"
+            result.append(noise_row(variant, members, dataset, label, reader))
+    return result
+
+
 def markdown_table(rows: list[dict]) -> str:
     columns = table_columns(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -304,10 +344,12 @@ def comparison_tables(entries: list[dict], all_commits: bool = False, reader: Re
     rows = comparison_rows(entries, baselines=not all_commits)
     rows.sort(key=lambda row: (row["experiment"] != "workspace", str(row["experiment"])))
     if not rows:
-        return {"experiments": [], "summary": [], "differences": []}
+        return {"experiments": [], "summary": [], "differences": [], "noise": []}
     datasets = evaluated_datasets(rows)
     summary = seed_summary_rows(rows)
-    differences = difference_rows(rows, datasets, workspace_held_in(), reader)
+    held_in = workspace_held_in()
+    differences = difference_rows(rows, datasets, held_in, reader)
+    noise = noise_rows(rows, datasets, held_in, reader)
     try:
         levels = workspace_chance_levels(datasets)
     except (OSError, KeyError, ValueError, TypeError):
@@ -316,13 +358,19 @@ def comparison_tables(entries: list[dict], all_commits: bool = False, reader: Re
         rows.append(chance_row(levels, table_columns(rows)))
     else:
         log("compare: no chance row: the workspace has no scenes tables (run `make repro`)")
-    return {"experiments": rows, "summary": summary, "differences": differences}
+    return {"experiments": rows, "summary": summary, "differences": differences, "noise": noise}
 
 
 SUMMARY_TITLE = "Per variant over seeds: mean [95% Student-t interval over seeds]"
 DIFFERENCES_TITLE = (
     f"Paired differences of mR@{PAIRED_K} (same seeds; 95% percentile bootstrap over test images and seed pairs, "
     "and Student-t over the per-seed differences; a verdict needs both)"
+)
+
+NOISE_TITLE = (
+    f"Where the seed spread of mR@{PAIRED_K} comes from: the seed standard deviation beside each run's bootstrap "
+    "standard error over test images (root mean square over seeds), about what a larger test split can remove; "
+    "beyond test noise = sqrt(sd^2 - SE^2), from the seed's draw, training and round-to-round selection"
 )
 
 
@@ -348,6 +396,8 @@ def experiments_html(entries: list[dict] | None = None) -> str:
         parts += [f"<h3>{html.escape(SUMMARY_TITLE)}</h3>", html_table(tables["summary"])]
     if tables["differences"]:
         parts += [f"<h3>{html.escape(DIFFERENCES_TITLE)}</h3>", html_table(tables["differences"])]
+    if tables["noise"]:
+        parts += [f"<h3>{html.escape(NOISE_TITLE)}</h3>", html_table(tables["noise"])]
     return "".join(parts)
 
 
@@ -367,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     if tables["differences"]:
         print(f"\n{DIFFERENCES_TITLE}\n")
         print(markdown_table(tables["differences"]))
+    if tables["noise"]:
+        print(f"\n{NOISE_TITLE}\n")
+        print(markdown_table(tables["noise"]))
     return 0
 
 

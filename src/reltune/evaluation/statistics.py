@@ -143,6 +143,27 @@ def weighted_mean_recalls(recalls: AlignedRecalls, weights: np.ndarray) -> np.nd
     return np.nanmean(per_predicate, axis=-1) * 100.0
 
 
+def test_image_standard_errors(recalls: AlignedRecalls, n_resamples: int | None = None, seed: int = 0) -> np.ndarray:
+    """Bootstrap standard error over test images of every experiment's mR (percent), shape (experiments,).
+
+    Which test relations a run happens to get right: the part of a seed spread
+    that a larger test split removes (it shrinks with the square root of the
+    number of test images). Each experiment's images are resampled by the same
+    draws, scored by `weighted_mean_recalls`.
+    """
+    n_images = len(recalls.image_ids)
+
+    def statistic(image_samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        # (resamples, experiments) -> (experiments, resamples): scipy wants the resamples last
+        return np.moveaxis(weighted_mean_recalls(recalls, image_weights(image_samples, n_images)), -1, 0)
+
+    result = scipy.stats.bootstrap(
+        (np.arange(n_images),), statistic, n_resamples=n_resamples or N_RESAMPLES, batch=BATCH, vectorized=True,
+        confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    return np.atleast_1d(np.asarray(result.standard_error, dtype=np.float64))
+
+
 def paired_difference(
     first: AlignedRecalls, second: AlignedRecalls, n_resamples: int | None = None, seed: int = 0
 ) -> Estimate:
