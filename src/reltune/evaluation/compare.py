@@ -28,6 +28,7 @@ Each experiment's per-image recall counts (`evaluate --per-image`,
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -339,7 +340,9 @@ def show_experiments(all_commits: bool = False) -> list[dict]:
 
 
 def comparison_tables(entries: list[dict], all_commits: bool = False, reader: RevisionReader | None = None) -> dict[str, list[dict]]:
-    """The three tables of `make compare`: experiments (+ chance row), per-variant summary, paired differences."""
+    """The four tables of `make compare`: experiments (+ chance row), per-variant summary, paired differences, noise."""
+    # differences and noise read the same experiments' per-image files: read each once
+    reader = functools.cache(reader or read_revision_json)
     # with every commit, old commits' own runs would bury the experiments
     rows = comparison_rows(entries, baselines=not all_commits)
     rows.sort(key=lambda row: (row["experiment"] != "workspace", str(row["experiment"])))
