@@ -50,9 +50,10 @@ compare-queue: $(STAMP)
 	    -S sampling.seed_strategy=$$first -S sampling.seed=$$seed -S train.seed=$$seed $$rounds $(EXP_ARGS) || exit 1; \
 	done; done
 
-# The table of every experiment of the current commit (ALL=1: of every commit).
+# The tables of every experiment run by the workspace's pipeline (dvc.lock: same code and
+# settings up to predict), from any commit; ALL=1: other pipelines' too, kept apart.
 compare-table: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m reltune.evaluation.compare $(if $(ALL),--all-commits)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m reltune.evaluation.compare $(if $(ALL),--all-pipelines)
 
 # Rebuild report/index.html so it shows the same tables (needs the workspace run of `make repro`).
 compare-report: $(STAMP)

@@ -17,7 +17,7 @@ Reads the experiments `make compare` groups (`<variant>-seed<N>`) and prints:
    whose test recall varies most between seeds.
 
 Usage (after `make compare`, from the repository root):
-    .venv/bin/python benchmarks/seed_noise.py [--all-commits] [--k 20] [--dataset synthetic]
+    .venv/bin/python benchmarks/seed_noise.py [--all-pipelines] [--k 20] [--dataset synthetic]
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import itertools
 import json
 import math
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,10 +34,12 @@ import yaml
 
 from reltune.evaluation.compare import (
     PER_IMAGE_PATH,
+    cached_output,
     comparison_rows,
     markdown_table,
     noise_rows,
     read_revision_json,
+    same_pipeline_rows,
     show_experiments,
     variant_groups,
 )
@@ -46,20 +47,6 @@ from reltune.evaluation.per_image import read_per_image
 from reltune.evaluation.statistics import align_per_image, test_image_standard_errors, weighted_mean_recalls
 
 ROUND_FILES = "data/loop/round_{round}/{name}"
-
-
-def lock_outputs(rev: str) -> dict[str, str]:
-    """Output path -> md5 of every stage in the dvc.lock of an experiment's commit."""
-    shown = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, text=True, check=True)
-    lock = yaml.safe_load(shown.stdout) or {}
-    return {out["path"]: out["md5"] for stage in (lock.get("stages") or {}).values() for out in stage.get("outs") or []}
-
-
-def cached_output(outputs: dict[str, str], path: str) -> Path | None:
-    """The DVC cache file of an output (a file output, as the loop's are); None if not recorded or not cached."""
-    md5 = outputs.get(path)
-    cached = Path(".dvc/cache/files/md5") / md5[:2] / md5[2:] if md5 else None
-    return cached if cached is not None and cached.is_file() else None
 
 
 def experiment_record(row: dict, dataset: str, k: int, rounds: list[int], resamples: int) -> dict:
@@ -74,16 +61,15 @@ def experiment_record(row: dict, dataset: str, k: int, rounds: list[int], resamp
         "experiment": row["experiment"], "mR": mean_recall, "se": float(test_image_standard_errors(recalls, resamples)[0]),
         "predicate_recall": totals["recalled"] / totals["gt"], "val": {}, "added": {},
     }  # fmt: skip
-    outputs = lock_outputs(rev)
     # the experiment's own rounds: `full` removes them, and dvc.lock may keep the stale entries
     own_params = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True, check=True).stdout)
     rounds = [round_index for round_index in rounds if str(round_index) in (own_params["sampling"].get("rounds") or {})]
     for round_index in rounds:
-        val_file = cached_output(outputs, ROUND_FILES.format(round=round_index, name="val_recall.json"))
+        val_file = cached_output(rev, ROUND_FILES.format(round=round_index, name="val_recall.json"))
         if val_file is not None:
             record["val"][round_index] = json.loads(val_file.read_text())
     for round_index in [0] + rounds:
-        selection_file = cached_output(outputs, ROUND_FILES.format(round=round_index, name="selection.parquet"))
+        selection_file = cached_output(rev, ROUND_FILES.format(round=round_index, name="selection.parquet"))
         if selection_file is not None:
             selection = pd.read_parquet(selection_file)
             record["added"][round_index] = set(selection.loc[selection["added_in_round"] == round_index, "qid"])
@@ -125,7 +111,7 @@ def print_variants(variants: dict[str, list[dict]], rounds: list[int], top: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
+    parser.add_argument("--all-pipelines", action="store_true", help="also experiments of other pipelines than the workspace's (make compare's choice)")
     parser.add_argument("--dataset", default=None, help="held-in dataset (default: params.yaml held_in)")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--resamples", type=int, default=2000)
@@ -135,7 +121,7 @@ def main() -> None:
         params = yaml.safe_load(handle)
     dataset = args.dataset or str(params["held_in"])
     rounds = sorted(int(key) for key in (params["sampling"].get("rounds") or {}))
-    rows = comparison_rows(show_experiments(args.all_commits), baselines=False)
+    rows = same_pipeline_rows(comparison_rows(show_experiments(), baselines=False), args.all_pipelines)
     variants = {
         variant: [experiment_record(row, dataset, args.k, rounds, args.resamples) for row in sorted(members, key=lambda r: str(r["experiment"]))]
         for variant, members in variant_groups(rows).items()

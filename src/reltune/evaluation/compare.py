@@ -21,6 +21,11 @@ A fourth sets each variant's seed standard deviation of mR@20 beside the
 bootstrap standard error of its runs over test images: the part of the spread
 a larger test split can remove, and the rest.
 
+Experiments come from every commit that has some (`refs/exps`), but only
+those whose predictions were made by the workspace's pipeline (its
+`dvc.lock`: the same code and parameters up to `predict`, `pipelines`) are
+pooled; `--all-pipelines` lists the others too, each pipeline's variants
+apart (`art @1a2b3c4`).
 Each experiment's per-image recall counts (`evaluate --per-image`,
 `per_image`) are read from its git commit.
 `experiments_html` gives the same tables to the HTML report.
@@ -43,6 +48,7 @@ import numpy as np
 
 from reltune.errors import InputError
 from reltune.evaluation.per_image import read_per_image
+from reltune.evaluation.pipelines import Signature, pipeline_groups, pipeline_signature, signature_differences
 from reltune.evaluation.statistics import (
     AlignedRecalls,
     Estimate,
@@ -63,12 +69,16 @@ PAIRED_K = 20  # the differences are of mR@PAIRED_K (plain key: graph-constraine
 SPREAD_KEY = "mR@20"  # whose seed standard deviation the summary shows
 NOISE_RESAMPLES = 2000  # standard errors need fewer replicates than interval ends
 PER_IMAGE_PATH = "metrics/per_image/{dataset}.json"  # `evaluate --per-image` output of the pipeline
-HIDDEN_COLUMNS = ("rev",)  # kept in the rows for reading per-image files, not printed
+HIDDEN_COLUMNS = ("rev", "variant_suffix")  # kept in the rows for reading per-image files and grouping, not printed
+DVC_CACHE = Path(".dvc/cache/files/md5")  # the default local cache (another cache dir: read through dvc.api)
+EXPERIMENT_REFS = re.compile(r"^refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/")  # refs/exps/<baseline sha split 2/38>/<name>
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 
 # (rev, path) -> the file's parsed JSON in that commit
 RevisionReader = Callable[[str, str], Any]
+# rev -> that commit's parsed dvc.lock, None when it has none
+LockReader = Callable[[str], Any]
 
 
 def _experiment_rows(entries: list[dict], baselines: bool = True) -> Iterator[tuple[str, str, dict]]:
@@ -151,11 +161,12 @@ def workspace_chance_levels(datasets: list[str]) -> dict[str, dict[str, float]]:
 
 
 def variant_groups(rows: list[dict]) -> dict[str, list[dict]]:
-    """Experiments named `<variant>-seed<N>`, grouped by variant (listing order kept)."""
+    """Experiments named `<variant>-seed<N>`, grouped by variant and pipeline (listing order kept)."""
     variants: dict[str, list[dict]] = {}
     for row in rows:
         if SEED_SUFFIX.search(str(row["experiment"])):
-            variants.setdefault(SEED_SUFFIX.sub("", str(row["experiment"])), []).append(row)
+            variant = SEED_SUFFIX.sub("", str(row["experiment"])) + row.get("variant_suffix", "")
+            variants.setdefault(variant, []).append(row)
     return variants
 
 
@@ -183,6 +194,17 @@ def seed_summary_rows(rows: list[dict]) -> list[dict]:
     return summary
 
 
+def cached_output(rev: str, path: str) -> Path | None:
+    """The local DVC cache file of a file output of `rev` (its dvc.lock's md5); None if unrecorded or not cached."""
+    lock = read_revision_lock(rev) or {}
+    hashes = {out.get("path"): out.get("md5") for stage in (lock.get("stages") or {}).values() for out in stage.get("outs") or []}
+    md5 = str(hashes.get(path) or "")
+    if not md5 or md5.endswith(".dir"):
+        return None
+    cached = DVC_CACHE / md5[:2] / md5[2:]
+    return cached if cached.is_file() else None
+
+
 def read_revision_json(rev: str, path: str) -> Any:
     """A JSON file as committed in `rev` (git), else from the DVC cache of `rev`; the workspace's from disk."""
     if rev == "workspace":
@@ -190,12 +212,76 @@ def read_revision_json(rev: str, path: str) -> Any:
     shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     if shown.returncode == 0:
         return json.loads(shown.stdout)
+    cached = cached_output(rev, path)
+    if cached is not None:  # much faster than dvc.api, which opens the whole repository at that commit
+        return json.loads(cached.read_text())
     try:
         import dvc.api
 
         return json.loads(dvc.api.read(path, rev=rev))
     except Exception as error:  # dvc raises many kinds (missing cache, path not an output, bad rev)
         raise InputError(path, f"not readable in experiment {rev[:7]} (git: {shown.stderr.strip()[:120]}; dvc: {error})") from None
+
+
+def read_revision_lock(rev: str) -> Any:
+    """The `dvc.lock` of a commit (the workspace's from disk), parsed; None when there is none."""
+    import yaml
+
+    if rev == "workspace":
+        path = Path("dvc.lock")
+        return yaml.safe_load(path.read_text()) if path.exists() else None
+    return _commit_lock(rev)
+
+
+@functools.cache  # a commit never changes; the noise benchmark reads several outputs of each
+def _commit_lock(rev: str) -> Any:
+    import yaml
+
+    shown = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, text=True)
+    return yaml.safe_load(shown.stdout) if shown.returncode == 0 else None
+
+
+def _signature(rev: str, lock_reader: LockReader) -> Signature | None:
+    try:
+        lock = lock_reader(rev)
+    except Exception as error:  # a lock that does not parse counts as unknown, said once per run below
+        log(f"compare: dvc.lock of {rev[:7]} not readable ({error})")
+        return None
+    return pipeline_signature(lock) if isinstance(lock, dict) else None
+
+
+def same_pipeline_rows(rows: list[dict], every_pipeline: bool, lock_reader: LockReader | None = None) -> list[dict]:
+    """The rows whose predictions came from the workspace's pipeline (all rows, marked, with `every_pipeline`).
+
+    Rows of another pipeline get a `pipeline` column (the first commit seen
+    running it) and a variant suffix ` @<commit>`, so that no variant, seed
+    summary or paired difference mixes pipelines. A row whose `dvc.lock`
+    cannot be read is kept, with a warning.
+    """
+    lock_reader = lock_reader or read_revision_lock
+    signatures = [_signature(str(row.get("rev")), lock_reader) for row in rows]
+    groups = pipeline_groups(signatures)
+    workspace_group = next((group for row, group in zip(rows, groups) if row["experiment"] == "workspace"), None)
+    if workspace_group is None:
+        log("compare: the workspace has no readable dvc.lock: experiments are pooled without a pipeline check")
+    labels: dict[int, str] = {}
+    kept, left_out = [], []
+    for row, signature, group in zip(rows, signatures, groups):
+        if group is None or workspace_group is None or group == workspace_group:
+            if group is None and row["experiment"] != "workspace":
+                log(f"compare: {row['experiment']}: no readable dvc.lock, pooled without a pipeline check")
+            kept.append(row)
+            continue
+        label = labels.setdefault(group, str(row.get("rev"))[:7])
+        workspace_signature = signatures[groups.index(workspace_group)]
+        differences = signature_differences(workspace_signature, signature) if workspace_signature else []
+        if every_pipeline:
+            kept.append({**row, "pipeline": label, "variant_suffix": f" @{label}"})
+        else:
+            left_out.append(f"{row['experiment']} ({label}: {', '.join(differences[:3])}{', ...' if len(differences) > 3 else ''})")
+    if left_out:
+        log(f"compare: {len(left_out)} experiment(s) of another pipeline left out (--all-pipelines lists them): {'; '.join(left_out)}")
+    return kept
 
 
 def seed_members(rows: list[dict]) -> dict[int, dict]:
@@ -244,15 +330,17 @@ def difference_row(first: str, second: str, dataset: str, label: str, variants: 
 
 
 def difference_rows(rows: list[dict], datasets: list[str], held_in: str | None, reader: RevisionReader | None = None) -> list[dict]:
-    """Paired differences of every pair of PAIRS whose two variants have experiments, on every dataset."""
+    """Paired differences of every pair of PAIRS whose two variants have experiments of one pipeline, on every dataset."""
     variants = variant_groups(rows)
+    suffixes = list(dict.fromkeys(row.get("variant_suffix", "") for row in rows))
     reader = reader or read_revision_json
     result = []
     for dataset in datasets:
         label = dataset if held_in is None else f"{dataset} ({'held-in' if dataset == held_in else 'held-out'})"
-        for first, second in PAIRS:
-            if first in variants and second in variants:
-                result.append(difference_row(first, second, dataset, label, variants, reader))
+        for suffix in suffixes:
+            for first, second in PAIRS:
+                if first + suffix in variants and second + suffix in variants:
+                    result.append(difference_row(first + suffix, second + suffix, dataset, label, variants, reader))
     return result
 
 
@@ -331,21 +419,36 @@ def workspace_held_in() -> str | None:
         return None
 
 
-def show_experiments(all_commits: bool = False) -> list[dict]:
-    """`dvc exp show --json` of the repository in the working directory."""
+def experiment_baselines() -> list[str]:
+    """HEAD and every commit that experiments were run from (named in `refs/exps`), HEAD first."""
+    listed = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True, text=True, check=True)
+    baselines = {"".join(match.groups()) for match in map(EXPERIMENT_REFS.match, listed.stdout.split()) if match}
+    return ["HEAD", *sorted(baselines)]
+
+
+def show_experiments(revs: list[str] | None = None) -> list[dict]:
+    """`dvc exp show --json` of these baseline commits (default: `experiment_baselines()`) in the working directory.
+
+    Naming the commits that have experiments is much faster than `--all-commits`
+    (seconds instead of a minute on a history of ~100 commits).
+    """
+    revs = experiment_baselines() if revs is None else revs
     # this interpreter's dvc: the report stage may run with another PATH
-    command = [sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    command = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(arg for rev in revs for arg in ("--rev", rev))]
     shown = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(shown.stdout)
 
 
-def comparison_tables(entries: list[dict], all_commits: bool = False, reader: RevisionReader | None = None) -> dict[str, list[dict]]:
+def comparison_tables(
+    entries: list[dict], every_pipeline: bool = False, reader: RevisionReader | None = None, lock_reader: LockReader | None = None
+) -> dict[str, list[dict]]:
     """The four tables of `make compare`: experiments (+ chance row), per-variant summary, paired differences, noise."""
     # differences and noise read the same experiments' per-image files: read each once
     reader = functools.cache(reader or read_revision_json)
-    # with every commit, old commits' own runs would bury the experiments
-    rows = comparison_rows(entries, baselines=not all_commits)
+    # the commits' own rows would repeat the workspace's (its metrics files are committed)
+    rows = comparison_rows(entries, baselines=False)
     rows.sort(key=lambda row: (row["experiment"] != "workspace", str(row["experiment"])))
+    rows = same_pipeline_rows(rows, every_pipeline, lock_reader)
     if not rows:
         return {"experiments": [], "summary": [], "differences": [], "noise": []}
     datasets = evaluated_datasets(rows)
@@ -405,11 +508,12 @@ def experiments_html(entries: list[dict] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m reltune.evaluation.compare [--all-pipelines] [EXP_SHOW_JSON]`: print the four tables."""
     argv = sys.argv[1:] if argv is None else argv
-    all_commits = "--all-commits" in argv
-    paths = [arg for arg in argv if arg != "--all-commits"]
-    entries = json.loads(Path(paths[0]).read_text()) if paths else show_experiments(all_commits)
-    tables = comparison_tables(entries, all_commits)
+    every_pipeline = "--all-pipelines" in argv
+    paths = [arg for arg in argv if arg != "--all-pipelines"]
+    entries = json.loads(Path(paths[0]).read_text()) if paths else show_experiments()
+    tables = comparison_tables(entries, every_pipeline)
     if not tables["experiments"]:
         print("no experiments with metrics yet: run `make compare` (or `dvc exp run`) first", file=sys.stderr)
         return 1
