@@ -9,6 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 import logging
+import subprocess
+from collections.abc import Callable
 
 import pytest
 
@@ -28,3 +30,17 @@ def restore_dvc_logging():
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+@pytest.fixture
+def git_here(tmp_path, monkeypatch) -> Callable[..., str]:
+    """A fresh git repository in tmp_path, made the working directory; returns `git(*args) -> stdout`."""
+    monkeypatch.chdir(tmp_path)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "test@example.com")
+    git("config", "user.name", "test")
+    return git

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -188,13 +187,8 @@ def test_main_prints_summary_and_differences_and_the_report_gets_them(tmp_path, 
     assert compare.experiments_html() == ""
 
 
-def test_per_image_files_are_read_from_the_experiments_git_commit(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
-
-    git("init", "-q")
-    git("config", "user.email", "t@t"), git("config", "user.name", "t")
+def test_per_image_files_are_read_from_the_experiments_git_commit(git_here, tmp_path):
+    git = git_here
     write_json({"seed": 1}, tmp_path / "metrics/per_image/synthetic.json")
     git("add", "metrics"), git("commit", "-q", "-m", "run")
     rev = git("rev-parse", "HEAD")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
-import pytest
-
 from reltune.evaluation import compare, statistics
 from reltune.evaluation.pipelines import pipeline_groups, pipeline_signature, signature_differences
 from test_evaluation_compare import experiment, per_image
@@ -114,14 +110,8 @@ def test_unreadable_locks_are_pooled_with_a_warning(monkeypatch):
     assert len(kept) == len(rows) and any("without a pipeline check" in message for message in messages)
 
 
-def test_experiment_baselines_are_head_and_the_commits_named_in_refs_exps(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
-
-    git("init", "-q")
-    git("config", "user.email", "t@t"), git("config", "user.name", "t")
+def test_experiment_baselines_are_head_and_the_commits_named_in_refs_exps(git_here):
+    git = git_here
     git("commit", "-q", "--allow-empty", "-m", "first")
     first = git("rev-parse", "HEAD")
     git("commit", "-q", "--allow-empty", "-m", "second")
@@ -130,14 +120,8 @@ def test_experiment_baselines_are_head_and_the_commits_named_in_refs_exps(tmp_pa
     assert compare.experiment_baselines() == ["HEAD", first]
 
 
-def test_read_revision_lock_reads_the_commit_and_the_workspace(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
-
-    git("init", "-q")
-    git("config", "user.email", "t@t"), git("config", "user.name", "t")
+def test_read_revision_lock_reads_the_commit_and_the_workspace(git_here, tmp_path):
+    git = git_here
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     git("add", "dvc.lock"), git("commit", "-q", "-m", "lock")
     rev = git("rev-parse", "HEAD")
