@@ -244,7 +244,7 @@ def _commit_lock(rev: str) -> Any:
 def _signature(rev: str, lock_reader: LockReader) -> Signature | None:
     try:
         lock = lock_reader(rev)
-    except Exception as error:  # a lock that does not parse counts as unknown, said once per run below
+    except Exception as error:  # a lock that does not parse counts as unknown (the row is then pooled with a warning)
         log(f"compare: dvc.lock of {rev[:7]} not readable ({error})")
         return None
     return pipeline_signature(lock) if isinstance(lock, dict) else None
@@ -264,6 +264,7 @@ def same_pipeline_rows(rows: list[dict], every_pipeline: bool, lock_reader: Lock
     workspace_group = next((group for row, group in zip(rows, groups) if row["experiment"] == "workspace"), None)
     if workspace_group is None:
         log("compare: the workspace has no readable dvc.lock: experiments are pooled without a pipeline check")
+    workspace_signature = signatures[groups.index(workspace_group)] if workspace_group is not None else {}
     labels: dict[int, str] = {}
     kept, left_out = [], []
     for row, signature, group in zip(rows, signatures, groups):
@@ -273,11 +274,10 @@ def same_pipeline_rows(rows: list[dict], every_pipeline: bool, lock_reader: Lock
             kept.append(row)
             continue
         label = labels.setdefault(group, str(row.get("rev"))[:7])
-        workspace_signature = signatures[groups.index(workspace_group)]
-        differences = signature_differences(workspace_signature, signature) if workspace_signature else []
         if every_pipeline:
             kept.append({**row, "pipeline": label, "variant_suffix": f" @{label}"})
         else:
+            differences = signature_differences(workspace_signature, signature)
             left_out.append(f"{row['experiment']} ({label}: {', '.join(differences[:3])}{', ...' if len(differences) > 3 else ''})")
     if left_out:
         log(f"compare: {len(left_out)} experiment(s) of another pipeline left out (--all-pipelines lists them): {'; '.join(left_out)}")
