@@ -3,6 +3,7 @@
 import json
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -10,7 +11,10 @@ from PIL import Image
 from reltune.errors import InputError
 from reltune.models.backbone import (
     BACKBONE_FILE,
+    TinyInit,
+    TinySizes,
     build_tiny,
+    build_tiny_model,
     load_backbone,
     save_backbone,
     set_trainable,
@@ -83,7 +87,6 @@ def test_random_init_is_image_sensitive(tiny_dir):
     backbone = load_backbone(str(tiny_dir))
     model = backbone.model
     assert 0.015 < model.query_tokens.std().item() < 0.025
-    assert 0.015 < model.vision_model.embeddings.position_embedding.std().item() < 0.025
     inputs, labels = encode(backbone, [solid_image("red"), solid_image("blue")], ["what colour?"] * 2, ["red"] * 2)
     with torch.no_grad():
         logits = model(**inputs, labels=labels).logits
@@ -198,3 +201,65 @@ def test_tiny_sizes_the_model_cannot_take_are_refused_before_building(tmp_path, 
     with pytest.raises(InputError, match=message):
         build_tiny(CORPUS, tmp_path / "tiny", seed=0, **{**SMALL, **sizes})
     assert not (tmp_path / "tiny").exists()
+
+
+def test_vision_position_table_is_the_2d_sine_cosine_of_column_and_row():
+    model = build_tiny_model(50, 5, TinySizes(), seed=0, init=TinyInit(position_amplitude=0.5, cross_attention_std=0))
+    table = model.vision_model.embeddings.position_embedding.detach()[0].numpy()
+    width, grid = TinySizes().vision_hidden, TinySizes().image_size // TinySizes().patch_size
+    quarter = width // 4
+    assert table.shape == (1 + grid * grid, width)
+    assert np.all(table[0] == 0)  # the class token carries no position
+    for row, column in ((0, 0), (2, 5), (7, 1)):
+        # literal transcription: [sin(col w), cos(col w), sin(row w), cos(row w)], w_j = 10000^(-j/quarter)
+        frequencies = np.array([10000.0 ** (-j / quarter) for j in range(quarter)])
+        expected = 0.5 * np.concatenate(
+            [np.sin(column * frequencies), np.cos(column * frequencies), np.sin(row * frequencies), np.cos(row * frequencies)]
+        )
+        np.testing.assert_allclose(table[1 + row * grid + column], expected, atol=1e-6)
+
+
+def cross_attention_entropy(model, image_colours):
+    """Mean entropy of the Q-Former's first cross-attention over image tokens, for left/right two-colour images."""
+    images = []
+    for left, right in image_colours:
+        image = Image.new("RGB", (64, 64), "grey")
+        image.paste(Image.new("RGB", (24, 24), left), (4, 20))
+        image.paste(Image.new("RGB", (24, 24), right), (36, 20))
+        images.append(image)
+    pixels = torch.tensor(np.stack([np.asarray(image, dtype=np.float32) / 127.5 - 1 for image in images])).permute(0, 3, 1, 2)
+    model.qformer.config._attn_implementation = "eager"  # sdpa returns no attention weights
+    with torch.no_grad():
+        image_tokens = model.vision_model(pixel_values=pixels).last_hidden_state
+        queries = model.query_tokens.expand(len(images), -1, -1)
+        text_ids = torch.tensor([[7, 8, 9]] * len(images))  # any question: the test is about the image side
+        output = model.qformer(
+            input_ids=text_ids, attention_mask=torch.ones(len(images), queries.shape[1] + 3, dtype=torch.long), query_embeds=queries, encoder_hidden_states=image_tokens,
+            encoder_attention_mask=torch.ones(image_tokens.shape[:2], dtype=torch.long), output_attentions=True,
+        )  # fmt: skip
+    weights = output.cross_attentions[0].clamp_min(1e-12)
+    return -(weights * weights.log()).sum(-1).mean().item(), float(np.log(weights.shape[-1]))
+
+
+def test_cross_attention_init_makes_queries_select_image_tokens_and_zero_restores_transformers_init():
+    colours = [("red", "blue"), ("green", "yellow"), ("white", "black")]
+    default = build_tiny_model(50, 5, TinySizes(), seed=0)
+    plain = build_tiny_model(50, 5, TinySizes(), seed=0, init=TinyInit(position_amplitude=0, cross_attention_std=0))
+    layer = default.qformer.encoder.layer[0].crossattention.attention
+    assert 0.18 < layer.query.weight.std().item() < 0.22 and 0.18 < layer.key.weight.std().item() < 0.22
+    assert 0.015 < layer.value.weight.std().item() < 0.025  # only the attention logits are sharpened
+    plain_layer = plain.qformer.encoder.layer[0].crossattention.attention
+    assert 0.015 < plain_layer.query.weight.std().item() < 0.025
+    assert 0.015 < plain.vision_model.embeddings.position_embedding.std().item() < 0.025
+    default_entropy, uniform = cross_attention_entropy(default, colours)
+    plain_entropy, _ = cross_attention_entropy(plain, colours)
+    # transformers' init: the queries average the image (entropy ~ uniform); ours: each attends to a few tokens
+    assert plain_entropy > 0.99 * uniform
+    assert default_entropy < 0.8 * uniform
+
+
+def test_position_amplitude_needs_a_vision_width_divisible_by_four(tmp_path):
+    with pytest.raises(InputError, match="--vision-hidden: 66 is not divisible by 4"):
+        build_tiny(CORPUS, tmp_path / "tiny", seed=0, **{**SMALL, "vision_hidden": 66, "vision_heads": 6})
+    assert not (tmp_path / "tiny").exists()
+    build_tiny(CORPUS, tmp_path / "plain", seed=0, init=TinyInit(position_amplitude=0), **{**SMALL, "vision_hidden": 66, "vision_heads": 6})

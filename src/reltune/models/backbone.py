@@ -84,6 +84,40 @@ class TinySizes:
     vocab_size: int = 2000
 
 
+@dataclass(frozen=True)
+class TinyInit:
+    """How the tiny model's attention starts (issue 16, part 3; README "The embedded default world").
+
+    Under transformers' init the vision position table is N(0, 0.02), ~10x weaker than the patch
+    embeddings, and the Q-Former's cross-attention logits are ~0, so the queries average the image:
+    measured, the pretrained model could not say which object is on the left (chance), and neither
+    change alone fixed it. Both together did (README).
+    """
+
+    # vision position table = 2-D sine/cosine of the patch column and row, times this (0: transformers' init)
+    position_amplitude: float = 1.0
+    # std of the Q-Former cross-attention query/key weights (0: transformers' 0.02); 0.2 gives logits of std ~2.5
+    cross_attention_std: float = 0.2
+
+
+def sincos_position_table(grid: int, width: int, amplitude: float) -> torch.Tensor:
+    """(1, 1 + grid*grid, width): a zero row for the class token, then sin/cos of each patch's column and row.
+
+    Half the channels encode the column, half the row, at geometric frequencies (as MAE's 2-D table).
+    """
+    if width % 4:
+        raise InputError("--vision-hidden", f"{width} is not divisible by 4 (2-D sine/cosine position table)")
+    quarter = width // 4
+    frequencies = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    rows, columns = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
+    parts = []
+    for coordinate in (columns.flatten(), rows.flatten()):
+        angles = coordinate[:, None] * frequencies[None, :]
+        parts += [torch.sin(angles), torch.cos(angles)]
+    table = torch.cat(parts, dim=1) * amplitude
+    return torch.cat([torch.zeros(1, width), table])[None]
+
+
 def check_tiny_sizes(sizes: TinySizes) -> None:
     """Refuse sizes the model cannot be built with (one line naming the flags), before any work."""
     for width, heads in (("vision_hidden", "vision_heads"), ("qformer_hidden", "qformer_heads"), ("text_d_model", "text_heads")):
@@ -115,12 +149,15 @@ def language_model_family(model: InstructBlipForConditionalGeneration) -> str:
     return "t5" if not model.config.use_decoder_only_language_model else "llama"
 
 
-def build_tiny_model(vocab_size: int, image_token_id: int, sizes: TinySizes, seed: int) -> InstructBlipForConditionalGeneration:
+def build_tiny_model(
+    vocab_size: int, image_token_id: int, sizes: TinySizes, seed: int, init: TinyInit = TinyInit()
+) -> InstructBlipForConditionalGeneration:
     """Random-init tiny InstructBLIP-T5 whose image actually reaches the language model.
 
     transformers initialises the vision tower with std 1e-10 and the query
     tokens at zero, which makes a random model ignore its image (DESIGN §9):
     the vision init is 0.02 and the query tokens are drawn from N(0, 0.02).
+    `init` makes position visible and the Q-Former's attention selective (TinyInit).
     """
     vision = InstructBlipVisionConfig(
         hidden_size=sizes.vision_hidden,
@@ -170,6 +207,15 @@ def build_tiny_model(vocab_size: int, image_token_id: int, sizes: TinySizes, see
         model = InstructBlipForConditionalGeneration(config)
         with torch.no_grad():
             model.query_tokens.normal_(0.0, 0.02)
+            if init.position_amplitude:
+                embeddings = model.vision_model.embeddings
+                grid = sizes.image_size // sizes.patch_size
+                embeddings.position_embedding.copy_(sincos_position_table(grid, sizes.vision_hidden, init.position_amplitude))
+            if init.cross_attention_std:
+                for layer in model.qformer.encoder.layer:
+                    if getattr(layer, "has_cross_attention", False):
+                        layer.crossattention.attention.query.weight.normal_(0.0, init.cross_attention_std)
+                        layer.crossattention.attention.key.weight.normal_(0.0, init.cross_attention_std)
     return model
 
 
@@ -190,16 +236,18 @@ def build_tiny_processor(corpus: Iterable[str], sizes: TinySizes) -> InstructBli
     )
 
 
-def build_tiny(corpus: Iterable[str], out_dir: str | Path, seed: int = 0, **sizes: int) -> Backbone:
-    """Train the tokenizer on `corpus`, build the random tiny model, save it to `out_dir`."""
+def build_tiny(corpus: Iterable[str], out_dir: str | Path, seed: int = 0, init: TinyInit = TinyInit(), **sizes: int) -> Backbone:
+    """Train the tokenizer on `corpus`, build the random tiny model (`init`: TinyInit), save it to `out_dir`."""
     unknown = sorted(set(sizes) - set(TinySizes.__dataclass_fields__))
     if unknown:
         raise InputError("build_tiny", f"unknown size arguments {unknown}")
     tiny_sizes = TinySizes(**sizes)
     check_tiny_sizes(tiny_sizes)
+    if init.position_amplitude and tiny_sizes.vision_hidden % 4:
+        raise InputError("--vision-hidden", f"{tiny_sizes.vision_hidden} is not divisible by 4 (needed by --position-amplitude)")
     processor = build_tiny_processor(corpus, tiny_sizes)
     tokenizer = processor.tokenizer
-    model = build_tiny_model(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tiny_sizes, seed)
+    model = build_tiny_model(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tiny_sizes, seed, init)
     device = torch.device("cpu")
     backbone = Backbone(
         model=model,

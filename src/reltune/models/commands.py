@@ -22,7 +22,7 @@ from reltune.argtypes import (
     unit_interval,
 )
 from reltune.arguments import Setting, add_settings, settings_from_args
-from reltune.models.backbone import PRESETS, TinySizes, check_tiny_sizes
+from reltune.models.backbone import PRESETS, TinyInit, TinySizes, check_tiny_sizes
 from reltune.models.schedule import SCHEDULES, TrainSettings
 
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
@@ -77,6 +77,10 @@ QUESTION_ARGUMENTS = {
     "copy_questions": Setting(non_negative_int, "language-only 'repeat the words' questions per image over the world vocabulary"),
 }
 SIZE_ARGUMENTS = {name: Setting(positive_int) for name in TinySizes.__dataclass_fields__}
+INIT_ARGUMENTS = {
+    "position_amplitude": Setting(float_in(0.0), "vision position table: 2-D sine/cosine times this (0: transformers' random init)"),
+    "cross_attention_std": Setting(float_in(0.0), "init std of the Q-Former cross-attention query/key weights (0: transformers' 0.02)"),
+}
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
@@ -108,6 +112,10 @@ def _sizes(args: argparse.Namespace) -> dict[str, int]:
     return asdict(sizes)
 
 
+def _init(args: argparse.Namespace) -> TinyInit:
+    return settings_from_args(TinyInit, args, INIT_ARGUMENTS)
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build = subparsers.add_parser("build-tiny", help="random-init tiny InstructBLIP-T5 + BPE tokenizer (no training)")
     build.add_argument("--scenes", required=True, type=Path, help="held-in scene directory (train split)")
@@ -116,6 +124,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--out", required=True, type=Path)
     build.add_argument("--seed", type=seed, default=TRAIN_DEFAULTS["seed"])
     add_settings(build.add_argument_group("tiny model sizes"), SIZE_ARGUMENTS, TinySizes())
+    add_settings(build.add_argument_group("tiny model init"), INIT_ARGUMENTS, TinyInit())
     build.set_defaults(func=run_build_tiny)
 
     pretrain = subparsers.add_parser("pretrain-tiny", help="build the tiny backbone and pretrain it on generic questions")
@@ -127,6 +136,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_train_arguments(pretrain, PRETRAIN_DEFAULTS)
     add_settings(pretrain.add_argument_group("generic questions"), QUESTION_ARGUMENTS, _question_defaults())
     add_settings(pretrain.add_argument_group("tiny model sizes"), SIZE_ARGUMENTS, TinySizes())
+    add_settings(pretrain.add_argument_group("tiny model init"), INIT_ARGUMENTS, TinyInit())
     pretrain.set_defaults(func=run_pretrain_tiny)
 
     train = subparsers.add_parser("train", help="relation-tune a backbone on a selection (or on all training rows)")
@@ -180,7 +190,7 @@ def run_build_tiny(args: argparse.Namespace) -> int:
     if args.instructions:
         instructions = read_parquet(args.instructions, ["prompt", "target"])
         texts = list(instructions["prompt"].astype(str)) + list(instructions["target"].astype(str))
-    build_tiny(tokenizer_corpus(questions, world_spec, vocab, texts), args.out, seed=args.seed, **sizes)
+    build_tiny(tokenizer_corpus(questions, world_spec, vocab, texts), args.out, seed=args.seed, init=_init(args), **sizes)
     return 0
 
 
@@ -190,7 +200,7 @@ def run_pretrain_tiny(args: argparse.Namespace) -> int:
 
     metrics = pretrain_tiny(
         args.scenes, args.world, args.instructions, args.out, args.metrics,
-        _train_settings(args), _question_settings(args), _sizes(args), live_dir=args.live_dir or None,
+        _train_settings(args), _question_settings(args), _sizes(args), live_dir=args.live_dir or None, init=_init(args),
     )  # fmt: skip
     log(f"generic-question accuracy {metrics['accuracy']:.3f} (text-only baseline {metrics['text_only_baseline']:.3f})")
     return 0

@@ -42,7 +42,7 @@ import torch
 from reltune.data.scenes import read_scenes
 from reltune.errors import InputError
 from reltune.io import read_json, read_parquet, write_json
-from reltune.models.backbone import Backbone, build_tiny, load_backbone
+from reltune.models.backbone import Backbone, TinyInit, build_tiny, load_backbone
 from reltune.models.images import load_image, union_crop
 from reltune.models.training import TrainSettings, train_backbone
 from reltune.progress import log, track
@@ -349,6 +349,7 @@ def pretrain_tiny(
     question_settings: QuestionSettings,
     sizes: dict[str, int] | None = None,
     live_dir: str | Path | None = None,
+    init: TinyInit = TinyInit(),
 ) -> dict[str, Any]:
     """Build the tiny backbone, pretrain it on generic questions, report held-out accuracy."""
     scenes, vocab = read_scenes(scenes_dir, "train")
@@ -374,7 +375,7 @@ def pretrain_tiny(
     out_dir = Path(out_dir)
     init_dir = out_dir.parent / f"{out_dir.name}.init"
     # Deterministic (seeded init, deterministic BPE), so a resumed run rebuilds the same start.
-    build_tiny(corpus, init_dir, seed=train_settings.seed, **(sizes or {}))
+    build_tiny(corpus, init_dir, seed=train_settings.seed, init=init, **(sizes or {}))
     settings = dataclasses.replace(train_settings, train_all=True)  # pretraining trains every weight
     log(f"pretraining on {len(train_questions)} generic questions from {train_questions['image_id'].nunique()} train images")
     result = train_backbone(
