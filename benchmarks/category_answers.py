@@ -7,26 +7,30 @@ positive only a possessive counter-negative (and a semantic positive only a
 possessive one), so the model is never shown a "No" to a semantic question
 about a spatial pair. This prints, per annotated category, the share of test
 pairs with a "Yes" from each category's question, and, per chosen predicate,
-what the top-ranked answer of its pairs is.
+what the top-ranked answer of its pairs is. On a dataset with object classes
+the held-in data lacks (the held-out `synthetic-ood`), it also prints, by how
+many of a pair's two objects are unseen, the share of pairs with any "Yes"
+and the top-ranked recall of predicates seen in training.
 
 Usage (from the repository root; REV = `workspace`, an experiment or a commit
 whose predictions are in the local DVC cache):
     .venv/bin/python benchmarks/category_answers.py [--rev full-seed0] [--predicates above,below,"left of","right of"]
+    .venv/bin/python benchmarks/category_answers.py --rev full-seed0 --dataset synthetic-ood --predicates on,near,riding,holds
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 
-from reltune.data.world_spec import HELD_IN_PREDICATES, OOD_PREDICATES
 from reltune.evaluation.compare import cached_output, markdown_table
 
-CATEGORY = {spec.normalised: spec.category for spec in HELD_IN_PREDICATES + OOD_PREDICATES}
 CATEGORY_NAMES = ("spatial", "possessive", "semantic")
+KEYS = ["image_id", "subj", "obj"]
 
 
 def predictions_file(rev: str, dataset: str) -> Path:
@@ -49,21 +53,29 @@ def predictions_file(rev: str, dataset: str) -> Path:
     return cached
 
 
-def annotated_pairs(scenes: Path) -> pd.DataFrame:
-    """One row per annotated test relation: image_id, subj, obj, truth, truth_category."""
-    table = pd.read_parquet(scenes, columns=["image_id", "relations"]).explode("relations").dropna(subset=["relations"])
+def annotated_pairs(scenes: Path, categories: dict[str, str], seen_objects: set[str] | None = None) -> pd.DataFrame:
+    """One row per annotated test relation: image_id, subj, obj, truth, truth_category, unseen_objects.
+
+    unseen_objects: how many of the pair's two object labels are not in `seen_objects` (0 when not given).
+    """
+    table = pd.read_parquet(scenes, columns=["image_id", "labels", "relations"]).explode("relations").dropna(subset=["relations"])
     relations = pd.DataFrame(table["relations"].tolist())
     pairs = pd.DataFrame({"image_id": table["image_id"].to_numpy(), "subj": relations["subj"], "obj": relations["obj"], "truth": relations["predicate"]})
-    pairs["truth_category"] = pairs["truth"].map(CATEGORY)
+    pairs["truth_category"] = pairs["truth"].map(categories)
+    labels = table["labels"].to_numpy()
+    unseen = [
+        sum(str(image_labels[index]) not in seen_objects for index in (subj, obj)) if seen_objects is not None else 0
+        for image_labels, subj, obj in zip(labels, pairs["subj"], pairs["obj"])
+    ]
+    pairs["unseen_objects"] = unseen
     return pairs
 
 
-def yes_shares(pairs: pd.DataFrame, predictions: pd.DataFrame) -> list[dict]:
+def yes_shares(pairs: pd.DataFrame, predictions: pd.DataFrame, categories: dict[str, str]) -> list[dict]:
     """Per annotated category: the share of its pairs with a "Yes" from each category's question."""
-    keys = ["image_id", "subj", "obj"]
-    answered = predictions.assign(category=predictions["predicate"].map(CATEGORY))
-    yes = answered.groupby(keys)["category"].agg(set).rename("yes").reset_index()
-    merged = pairs.merge(yes, on=keys, how="left")
+    answered = predictions.assign(category=predictions["predicate"].map(categories))
+    yes = answered.groupby(KEYS)["category"].agg(set).rename("yes").reset_index()
+    merged = pairs.merge(yes, on=KEYS, how="left")
     merged["yes"] = merged["yes"].apply(lambda value: value if isinstance(value, set) else set())
     rows = []
     for truth_category in CATEGORY_NAMES:
@@ -75,11 +87,35 @@ def yes_shares(pairs: pd.DataFrame, predictions: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def best_answers(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The best-scored answer of each pair (graph constraint): image_id, subj, obj, predicate."""
+    return predictions.sort_values("score", ascending=False, kind="stable").drop_duplicates(KEYS)[KEYS + ["predicate"]]
+
+
+def unseen_object_rows(pairs: pd.DataFrame, predictions: pd.DataFrame, seen_predicates: set[str]) -> list[dict]:
+    """By number of unseen object classes in a pair: share with any "Yes", top-ranked recall of seen predicates."""
+    answered = pairs.merge(predictions[KEYS].drop_duplicates().assign(any_yes=True), on=KEYS, how="left")
+    best = pairs.merge(best_answers(predictions), on=KEYS, how="left")
+    rows = []
+    for unseen in sorted(pairs["unseen_objects"].unique()):
+        in_group = (pairs["unseen_objects"] == unseen).to_numpy()
+        seen_truth = in_group & pairs["truth"].isin(seen_predicates).to_numpy()
+        hits = (best["predicate"] == best["truth"]).to_numpy()
+        rows.append(
+            {
+                "unseen classes in pair": int(unseen),
+                "pairs": int(in_group.sum()),
+                'any "Yes"': f"{answered['any_yes'].fillna(False).to_numpy()[in_group].mean():.3f}",
+                "pairs of seen predicates": int(seen_truth.sum()),
+                "their top-1 recall": f"{hits[seen_truth].mean():.3f}" if seen_truth.any() else "-",
+            }
+        )
+    return rows
+
+
 def top_answers(pairs: pd.DataFrame, predictions: pd.DataFrame, predicates: list[str], top: int = 4) -> list[dict]:
     """Per annotated predicate: how often each predicate is the best-scored answer of its pairs."""
-    keys = ["image_id", "subj", "obj"]
-    best = predictions.sort_values("score", ascending=False, kind="stable").drop_duplicates(keys)
-    merged = pairs.merge(best[keys + ["predicate"]], on=keys, how="left")
+    merged = pairs.merge(best_answers(predictions), on=KEYS, how="left")
     rows = []
     for predicate in predicates:
         answers = merged.loc[merged["truth"] == predicate, "predicate"].fillna("(no Yes)").value_counts()
@@ -92,14 +128,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="workspace", help="workspace, an experiment name or a commit")
     parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--held-in", default="synthetic", help="the training dataset: its predicates and objects are the seen ones")
     parser.add_argument("--predicates", default="above,below,left of,right of,part of,carrying")
     args = parser.parse_args()
-    pairs = annotated_pairs(Path(f"data/scenes/{args.dataset}/test.parquet"))
+    held_in = json.loads(Path(f"data/scenes/{args.held_in}/vocab.json").read_text())
+    evaluated = json.loads(Path(f"data/scenes/{args.dataset}/vocab.json").read_text())
+    categories = {**evaluated["categories"], **held_in["categories"]}  # answers name held-in predicates
+    seen_objects = set(held_in["objects"])
+    pairs = annotated_pairs(Path(f"data/scenes/{args.dataset}/test.parquet"), categories, seen_objects)
     predictions = pd.read_parquet(predictions_file(args.rev, args.dataset))
     print(f"{args.rev}: {len(pairs)} annotated test pairs of {args.dataset}, {len(predictions)} 'Yes' answers\n")
-    print(markdown_table(yes_shares(pairs, predictions)))
+    print(markdown_table(yes_shares(pairs, predictions, categories)))
     print()
     print(markdown_table(top_answers(pairs, predictions, [name.strip() for name in args.predicates.split(",")])))
+    if pairs["unseen_objects"].any():
+        print()
+        print(markdown_table(unseen_object_rows(pairs, predictions, set(held_in["predicates"]))))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""benchmarks/category_answers.py: the per-category "Yes" shares and top answers it prints."""
+"""benchmarks/category_answers.py: the per-category "Yes" shares, top answers and unseen-class split it prints."""
 
 import importlib.util
 from pathlib import Path
@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "category_answers.py"
+CATEGORIES = {"above": "spatial", "below": "spatial", "has": "possessive", "riding": "semantic", "on": "spatial"}
 
 
 @pytest.fixture(scope="module")
@@ -17,36 +18,56 @@ def category_answers():
     return module
 
 
-def _scenes(tmp_path: Path) -> Path:
+@pytest.fixture()
+def pairs(tmp_path, category_answers) -> pd.DataFrame:
     relations = [
         [{"subj": 0, "obj": 1, "predicate": "above"}, {"subj": 1, "obj": 2, "predicate": "has"}],
         [{"subj": 0, "obj": 1, "predicate": "above"}],
         [],
     ]
+    labels = [["ball", "box", "hat"], ["fox", "moon"], ["ball"]]
     path = tmp_path / "test.parquet"
-    pd.DataFrame({"image_id": ["1", "2", "3"], "relations": relations}).to_parquet(path)
-    return path
+    pd.DataFrame({"image_id": ["1", "2", "3"], "labels": labels, "relations": relations}).to_parquet(path)
+    return category_answers.annotated_pairs(path, CATEGORIES, seen_objects={"ball", "box", "hat"})
 
 
-def test_yes_shares_and_top_answers_count_each_pair_once(tmp_path, category_answers):
-    pairs = category_answers.annotated_pairs(_scenes(tmp_path))
+PREDICTIONS = pd.DataFrame(
+    {
+        "image_id": ["1", "1", "1", "2", "9"],
+        "subj": [0, 0, 1, 0, 0],
+        "obj": [1, 1, 2, 1, 1],
+        "predicate": ["above", "riding", "has", "below", "on"],
+        "score": [0.6, 0.9, 0.8, 0.7, 0.99],
+    }
+)
+
+
+def test_pairs_carry_category_and_unseen_count(pairs):
     assert pairs["truth"].tolist() == ["above", "has", "above"]
     assert pairs["truth_category"].tolist() == ["spatial", "possessive", "spatial"]
-    predictions = pd.DataFrame(
-        {
-            "image_id": ["1", "1", "1", "2", "9"],
-            "subj": [0, 0, 1, 0, 0],
-            "obj": [1, 1, 2, 1, 1],
-            "predicate": ["above", "riding", "has", "below", "on"],
-            "score": [0.6, 0.9, 0.8, 0.7, 0.99],
-        }
-    )
-    shares = {row["annotated category"]: row for row in category_answers.yes_shares(pairs, predictions)}
+    assert pairs["unseen_objects"].tolist() == [0, 0, 2]
+
+
+def test_yes_shares_count_each_pair_once(pairs, category_answers):
+    shares = {row["annotated category"]: row for row in category_answers.yes_shares(pairs, PREDICTIONS, CATEGORIES)}
     spatial = shares["spatial (2)"]
     # image 1's above pair has a spatial and a semantic "Yes", image 2's a spatial one only
     assert (spatial['spatial "Yes"'], spatial['possessive "Yes"'], spatial['semantic "Yes"']) == ("1.000", "0.000", "0.500")
     assert shares["possessive (1)"]['possessive "Yes"'] == "1.000"
-    top = category_answers.top_answers(pairs, predictions, ["above", "has", "left of"])
+
+
+def test_top_answers_take_the_best_scored_answer(pairs, category_answers):
+    top = category_answers.top_answers(pairs, PREDICTIONS, ["above", "has", "left of"])
     assert top[0] == {"annotated": "above (2)", "top-ranked answers": "riding 1, below 1"}
     assert top[1]["top-ranked answers"] == "has 1"
     assert top[2] == {"annotated": "left of (0)", "top-ranked answers": ""}
+
+
+def test_unseen_object_rows_split_yes_and_recall(pairs, category_answers):
+    rows = category_answers.unseen_object_rows(pairs, PREDICTIONS.iloc[[0, 2]], seen_predicates={"above", "has"})
+    # only rows 0 and 2 kept: image 1's pairs are answered above and has (both right),
+    # image 2's pair (two unseen classes) has no answer
+    assert rows == [
+        {"unseen classes in pair": 0, "pairs": 2, 'any "Yes"': "1.000", "pairs of seen predicates": 2, "their top-1 recall": "1.000"},
+        {"unseen classes in pair": 2, "pairs": 1, 'any "Yes"': "0.000", "pairs of seen predicates": 1, "their top-1 recall": "0.000"},
+    ]
