@@ -28,9 +28,11 @@ from pathlib import Path
 import pandas as pd
 
 from reltune.evaluation.compare import cached_output, markdown_table
+from reltune.evaluation.metrics import evaluated_tables
+from reltune.evaluation.tables import rank_predictions
 
 CATEGORY_NAMES = ("spatial", "possessive", "semantic")
-KEYS = ["image_id", "subj", "obj"]
+KEYS = ["image", "subj", "obj"]  # image: the scene row, as in the evaluation's tables
 
 
 def predictions_file(rev: str, dataset: str) -> Path:
@@ -53,27 +55,31 @@ def predictions_file(rev: str, dataset: str) -> Path:
     return cached
 
 
-def annotated_pairs(scenes: Path, categories: dict[str, str], seen_objects: set[str] | None = None) -> pd.DataFrame:
-    """One row per annotated test relation: image_id, subj, obj, truth, truth_category, unseen_objects.
+def read_tables(scenes: Path, predictions: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The evaluation's validated GT table and "Yes" answers (`evaluate`'s own reader: same checks, same names)."""
+    ground_truth, answers, _ = evaluated_tables(pd.read_parquet(scenes), pd.read_parquet(predictions), str(scenes), str(predictions))
+    return ground_truth, answers
 
-    unseen_objects: how many of the pair's two object labels are not in `seen_objects` (0 when not given).
+
+def annotated_pairs(ground_truth: pd.DataFrame, categories: dict[str, str], seen_objects: set[str]) -> pd.DataFrame:
+    """One row per annotated relation: image, subj, obj, truth, truth_category, unseen_objects.
+
+    unseen_objects: how many of the pair's two object labels are not in `seen_objects`.
     """
-    table = pd.read_parquet(scenes, columns=["image_id", "labels", "relations"]).explode("relations").dropna(subset=["relations"])
-    relations = pd.DataFrame(table["relations"].tolist())
-    pairs = pd.DataFrame({"image_id": table["image_id"].to_numpy(), "subj": relations["subj"], "obj": relations["obj"], "truth": relations["predicate"]})
-    pairs["truth_category"] = pairs["truth"].map(categories)
-    labels = table["labels"].to_numpy()
-    unseen = [
-        sum(str(image_labels[index]) not in seen_objects for index in (subj, obj)) if seen_objects is not None else 0
-        for image_labels, subj, obj in zip(labels, pairs["subj"], pairs["obj"])
-    ]
-    pairs["unseen_objects"] = unseen
-    return pairs
+    unseen = (~ground_truth["subj_label"].isin(seen_objects)).astype(int) + (~ground_truth["obj_label"].isin(seen_objects)).astype(int)
+    return pd.DataFrame(
+        {
+            **{key: ground_truth[key] for key in KEYS},
+            "truth": ground_truth["predicate"],
+            "truth_category": ground_truth["predicate"].map(categories),
+            "unseen_objects": unseen,
+        }
+    )
 
 
-def yes_shares(pairs: pd.DataFrame, predictions: pd.DataFrame, categories: dict[str, str]) -> list[dict]:
+def yes_shares(pairs: pd.DataFrame, answers: pd.DataFrame, categories: dict[str, str]) -> list[dict]:
     """Per annotated category: the share of its pairs with a "Yes" from each category's question."""
-    answered = predictions.assign(category=predictions["predicate"].map(categories))
+    answered = answers.assign(category=answers["predicate"].map(categories))
     yes = answered.groupby(KEYS)["category"].agg(set).rename("yes").reset_index()
     merged = pairs.merge(yes, on=KEYS, how="left")
     merged["yes"] = merged["yes"].apply(lambda value: value if isinstance(value, set) else set())
@@ -87,25 +93,26 @@ def yes_shares(pairs: pd.DataFrame, predictions: pd.DataFrame, categories: dict[
     return rows
 
 
-def best_answers(predictions: pd.DataFrame) -> pd.DataFrame:
-    """The best-scored answer of each pair (graph constraint): image_id, subj, obj, predicate."""
-    return predictions.sort_values("score", ascending=False, kind="stable").drop_duplicates(KEYS)[KEYS + ["predicate"]]
+def best_answers(answers: pd.DataFrame) -> pd.DataFrame:
+    """The best-scored answer of each pair: the evaluation's graph-constrained ranking, nothing cut."""
+    ranked = rank_predictions(answers, top_k=len(answers), detected=False, graph_constraint=True)
+    return ranked[KEYS + ["predicate"]]
 
 
-def unseen_object_rows(pairs: pd.DataFrame, predictions: pd.DataFrame, seen_predicates: set[str]) -> list[dict]:
+def unseen_object_rows(pairs: pd.DataFrame, answers: pd.DataFrame, seen_predicates: set[str]) -> list[dict]:
     """By number of unseen object classes in a pair: share with any "Yes", top-ranked recall of seen predicates."""
-    answered = pairs.merge(predictions[KEYS].drop_duplicates().assign(any_yes=True), on=KEYS, how="left")
-    best = pairs.merge(best_answers(predictions), on=KEYS, how="left")
+    best = pairs.merge(best_answers(answers), on=KEYS, how="left")
+    any_yes = best["predicate"].notna().to_numpy()
+    hits = (best["predicate"] == best["truth"]).to_numpy()
     rows = []
     for unseen in sorted(pairs["unseen_objects"].unique()):
         in_group = (pairs["unseen_objects"] == unseen).to_numpy()
         seen_truth = in_group & pairs["truth"].isin(seen_predicates).to_numpy()
-        hits = (best["predicate"] == best["truth"]).to_numpy()
         rows.append(
             {
                 "unseen classes in pair": int(unseen),
                 "pairs": int(in_group.sum()),
-                'any "Yes"': f"{answered['any_yes'].fillna(False).to_numpy()[in_group].mean():.3f}",
+                'any "Yes"': f"{any_yes[in_group].mean():.3f}",
                 "pairs of seen predicates": int(seen_truth.sum()),
                 "their top-1 recall": f"{hits[seen_truth].mean():.3f}" if seen_truth.any() else "-",
             }
@@ -113,9 +120,9 @@ def unseen_object_rows(pairs: pd.DataFrame, predictions: pd.DataFrame, seen_pred
     return rows
 
 
-def top_answers(pairs: pd.DataFrame, predictions: pd.DataFrame, predicates: list[str], top: int = 4) -> list[dict]:
+def top_answers(pairs: pd.DataFrame, answers: pd.DataFrame, predicates: list[str], top: int = 4) -> list[dict]:
     """Per annotated predicate: how often each predicate is the best-scored answer of its pairs."""
-    merged = pairs.merge(best_answers(predictions), on=KEYS, how="left")
+    merged = pairs.merge(best_answers(answers), on=KEYS, how="left")
     rows = []
     for predicate in predicates:
         answers = merged.loc[merged["truth"] == predicate, "predicate"].fillna("(no Yes)").value_counts()
@@ -135,15 +142,15 @@ def main() -> None:
     evaluated = json.loads(Path(f"data/scenes/{args.dataset}/vocab.json").read_text())
     categories = {**evaluated["categories"], **held_in["categories"]}  # answers name held-in predicates
     seen_objects = set(held_in["objects"])
-    pairs = annotated_pairs(Path(f"data/scenes/{args.dataset}/test.parquet"), categories, seen_objects)
-    predictions = pd.read_parquet(predictions_file(args.rev, args.dataset))
-    print(f"{args.rev}: {len(pairs)} annotated test pairs of {args.dataset}, {len(predictions)} 'Yes' answers\n")
-    print(markdown_table(yes_shares(pairs, predictions, categories)))
+    ground_truth, answers = read_tables(Path(f"data/scenes/{args.dataset}/test.parquet"), predictions_file(args.rev, args.dataset))
+    pairs = annotated_pairs(ground_truth, categories, seen_objects)
+    print(f"{args.rev}: {len(pairs)} annotated test pairs of {args.dataset}, {len(answers)} 'Yes' answers\n")
+    print(markdown_table(yes_shares(pairs, answers, categories)))
     print()
-    print(markdown_table(top_answers(pairs, predictions, [name.strip() for name in args.predicates.split(",")])))
+    print(markdown_table(top_answers(pairs, answers, [name.strip() for name in args.predicates.split(",")])))
     if pairs["unseen_objects"].any():
         print()
-        print(markdown_table(unseen_object_rows(pairs, predictions, set(held_in["predicates"]))))
+        print(markdown_table(unseen_object_rows(pairs, answers, set(held_in["predicates"]))))
 
 
 if __name__ == "__main__":
