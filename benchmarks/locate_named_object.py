@@ -89,7 +89,8 @@ def main() -> None:
         start = scaled_copy(args.backbone, Path(work) / "start", args.position_scale)
         before = accuracy(start, heldout, vocab["image_root"])
         settings = TrainSettings(
-            epochs=10_000, max_steps=args.steps, warmup_steps=20, schedule="warmup-cosine", cpu_threads=args.threads, train_all=True
+            epochs=10_000, max_steps=args.steps, warmup_steps=20, schedule="warmup-cosine", cpu_threads=args.threads, train_all=True,
+            name_substitution=0.0,  # generic questions name no subject / object pair
         )
         result = train_backbone(start, train, vocab["image_root"], Path(work) / "trained", settings, source="where questions")
         after = accuracy(Path(work) / "trained", heldout, vocab["image_root"])

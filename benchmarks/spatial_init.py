@@ -73,7 +73,8 @@ def main() -> None:
     heldout = heldout.sample(n=min(args.eval_questions, len(heldout)), random_state=0)
     init = TinyInit(position_amplitude=args.position_amplitude, cross_attention_std=args.cross_attention_std)
     settings = TrainSettings(
-        epochs=10_000, max_steps=args.steps, warmup_steps=50, schedule="warmup-cosine", cpu_threads=args.threads, train_all=True
+        epochs=10_000, max_steps=args.steps, warmup_steps=50, schedule="warmup-cosine", cpu_threads=args.threads, train_all=True,
+        name_substitution=0.0,  # generic questions name no subject / object pair
     )
     with tempfile.TemporaryDirectory() as work:
         build_tiny(corpus, Path(work) / "init", seed=0, init=init)

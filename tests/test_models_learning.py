@@ -61,6 +61,7 @@ TINY_SIZES = {
 TRAIN = TrainSettings(
     epochs=1000, max_steps=200, batch_size=32, lr=3e-3, warmup_steps=10, checkpoint_every=0, train_all=True,
     flip_probability=0.0, box_jitter=0.0, device="cpu", cpu_threads=1, seed=0,
+    name_substitution=0.0,  # one class name ("shape") for every object: nothing to learn from renaming it
     schedule="warmup-cosine",  # a step budget inside one long epoch: per-epoch (lavis-*) decay would never start
 )  # fmt: skip
 GREEDY = GenerationSettings(num_beams=1, max_new_tokens=16)

@@ -152,7 +152,8 @@ def pretrained(tmp_path_factory):
     metrics = pretrain_tiny(
         scenes_dir, tmp_path / "world_spec.json", None, tmp_path / "pretrained", tmp_path / "metrics" / "pretrain.json",
         # schedule as `pretrain-tiny`'s default (PRETRAIN_DEFAULTS), which the resume test runs
-        TrainSettings(epochs=50, max_steps=3, batch_size=8, warmup_steps=1, checkpoint_every=0, seed=0, schedule="warmup-cosine"),
+        TrainSettings(epochs=50, max_steps=3, batch_size=8, warmup_steps=1, checkpoint_every=0, seed=0, schedule="warmup-cosine",
+                      name_substitution=0.0),
         QuestionSettings(holdout_fraction=0.25, eval_questions=6, seed=1), sizes=SIZES,
     )  # fmt: skip
     return tmp_path, metrics

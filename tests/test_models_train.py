@@ -21,6 +21,7 @@ from reltune.instructions.build import build_instructions
 from reltune.instructions.stage import write_instruction_table
 from reltune.models.backbone import build_tiny, load_backbone
 from reltune.models.images import union_crop
+from reltune.models.names import training_pool
 from toy_scenes import TOY_PREDICATES, make_toy_scenes
 from reltune.models.training import (
     BatchPlan,
@@ -125,7 +126,10 @@ def test_crash_resume_equals_uninterrupted_run_and_freezing_holds(toy, tmp_path)
     root, scenes_dir, scenes, vocab, instructions = toy
     settings = dict(epochs=3, batch_size=4, grad_accum=2, warmup_steps=2, max_steps=4, checkpoint_every=2, seed=7, log_every=1)
     examples = relation_training_examples(instructions, scenes, None)
-    reference = train_backbone(root / "tiny", examples, vocab["image_root"], tmp_path / "reference", TrainSettings(**settings))
+    reference = train_backbone(
+        root / "tiny", examples, vocab["image_root"], tmp_path / "reference", TrainSettings(**settings),
+        name_pool=training_pool(instructions, scenes_dir.parent),
+    )  # fmt: skip
     assert reference.steps == 4 and reference.resumed_from_step == 0
 
     out = tmp_path / "crashed"
@@ -141,7 +145,9 @@ def test_crash_resume_equals_uninterrupted_run_and_freezing_holds(toy, tmp_path)
     assert not out.exists()
     assert json.loads((checkpoint_dir_for(out) / "checkpoint.json").read_text())["step"] == 2
 
-    resumed = train_backbone(root / "tiny", examples, vocab["image_root"], out, TrainSettings(**settings))
+    # the substitute names `reltune train` draws from (its checkpoint records their fingerprint)
+    pool = training_pool(instructions, scenes_dir.parent)
+    resumed = train_backbone(root / "tiny", examples, vocab["image_root"], out, TrainSettings(**settings), name_pool=pool)
     assert resumed.resumed_from_step == 2 and resumed.steps == 4
     assert not checkpoint_dir_for(out).exists()
     expected, actual = _weights(tmp_path / "reference"), _weights(out)

@@ -23,13 +23,14 @@ from reltune.argtypes import (
 )
 from reltune.arguments import Setting, add_settings, settings_from_args
 from reltune.models.backbone import PRESETS, TinyInit, TinySizes, check_tiny_sizes
+from reltune.models.names import pool_fingerprint, training_pool
 from reltune.models.schedule import SCHEDULES, TrainSettings
 
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
 # (its long run of tiny epochs is capped by max_steps, so the per-epoch LAVIS schedules do not fit it).
 TRAIN_DEFAULTS = asdict(TrainSettings())
 PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 2000, "train_all": True, "schedule": "warmup-cosine",
-                     "warmup_steps": 100, "cpu_threads": 2}
+                     "warmup_steps": 100, "cpu_threads": 2, "name_substitution": 0.0}
 
 
 # One line per TrainSettings field: its flag's checked type and help (defaults come from the settings).
@@ -56,6 +57,8 @@ TRAIN_ARGUMENTS = {
     "lora_dropout": Setting(below_one),
     "flip_probability": Setting(unit_interval, "mirror the crop (left/right words swapped with it)"),
     "box_jitter": Setting(unit_interval, "max outward growth of the union box per side, as a fraction of its size"),
+    "name_substitution": Setting(unit_interval, "train: chance per object name of a question to be replaced by a word "
+                                 "naming nothing (prompt and answer alike; reltune.models.names)"),
     "image_cache_mb": Setting(non_negative_int),
     "device": Setting(device, "cpu, cuda or cuda:N ('' = cuda when available)"),
     "cpu_threads": Setting(non_negative_int, "torch threads per process on CPU (0: torch default)"),
@@ -146,6 +149,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--selection", type=Path, default=None, help="selection.parquet; omitted = all training rows")
     train.add_argument("--out", required=True, type=Path, help="models/round_<k>")
     train.add_argument("--scene-split", default="train", help="scene split the instructions come from")
+    train.add_argument(
+        "--exclude-names-of", type=Path, default=None,
+        help="scene root whose */vocab.json names no substitute may be (--name-substitution; default: the parent of --scenes)",
+    )  # fmt: skip
     _add_train_arguments(train, TRAIN_DEFAULTS)
     best = train.add_argument_group("best epoch (validation recall after every epoch)")
     add_settings(best, BEST_EPOCH_ARGUMENTS, TRAIN_DEFAULTS)
@@ -213,21 +220,24 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.select_best and args.val is None:  # checked before anything is read
         raise InputError("--val", "--select-best true needs the validation instructions (--val)")
+    settings = _train_settings(args)
+    labels = ["subj_label", "obj_label"] if settings.name_substitution > 0 else []
     instructions = read_parquet(
-        args.instructions, ["qid", "image_id", "union_box", "kind", "positive_qid", "prompt", "target"]
+        args.instructions, ["qid", "image_id", "union_box", "kind", "positive_qid", "prompt", "target", *labels]
     )
     scenes, vocab = read_scenes(args.scenes, args.scene_split)
     selection = read_parquet(args.selection, ["qid"]) if args.selection else None
     examples = relation_training_examples(
         instructions, scenes, selection, str(args.instructions), str(args.selection) if args.selection else "selection"
     )
-    settings = _train_settings(args)
     validation = _validation_set(args, settings) if settings.select_best else None
+    pool = training_pool(instructions, args.exclude_names_of or args.scenes.parent) if settings.name_substitution > 0 else ()
     train_backbone(
         args.backbone, examples, vocab["image_root"], args.out, settings,
         live_dir=args.live_dir or None, source=str(args.instructions),
-        extra_metadata={"selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions)},
-        validation=validation,
+        extra_metadata={"selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions),
+                        **({"name_pool": {"words": len(pool), "sha256_16": pool_fingerprint(pool)}} if pool else {})},
+        validation=validation, name_pool=pool,
     )  # fmt: skip
     return 0
 

@@ -352,6 +352,8 @@ def pretrain_tiny(
     init: TinyInit = TinyInit(),
 ) -> dict[str, Any]:
     """Build the tiny backbone, pretrain it on generic questions, report held-out accuracy."""
+    if train_settings.name_substitution > 0:  # generic questions name no subject / object pair
+        raise InputError("--name-substitution", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
     scenes, vocab = read_scenes(scenes_dir, "train")
     spec_file = str(world_spec_path)
     world_spec = read_json(world_spec_path)

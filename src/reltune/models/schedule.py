@@ -46,6 +46,9 @@ class TrainSettings:
     lora_dropout: float = 0.05
     flip_probability: float = 0.5
     box_jitter: float = 0.05
+    # relation tuning: chance that each object name of a question is replaced by a word naming nothing
+    # (prompt and answer alike), so the answer copies the name from the question (reltune.models.names)
+    name_substitution: float = 0.25
     image_cache_mb: int = 1024
     device: str = ""  # "" = CUDA when available, else CPU
     # CPU threads per process (0 = torch's default). Measured on the shared 2-core machine: with 2

@@ -60,6 +60,7 @@ from reltune.models.checkpoints import (  # noqa: F401  (checkpoint_dir_for: par
     trainable_state,
 )
 from reltune.models.images import augment_example, load_image, union_crop
+from reltune.models.names import check_names_in_prompts, pool_fingerprint, substitute_names, substitute_pool, text_words
 from reltune.models.schedule import (  # noqa: F401 (re-exported: the training interface)
     SCHEDULES,
     BatchPlan,
@@ -113,7 +114,9 @@ def relation_training_examples(
     missing = sorted(set(chosen["image_id"]) - set(paths.index))
     if missing:
         raise InputError(instructions_file, f"image_id not in the scene table, e.g. {missing[:3]}")
-    examples = chosen[["qid", "kind", "image_id", "union_box", "prompt", "target"]].copy()
+    # the object names travel with the texts: name substitution (reltune.models.names) replaces them
+    labels = [column for column in ("subj_label", "obj_label") if column in chosen.columns]
+    examples = chosen[["qid", "kind", "image_id", "union_box", "prompt", "target", *labels]].copy()
     examples["image_path"] = examples["image_id"].map(paths)
     return examples.reset_index(drop=True)
 
@@ -191,9 +194,18 @@ def collate_batch(
 
 
 def example_views(
-    examples: pd.DataFrame, rows: Sequence[int], epoch: int, backbone: Backbone, images: ImageCache, settings: TrainSettings
+    examples: pd.DataFrame,
+    rows: Sequence[int],
+    epoch: int,
+    backbone: Backbone,
+    images: ImageCache,
+    settings: TrainSettings,
+    name_pool: Sequence[str] = (),
 ) -> tuple[list[Image.Image], list[str], list[str]]:
-    """Augmented crops and texts of the given rows; each row's randomness is seeded by (seed, epoch, row)."""
+    """Augmented crops and texts of the given rows; each row's randomness is seeded by (seed, epoch, row).
+
+    With `settings.name_substitution`, object names are then replaced by words of `name_pool` (names.py).
+    """
     crops, prompts, targets = [], [], []
     for row in rows:
         record = examples.iloc[row]
@@ -215,6 +227,9 @@ def example_views(
         else:
             crop = union_crop(image, list(record["union_box"]), backbone.image_size, source)
             prompt, target = str(record["prompt"]), str(record["target"])
+        if settings.name_substitution > 0:
+            labels = (str(record["subj_label"]), str(record["obj_label"]))
+            prompt, target = substitute_names(prompt, target, labels, rng, name_pool, settings.name_substitution)
         crops.append(crop)
         prompts.append(prompt)
         targets.append(target)
@@ -376,6 +391,7 @@ class _Run:
     identity: dict[str, Any]
     checkpoint_path: Path
     selector: EpochSelector
+    name_pool: Sequence[str] = ()
     live: _LiveLog | None = None
 
     @property
@@ -427,7 +443,12 @@ def _set_train_mode(model: torch.nn.Module, settings: TrainSettings) -> None:
 
 
 def _run_identity(
-    backbone_dir: str | Path, settings: TrainSettings, examples: pd.DataFrame, processes: int, validation: ValidationSet | None
+    backbone_dir: str | Path,
+    settings: TrainSettings,
+    examples: pd.DataFrame,
+    processes: int,
+    validation: ValidationSet | None,
+    name_pool: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: settings, data, process count, backbone (and validation set)."""
     identity = {
@@ -438,6 +459,8 @@ def _run_identity(
     }
     if validation is not None:
         identity["validation"] = validation.fingerprint()
+    if settings.name_substitution > 0:
+        identity["name_pool"] = pool_fingerprint(name_pool)
     return identity
 
 
@@ -489,7 +512,7 @@ def _optimizer_step(run: _Run, step: int) -> float:
     epoch, micro_batches = plan.micro_batches(step, accelerator.process_index)
     step_loss_sum = torch.zeros((), device=accelerator.device)
     for micro_index, rows in enumerate(micro_batches):
-        crops, prompts, targets = example_views(run.examples, rows, epoch, run.backbone, run.images, run.settings)
+        crops, prompts, targets = example_views(run.examples, rows, epoch, run.backbone, run.images, run.settings, run.name_pool)
         batch = {k: v.to(accelerator.device) for k, v in collate_batch(run.backbone, crops, prompts, targets).items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(run.backbone.dtype)
@@ -584,12 +607,16 @@ def train_backbone(
     source: str = "training examples",
     extra_metadata: dict[str, Any] | None = None,
     validation: ValidationSet | None = None,
+    name_pool: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train the backbone in `backbone_dir` on `examples`; save the result to `out_dir`.
 
     `live_dir` None puts the dvclive logs in `<out_dir>/dvclive`. With
     `settings.select_best`, `validation` is answered after every epoch and the
-    best epoch's weights are saved (else the last step's).
+    best epoch's weights are saved (else the last step's). With
+    `settings.name_substitution`, object names are replaced by words of
+    `name_pool` (None: the sentence model's words that no example text uses;
+    `reltune train` also leaves out every dataset's names).
     """
     check_examples(examples, source)
     if settings.select_best and validation is None:
@@ -604,6 +631,11 @@ def train_backbone(
         raise InputError(source, f"no optimizer step: {len(examples)} examples, epochs {settings.epochs}, max_steps {settings.max_steps}")
     schedule = Schedule.of(settings, plan)
     check_warmup(schedule, settings.allow_long_warmup)  # before anything is loaded or trained
+    if settings.name_substitution > 0:
+        check_names_in_prompts(examples, source)  # also before anything is loaded
+        if name_pool is None:
+            name_pool = substitute_pool(text_words(examples["prompt"]) | text_words(examples["target"]))
+    name_pool = tuple(name_pool or ())
     backbone, parts = _load_trainable_backbone(backbone_dir, settings, str(accelerator.device))
     optimizer = _optimizer(backbone.model, settings)
     out_dir = Path(out_dir)
@@ -613,8 +645,8 @@ def train_backbone(
         accelerator=accelerator, backbone=backbone, wrapped=backbone.model, optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor), plan=plan, settings=settings,
         examples=examples, images=ImageCache(Path(image_root), settings.image_cache_mb),
-        identity=_run_identity(backbone_dir, settings, examples, plan.processes, selector.validation),
-        checkpoint_path=checkpoint_dir / CHECKPOINT_FILE, selector=selector,
+        identity=_run_identity(backbone_dir, settings, examples, plan.processes, selector.validation, name_pool),
+        checkpoint_path=checkpoint_dir / CHECKPOINT_FILE, selector=selector, name_pool=name_pool,
     )  # fmt: skip
     start_step, checkpoint = _resume(run)
     _set_train_mode(run.model, settings)
