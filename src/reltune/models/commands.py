@@ -23,7 +23,7 @@ from reltune.argtypes import (
 )
 from reltune.arguments import Setting, add_settings, settings_from_args
 from reltune.models.backbone import PRESETS, TinyInit, TinySizes, check_tiny_sizes
-from reltune.models.names import pool_fingerprint, training_pool
+from reltune.models.names import training_pool
 from reltune.models.schedule import SCHEDULES, TrainSettings
 
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
@@ -235,8 +235,7 @@ def run_train(args: argparse.Namespace) -> int:
     train_backbone(
         args.backbone, examples, vocab["image_root"], args.out, settings,
         live_dir=args.live_dir or None, source=str(args.instructions),
-        extra_metadata={"selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions),
-                        **({"name_pool": {"words": len(pool), "sha256_16": pool_fingerprint(pool)}} if pool else {})},
+        extra_metadata={"selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions)},
         validation=validation, name_pool=pool,
     )  # fmt: skip
     return 0

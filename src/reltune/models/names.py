@@ -1,4 +1,4 @@
-"""Object-name substitution in relation tuning (issue 16, part 4; README "Held-out transfer").
+"""Object-name substitution in relation tuning (issue 16, part 4; README "Names copied from the question").
 
 Measured on the embedded default: a model tuned on all data answers "Yes" to
 pairs with an unseen class (fox, moon, ...) but writes the name of a seen class
@@ -92,9 +92,9 @@ def pool_fingerprint(pool: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(pool).encode()).hexdigest()[:16]
 
 
-def _name_pattern(label: str) -> re.Pattern[str]:
+def _whole_word(label: str) -> str:
     # whole words only: "hat" must not change "that"
-    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(label)}(?![A-Za-z0-9])")
+    return rf"(?<![A-Za-z0-9]){re.escape(label)}(?![A-Za-z0-9])"
 
 
 def check_names_in_prompts(examples: pd.DataFrame, source: str) -> None:
@@ -104,7 +104,7 @@ def check_names_in_prompts(examples: pd.DataFrame, source: str) -> None:
         raise InputError(source, f"name substitution needs the columns {missing} (relation instructions)")
     for row, (prompt, subject, obj) in enumerate(zip(examples["prompt"], examples["subj_label"], examples["obj_label"])):
         for label in (subject, obj):
-            if not isinstance(label, str) or not label.strip() or not _name_pattern(label).search(str(prompt)):
+            if not isinstance(label, str) or not label.strip() or not re.search(_whole_word(label), str(prompt)):
                 raise InputError(source, f"object name {label!r} does not occur in the prompt", where=f"row {row}")
 
 
@@ -120,7 +120,7 @@ def substitute_names(
         return prompt, target
     # longest first: a label inside another ("man" in "snow man") is replaced as part of the longer one
     ordered = sorted(replacements, key=len, reverse=True)
-    pattern = re.compile("|".join(f"(?:{_name_pattern(label).pattern})" for label in ordered))
+    pattern = re.compile("|".join(f"(?:{_whole_word(label)})" for label in ordered))
 
     def swap(text: str) -> str:
         return pattern.sub(lambda match: replacements[match.group(0)], text)

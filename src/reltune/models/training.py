@@ -592,6 +592,8 @@ def _save_trained(run: _Run, result: TrainResult, schedule: Schedule, extra_meta
             "best_epoch": None if best is None else best["epoch"],
             "validation": run.selector.records,
             **extra_metadata,
+            # the substitute names drawn from (their fingerprint is part of the run identity)
+            **({"name_pool": {"words": len(run.name_pool), "sha256_16": run.identity["name_pool"]}} if "name_pool" in run.identity else {}),
         }
     }
     save_backbone(run.backbone, result.out_dir, extra_dirs=extra_dirs)
