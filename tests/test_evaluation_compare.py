@@ -169,6 +169,36 @@ def test_paired_differences_give_intervals_and_verdicts_per_dataset(monkeypatch)
     assert broken[0]["verdict"].startswith("not compared: metrics/per_image/synthetic.json: not readable")
 
 
+def test_compared_pairs_pair_strategies_within_a_setting_and_settings_against_the_default():
+    variants = ["art", "balanced", "random", "full", "art-neg2", "balanced-neg2", "full-neg2", "art-entropy", "art @1a2b3c4", "random @1a2b3c4"]
+    assert compare.compared_pairs(variants) == [
+        ("art", "balanced"), ("art", "random"), ("balanced", "random"),
+        ("art-neg2", "balanced-neg2"),
+        ("art @1a2b3c4", "random @1a2b3c4"),
+        ("art-neg2", "art"), ("balanced-neg2", "balanced"), ("full-neg2", "full"), ("art-entropy", "art"),
+        ("art @1a2b3c4", "art"), ("random @1a2b3c4", "random"),
+    ]  # fmt: skip
+    # no default to set a setting against, and a name that only starts like a strategy ("artsy")
+    assert compare.compared_pairs(["full-neg2", "artsy", "balanced"]) == []
+
+
+def test_suffixed_variants_get_paired_differences(monkeypatch):
+    entries, files = strategy_show()
+    head = entries[0]
+    for strategy, hit_every in (("art", 2), ("balanced", 1)):  # with the setting, balanced recalls everything
+        for seed in range(3):
+            run = experiment(f"{strategy}-neg2-seed{seed}", strategy, seed, 50.0, 10.0, 60.0)
+            head["experiments"].append({"revs": [run], "executor": {"state": "success"}})
+            files[(run["rev"], "metrics/per_image/synthetic.json")] = per_image(hit_every, offset=seed)
+    rows = compare.comparison_rows(entries)
+    differences = compare.difference_rows(rows, ["synthetic"], "synthetic", lambda rev, path: files[(rev, path)])
+    table = {row["difference"]: row for row in differences}
+    assert table["art-neg2 - balanced-neg2"]["verdict"] == "behind"
+    assert table["art-neg2 - balanced-neg2"]["mR@20 difference [95% bootstrap interval]"].startswith("-50.00 [")
+    assert table["art-neg2 - art"]["verdict"] == "behind" and table["balanced-neg2 - balanced"]["verdict"] == "ahead"
+    assert "full-neg2 - full" not in table  # no full-neg2 experiment
+
+
 def test_main_prints_summary_and_differences_and_the_report_gets_them(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("held_in: synthetic\n")

@@ -14,7 +14,10 @@ seed standard deviation of mR@20.
 
 A third gives the paired differences art - balanced, art - random and
 balanced - random of mR@20 (the plain, graph-constrained key) on every
-dataset, with a 95% bootstrap interval over test images and seed pairs, a 95%
+dataset, within each setting (`art-neg2` - `balanced-neg2` for experiments
+queued with EXP_SUFFIX=-neg2; another pipeline's variants among themselves),
+and each setting's variant against the same strategy of the default
+(`full-neg2` - `full`), with a 95% bootstrap interval over test images and seed pairs, a 95%
 t interval over the per-seed differences and a verdict (`statistics`).
 
 A fourth sets each variant's seed standard deviation of mR@20 beside the
@@ -329,18 +332,45 @@ def difference_row(first: str, second: str, dataset: str, label: str, variants: 
     return row
 
 
+def _setting(variant: str, strategy: str) -> str | None:
+    """What follows `strategy` in a variant name (`art-neg2 @1a2b3c4` -> `-neg2 @1a2b3c4`), or None if it is another strategy's."""
+    if not variant.startswith(strategy):
+        return None
+    rest = variant[len(strategy) :]
+    return rest if rest == "" or rest.startswith(("-", " @")) else None
+
+
+def compared_pairs(variants: list[str]) -> list[tuple[str, str]]:
+    """The (first, second) variants a difference is computed for.
+
+    Strategies against each other within one setting (PAIRS; `art-neg2` against
+    `balanced-neg2`, a variant suffix of EXP_SUFFIX and/or another pipeline being the
+    setting), then each variant of a setting against the same strategy of the
+    default one (`full-neg2` - `full`: what the setting changed).
+    """
+    present = set(variants)
+    compared = list(dict.fromkeys(name for pair in PAIRS for name in pair))
+    settings = list(dict.fromkeys(setting for variant in variants for name in compared if (setting := _setting(variant, name)) is not None))
+    pairs = [(first + setting, second + setting) for setting in settings for first, second in PAIRS]
+    pairs = [(first, second) for first, second in pairs if first in present and second in present]
+    for variant in variants:
+        for strategy in [*compared, "full"]:
+            setting = _setting(variant, strategy)
+            if setting and strategy in present:
+                pairs.append((variant, strategy))
+    return pairs
+
+
 def difference_rows(rows: list[dict], datasets: list[str], held_in: str | None, reader: RevisionReader | None = None) -> list[dict]:
-    """Paired differences of every pair of PAIRS whose two variants have experiments of one pipeline, on every dataset."""
+    """Paired differences of every pair of `compared_pairs` (variants of one pipeline or set against it), on every dataset."""
     variants = variant_groups(rows)
-    suffixes = list(dict.fromkeys(row.get("variant_suffix", "") for row in rows))
+    pairs = compared_pairs(list(variants))
     reader = reader or read_revision_json
     result = []
     for dataset in datasets:
         label = dataset if held_in is None else f"{dataset} ({'held-in' if dataset == held_in else 'held-out'})"
-        for suffix in suffixes:
-            for first, second in PAIRS:
-                if first + suffix in variants and second + suffix in variants:
-                    result.append(difference_row(first + suffix, second + suffix, dataset, label, variants, reader))
+        for first, second in pairs:
+            result.append(difference_row(first, second, dataset, label, variants, reader))
     return result
 
 
