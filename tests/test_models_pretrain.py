@@ -126,6 +126,8 @@ def test_world_spec_reading():
         "looking at": ("dot", "white")}
     with pytest.raises(InputError, match="w.json \\[predicates.a\\[0\\]\\]"):
         world_cues({"predicates": {"a": [{"glyph": "dot"}]}}, "w.json")
+    with pytest.raises(InputError, match="w.json \\[predicates.a\\]: must be a list"):
+        world_cues({"predicates": {"a": {"name": "on"}}}, "w.json")
     with pytest.raises(InputError, match="w.json \\[classes\\[0\\]\\]"):
         class_attributes({"classes": [{"name": "fox"}]}, "w.json")
 

@@ -173,7 +173,9 @@ def world_cues(world_spec: dict[str, Any], file: str) -> dict[str, tuple[str | N
         raise InputError(file, "world spec has no 'predicates' mapping")
     cues = {}
     for dataset, entries in predicates.items():
-        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entries, list):  # a dataset's predicates silently skipped would lose their cue questions
+            raise InputError(file, "must be a list of predicate entries", where=f"predicates.{dataset}")
+        for index, entry in enumerate(entries):
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 raise InputError(file, "predicate entry needs a string 'name'", where=f"predicates.{dataset}[{index}]")
             cues[normalise_predicate(entry["name"])] = (entry.get("glyph"), entry.get("glyph_colour"))
