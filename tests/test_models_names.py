@@ -117,7 +117,7 @@ def test_training_views_copy_the_substitute_into_both_texts_reproducibly(toy):
     _, _, scenes, vocab, instructions = toy
     examples = relation_training_examples(instructions, scenes, None)
     assert {"subj_label", "obj_label"} <= set(examples.columns)
-    settings = TrainSettings(name_substitution=1.0, flip_probability=0.0, box_jitter=0.0, seed=5)
+    settings = TrainSettings(name_substitution=1.0, name_substitution_mode="replace", flip_probability=0.0, box_jitter=0.0, seed=5)
     images = ImageCache(Path(vocab["image_root"]), 16)
     backbone = SimpleNamespace(image_size=32)
     rows = list(range(len(examples)))
@@ -128,7 +128,7 @@ def test_training_views_copy_the_substitute_into_both_texts_reproducibly(toy):
             assert f"{label} (" not in prompt and label not in target.replace("zebra", "")
         assert prompt.count("zebra") == 2 and target.count("zebra") == 2, (prompt, target)
     pool = [f"name{index}" for index in range(1000)]
-    half = TrainSettings(name_substitution=0.5, seed=5)
+    half = TrainSettings(name_substitution=0.5, name_substitution_mode="replace", seed=5)
     first = example_views(examples, rows, 3, backbone, images, half, pool)[1:]
     assert first == example_views(examples, rows, 3, backbone, images, half, pool)[1:]  # seeded by (seed, epoch, row)
     assert first != example_views(examples, rows, 4, backbone, images, half, pool)[1:]  # a new draw next epoch

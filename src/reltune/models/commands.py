@@ -24,7 +24,7 @@ from reltune.argtypes import (
 from reltune.arguments import Setting, add_settings, settings_from_args
 from reltune.models.backbone import PRESETS, TinyInit, TinySizes, check_tiny_sizes
 from reltune.models.names import training_pool
-from reltune.models.schedule import SCHEDULES, TrainSettings
+from reltune.models.schedule import NAME_SUBSTITUTION_MODES, SCHEDULES, TrainSettings
 
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
 # (its long run of tiny epochs is capped by max_steps, so the per-epoch LAVIS schedules do not fit it).
@@ -59,6 +59,8 @@ TRAIN_ARGUMENTS = {
     "box_jitter": Setting(unit_interval, "max outward growth of the union box per side, as a fraction of its size"),
     "name_substitution": Setting(unit_interval, "train: chance per object name of a question to be replaced by a word "
                                  "naming nothing (prompt and answer alike; reltune.models.names)"),
+    "name_substitution_mode": Setting(choices=NAME_SUBSTITUTION_MODES, help="add: the altered question is asked besides the "
+                                      "question as written; replace: instead of it (README 'Names copied from the question')"),
     "image_cache_mb": Setting(non_negative_int),
     "device": Setting(device, "cpu, cuda or cuda:N ('' = cuda when available)"),
     "cpu_threads": Setting(non_negative_int, "torch threads per process on CPU (0: torch default)"),

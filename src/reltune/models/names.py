@@ -16,6 +16,14 @@ WordPiece vocabulary (all-MiniLM-L6-v2, shipped offline), without any word of
 the training questions or of any dataset's object and predicate names. The
 model then has to read the name it writes from the question and the relation
 from the picture. No held-out image, name or relation answer is ever shown.
+
+Two modes (`name_substitution_mode`). `replace`: the question is asked with the
+names replaced instead of as written (drawn anew every epoch). `add` (default):
+every question is asked as written, and the share of questions that `replace`
+would alter (1 - (1 - p)^k, k distinct names) is asked once more per epoch with
+names replaced (at least one). Measured at ART's budget
+(`benchmarks/name_views.py`): `replace` takes the replaced questions away as
+evidence and costs held-in recall; `add` only adds.
 """
 
 from __future__ import annotations
@@ -108,14 +116,44 @@ def check_names_in_prompts(examples: pd.DataFrame, source: str) -> None:
                 raise InputError(source, f"object name {label!r} does not occur in the prompt", where=f"row {row}")
 
 
+def substitution_share(labels: tuple[str, str], probability: float) -> float:
+    """Chance that `substitute_names` changes a question: 1 - (1 - p)^k for its k distinct names."""
+    return 1.0 - (1.0 - probability) ** len(set(labels))
+
+
+def copied_rows(label_pairs: Sequence[tuple[str, str]], probability: float, seed: int) -> tuple[int, ...]:
+    """Mode `add`: the rows shown once more per epoch with names replaced, each with the chance `replace` would alter it.
+
+    Drawn once per run, seeded by (seed, row), so a resumed run gets the same rows.
+    """
+    return tuple(
+        row
+        for row, labels in enumerate(label_pairs)
+        if random.Random(f"{seed}:named-copy:{row}").random() < substitution_share(labels, probability)
+    )
+
+
 def substitute_names(
-    prompt: str, target: str, labels: tuple[str, str], rng: random.Random, pool: Sequence[str], probability: float
+    prompt: str,
+    target: str,
+    labels: tuple[str, str],
+    rng: random.Random,
+    pool: Sequence[str],
+    probability: float,
+    at_least_one: bool = False,
 ) -> tuple[str, str]:
     """Replace each of the two labels, with `probability`, by a pool word in the prompt and the target alike.
 
     A pair of one class (both labels equal) gets one decision and one word, so the texts stay consistent.
+    `at_least_one` (mode `add`'s copies): the draw is repeated until some name is replaced, which gives
+    the distribution of `replace`'s altered questions.
     """
-    replacements = {label: rng.choice(pool) for label in dict.fromkeys(labels) if rng.random() < probability}
+    if at_least_one and not probability > 0:
+        raise ValueError("at_least_one needs a positive probability")
+    while True:
+        replacements = {label: rng.choice(pool) for label in dict.fromkeys(labels) if rng.random() < probability}
+        if replacements or not at_least_one:
+            break
     if not replacements:
         return prompt, target
     # longest first: a label inside another ("man" in "snow man") is replaced as part of the longer one

@@ -16,6 +16,7 @@ import numpy as np
 from reltune.errors import InputError
 
 SCHEDULES = ("warmup-cosine", "lavis-step", "lavis-cosine")
+NAME_SUBSTITUTION_MODES = ("add", "replace")  # reltune.models.names
 
 
 @dataclass
@@ -49,6 +50,8 @@ class TrainSettings:
     # relation tuning: chance that each object name of a question is replaced by a word naming nothing
     # (prompt and answer alike), so the answer copies the name from the question (reltune.models.names)
     name_substitution: float = 0.25
+    # add: each altered question is an extra view beside the question as written; replace: it stands in for it
+    name_substitution_mode: str = "add"
     image_cache_mb: int = 1024
     device: str = ""  # "" = CUDA when available, else CPU
     # CPU threads per process (0 = torch's default). Measured on the shared 2-core machine: with 2

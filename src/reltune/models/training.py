@@ -60,8 +60,9 @@ from reltune.models.checkpoints import (  # noqa: F401  (checkpoint_dir_for: par
     trainable_state,
 )
 from reltune.models.images import augment_example, load_image, union_crop
-from reltune.models.names import check_names_in_prompts, pool_fingerprint, substitute_names, substitute_pool, text_words
+from reltune.models.names import check_names_in_prompts, copied_rows, pool_fingerprint, substitute_names, substitute_pool, text_words
 from reltune.models.schedule import (  # noqa: F401 (re-exported: the training interface)
+    NAME_SUBSTITUTION_MODES,
     SCHEDULES,
     BatchPlan,
     Schedule,
@@ -201,14 +202,18 @@ def example_views(
     images: ImageCache,
     settings: TrainSettings,
     name_pool: Sequence[str] = (),
+    copy_sources: Sequence[int] = (),
 ) -> tuple[list[Image.Image], list[str], list[str]]:
     """Augmented crops and texts of the given rows; each row's randomness is seeded by (seed, epoch, row).
 
-    With `settings.name_substitution`, object names are then replaced by words of `name_pool` (names.py).
+    With `settings.name_substitution`, object names are then replaced by words of `name_pool` (names.py):
+    in every row (mode `replace`), or only in the rows past the examples, row len(examples) + i being a
+    view of example `copy_sources[i]` with at least one name replaced (mode `add`).
     """
     crops, prompts, targets = [], [], []
     for row in rows:
-        record = examples.iloc[row]
+        is_copy = row >= len(examples)
+        record = examples.iloc[copy_sources[row - len(examples)] if is_copy else row]
         image = images.get(str(record["image_path"]))
         rng = random.Random(f"{settings.seed}:{epoch}:{row}")
         source = f"{images.image_root / str(record['image_path'])}"
@@ -227,9 +232,9 @@ def example_views(
         else:
             crop = union_crop(image, list(record["union_box"]), backbone.image_size, source)
             prompt, target = str(record["prompt"]), str(record["target"])
-        if settings.name_substitution > 0:
+        if settings.name_substitution > 0 and (is_copy or settings.name_substitution_mode == "replace"):
             labels = (str(record["subj_label"]), str(record["obj_label"]))
-            prompt, target = substitute_names(prompt, target, labels, rng, name_pool, settings.name_substitution)
+            prompt, target = substitute_names(prompt, target, labels, rng, name_pool, settings.name_substitution, at_least_one=is_copy)
         crops.append(crop)
         prompts.append(prompt)
         targets.append(target)
@@ -392,6 +397,7 @@ class _Run:
     checkpoint_path: Path
     selector: EpochSelector
     name_pool: Sequence[str] = ()
+    copy_sources: tuple[int, ...] = ()  # mode add: the example behind each row past the examples
     live: _LiveLog | None = None
 
     @property
@@ -512,7 +518,9 @@ def _optimizer_step(run: _Run, step: int) -> float:
     epoch, micro_batches = plan.micro_batches(step, accelerator.process_index)
     step_loss_sum = torch.zeros((), device=accelerator.device)
     for micro_index, rows in enumerate(micro_batches):
-        crops, prompts, targets = example_views(run.examples, rows, epoch, run.backbone, run.images, run.settings, run.name_pool)
+        crops, prompts, targets = example_views(
+            run.examples, rows, epoch, run.backbone, run.images, run.settings, run.name_pool, run.copy_sources
+        )
         batch = {k: v.to(accelerator.device) for k, v in collate_batch(run.backbone, crops, prompts, targets).items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(run.backbone.dtype)
@@ -594,9 +602,23 @@ def _save_trained(run: _Run, result: TrainResult, schedule: Schedule, extra_meta
             **extra_metadata,
             # the substitute names drawn from (their fingerprint is part of the run identity)
             **({"name_pool": {"words": len(run.name_pool), "sha256_16": run.identity["name_pool"]}} if "name_pool" in run.identity else {}),
+            **({"named_copies": len(run.copy_sources)} if run.settings.name_substitution_mode == "add" and "name_pool" in run.identity else {}),
         }
     }
     save_backbone(run.backbone, result.out_dir, extra_dirs=extra_dirs)
+
+
+def _named_copies(examples: pd.DataFrame, settings: TrainSettings, source: str) -> tuple[int, ...]:
+    """Mode add: which examples get a view with names replaced (nothing without substitution or in mode replace)."""
+    if settings.name_substitution_mode not in NAME_SUBSTITUTION_MODES:
+        raise InputError("--name-substitution-mode", f"{settings.name_substitution_mode!r} is not one of {NAME_SUBSTITUTION_MODES}")
+    if not settings.name_substitution > 0:
+        return ()
+    check_names_in_prompts(examples, source)
+    if settings.name_substitution_mode == "replace":
+        return ()
+    label_pairs = list(zip(examples["subj_label"].astype(str), examples["obj_label"].astype(str)))
+    return copied_rows(label_pairs, settings.name_substitution, settings.seed)
 
 
 def train_backbone(
@@ -624,9 +646,10 @@ def train_backbone(
     if settings.select_best and validation is None:
         raise InputError("--val", "train.select_best needs the validation instructions")
     examples = examples.reset_index(drop=True)
+    copy_sources = _named_copies(examples, settings, source)  # checked before anything is loaded
     accelerator = _accelerator(settings)
     plan = BatchPlan(
-        examples=len(examples), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
+        examples=len(examples) + len(copy_sources), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
         processes=accelerator.num_processes, epochs=settings.epochs, seed=settings.seed, max_steps=settings.max_steps,
     )  # fmt: skip
     if plan.total_steps < 1:  # an untrained model must not be saved as if it were trained
@@ -634,7 +657,6 @@ def train_backbone(
     schedule = Schedule.of(settings, plan)
     check_warmup(schedule, settings.allow_long_warmup)  # before anything is loaded or trained
     if settings.name_substitution > 0:
-        check_names_in_prompts(examples, source)  # also before anything is loaded
         if name_pool is None:
             name_pool = substitute_pool(text_words(examples["prompt"]) | text_words(examples["target"]))
     name_pool = tuple(name_pool or ())
@@ -648,14 +670,15 @@ def train_backbone(
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor), plan=plan, settings=settings,
         examples=examples, images=ImageCache(Path(image_root), settings.image_cache_mb),
         identity=_run_identity(backbone_dir, settings, examples, plan.processes, selector.validation, name_pool),
-        checkpoint_path=checkpoint_dir / CHECKPOINT_FILE, selector=selector, name_pool=name_pool,
+        checkpoint_path=checkpoint_dir / CHECKPOINT_FILE, selector=selector, name_pool=name_pool, copy_sources=copy_sources,
     )  # fmt: skip
     start_step, checkpoint = _resume(run)
     _set_train_mode(run.model, settings)
     run.wrapped = accelerator.prepare_model(run.model)
     if run.is_main:
         log(
-            f"training {trainable_parameter_count(run.model):,} parameters ({', '.join(parts)}) on {len(examples)} examples, "
+            f"training {trainable_parameter_count(run.model):,} parameters ({', '.join(parts)}) on {len(examples)} examples"
+            + (f" (+{len(copy_sources)} with names replaced)" if copy_sources else "") + ", "
             f"{plan.total_steps} steps ({schedule.describe()}), {plan.processes} process(es), device {accelerator.device}"
         )
     default_live = checkpoint_dir / "dvclive"
