@@ -230,7 +230,7 @@ def test_zero_optimizer_steps_refused_before_the_model_is_loaded(tmp_path):
         {"image_path": ["a.png"], "union_box": [[0.0, 0.0, 4.0, 4.0]], "prompt": ["Q?"], "target": ["A."]}
     )
     with pytest.raises(InputError, match="no optimizer step: 1 examples, epochs 0"):
-        train_backbone(tmp_path / "no-backbone", examples, tmp_path, tmp_path / "out", TrainSettings(epochs=0, device="cpu"))
+        train_backbone(tmp_path / "no-backbone", examples, tmp_path, tmp_path / "out", TrainSettings(epochs=0, device="cpu", name_substitution=0.0))
     assert not (tmp_path / "out").exists()
 
 

@@ -97,8 +97,10 @@ def test_compare_pools_only_the_workspace_pipeline_and_keeps_others_apart(monkey
     label = other["pipeline"]
     assert len(label) == 7 and sorted(row["variant"] for row in every["summary"]) == ["art", f"art @{label}", "balanced", f"balanced @{label}"]
     differences = {row["difference"]: row for row in every["differences"]}
-    assert set(differences) == {"art - balanced", f"art @{label} - balanced @{label}"}  # never across pipelines
+    # strategies are paired within one pipeline; across pipelines only the same strategy, as a labelled setting effect
+    assert set(differences) == {"art - balanced", f"art @{label} - balanced @{label}", f"art @{label} - art", f"balanced @{label} - balanced"}
     assert differences[f"art @{label} - balanced @{label}"]["mR@20 difference [95% bootstrap interval]"].startswith("+50.00")
+    assert differences[f"art @{label} - art"]["mR@20 difference [95% bootstrap interval]"].startswith("+50.00")
 
 
 def test_unreadable_locks_are_pooled_with_a_warning(monkeypatch):

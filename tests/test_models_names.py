@@ -20,6 +20,7 @@ from reltune.instructions.build import build_instructions
 from reltune.instructions.stage import write_instruction_table
 from reltune.models.names import (
     check_names_in_prompts,
+    copied_rows,
     dataset_name_words,
     sentence_model_words,
     substitute_names,
@@ -27,7 +28,7 @@ from reltune.models.names import (
     text_words,
     training_pool,
 )
-from reltune.models.training import ImageCache, TrainSettings, example_views, relation_training_examples
+from reltune.models.training import ImageCache, TrainSettings, example_views, relation_training_examples, train_backbone
 from toy_scenes import TOY_PREDICATES, make_toy_scenes
 
 PROMPT = "Is there a prominent spatial relation between hat (subject) and box (object) in the image?"
@@ -63,6 +64,34 @@ def test_a_pair_of_one_class_gets_one_word_and_each_name_is_drawn_at_the_given_r
     )
     # two-sided exact binomial test of the drawn rate against 0.25 (a wrong rate gives p far below 1e-3)
     assert binomtest(changed_subjects, draws, 0.25).pvalue > 1e-3, changed_subjects / draws
+
+
+def test_a_copy_replaces_at_least_one_name_with_the_altered_questions_distribution():
+    pool = [f"word{index}" for index in range(50)]
+    draws = 4000
+    outcomes = []
+    for seed in range(draws):
+        prompt, target = substitute_names(PROMPT, TARGET, ("hat", "box"), random.Random(seed), pool, 0.25, at_least_one=True)
+        subject_gone, object_gone = "hat (" not in prompt, "box (" not in prompt
+        assert subject_gone or object_gone
+        assert (target.split()[1] != "hat") == subject_gone  # the answer follows the question
+        outcomes.append((subject_gone, object_gone))
+    # conditioned on a change: both names gone with 0.0625 / 0.4375 = 1/7, the subject alone 3/7
+    assert binomtest(sum(both == (True, True) for both in outcomes), draws, 1 / 7).pvalue > 1e-3
+    assert binomtest(sum(both == (True, False) for both in outcomes), draws, 3 / 7).pvalue > 1e-3
+    assert all(any(pair) for pair in outcomes)
+    with pytest.raises(ValueError, match="positive probability"):
+        substitute_names(PROMPT, TARGET, ("hat", "box"), random.Random(0), pool, 0.0, at_least_one=True)
+
+
+def test_copied_rows_get_the_share_replace_would_alter_seeded_per_row():
+    pairs = [("hat", "box")] * 3000 + [("bird", "bird")] * 3000
+    rows = copied_rows(pairs, 0.25, seed=7)
+    two_classes = sum(row < 3000 for row in rows)
+    assert binomtest(two_classes, 3000, 1 - 0.75**2).pvalue > 1e-3  # 0.4375: either of two names
+    assert binomtest(len(rows) - two_classes, 3000, 0.25).pvalue > 1e-3  # one class: one decision
+    assert rows == copied_rows(pairs, 0.25, seed=7) and rows != copied_rows(pairs, 0.25, seed=8)
+    assert copied_rows(pairs[:100], 0.25, seed=7) == tuple(row for row in rows if row < 100)  # a row's draw is its own
 
 
 def test_pool_is_whole_short_words_minus_the_exclusions(tmp_path):
@@ -132,6 +161,33 @@ def test_training_views_copy_the_substitute_into_both_texts_reproducibly(toy):
     first = example_views(examples, rows, 3, backbone, images, half, pool)[1:]
     assert first == example_views(examples, rows, 3, backbone, images, half, pool)[1:]  # seeded by (seed, epoch, row)
     assert first != example_views(examples, rows, 4, backbone, images, half, pool)[1:]  # a new draw next epoch
+
+
+def test_mode_add_asks_every_question_as_written_and_the_copies_with_names_replaced(toy):
+    _, _, scenes, vocab, instructions = toy
+    examples = relation_training_examples(instructions, scenes, None)
+    settings = TrainSettings(name_substitution=0.25, name_substitution_mode="add", flip_probability=0.0, box_jitter=0.0, seed=5)
+    copies = copied_rows(list(zip(examples["subj_label"], examples["obj_label"])), 0.25, 5)
+    images = ImageCache(Path(vocab["image_root"]), 16)
+    backbone = SimpleNamespace(image_size=32)
+    rows = list(range(len(examples) + len(copies)))
+    _, prompts, targets = example_views(examples, rows, 0, backbone, images, settings, ["zebra"], copies)
+    # the questions as written, unchanged
+    assert prompts[: len(examples)] == list(examples["prompt"]) and targets[: len(examples)] == list(examples["target"])
+    for index, source in enumerate(copies):  # each copy: its source's question with at least one name replaced
+        prompt, target = prompts[len(examples) + index], targets[len(examples) + index]
+        assert "zebra" in prompt and "zebra" in target and prompt != examples["prompt"].iloc[source]
+        assert prompt.replace("zebra", "") in {
+            examples["prompt"].iloc[source].replace(label, "") for label in (examples["subj_label"].iloc[source], examples["obj_label"].iloc[source])
+        } | {examples["prompt"].iloc[source].replace(examples["subj_label"].iloc[source], "").replace(examples["obj_label"].iloc[source], "")}
+
+
+def test_an_unknown_substitution_mode_is_refused_before_any_work(toy, tmp_path):
+    root, _, scenes, vocab, instructions = toy
+    examples = relation_training_examples(instructions, scenes, None)
+    with pytest.raises(InputError, match="--name-substitution-mode.*'swap' is not one of"):
+        train_backbone(root / "no-backbone", examples, vocab["image_root"], tmp_path / "out", TrainSettings(name_substitution_mode="swap"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_train_command_needs_the_object_names_and_pretraining_refuses_substitution(toy, tmp_path):

@@ -21,7 +21,7 @@ from reltune.instructions.build import build_instructions
 from reltune.instructions.stage import write_instruction_table
 from reltune.models.backbone import build_tiny, load_backbone
 from reltune.models.images import union_crop
-from reltune.models.names import training_pool
+from reltune.models.names import copied_rows, training_pool
 from toy_scenes import TOY_PREDICATES, make_toy_scenes
 from reltune.models.training import (
     BatchPlan,
@@ -261,7 +261,10 @@ def test_select_best_saves_the_best_epochs_weights(toy, tmp_path, monkeypatch):
     common = dict(epochs=3, batch_size=8, warmup_steps=2, schedule="lavis-step", checkpoint_every=0, seed=3, log_every=1)
     best = train_backbone(root / "tiny", examples, vocab["image_root"], tmp_path / "best",
                           TrainSettings(**common, select_best=True), validation=validation)  # fmt: skip
-    steps_per_epoch = math.ceil(len(examples) / 8)
+    # the default name substitution (mode add) asks some questions once more with their names replaced
+    copies = copied_rows(list(zip(examples["subj_label"], examples["obj_label"])), TrainSettings().name_substitution, 3)
+    assert 0 < len(copies) < len(examples)
+    steps_per_epoch = math.ceil((len(examples) + len(copies)) / 8)
     assert best.best_epoch == 2 and best.steps == 3 * steps_per_epoch
     metadata = json.loads((tmp_path / "best" / "reltune_backbone.json").read_text())["training"]
     assert metadata["best_epoch"] == 2
