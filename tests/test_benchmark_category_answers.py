@@ -1,12 +1,10 @@
 """benchmarks/category_answers.py: the per-category "Yes" shares, top answers and unseen-class split it prints."""
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "category_answers.py"
+from benchmark_helpers import load_benchmark
+
 CATEGORIES = {"above": "spatial", "below": "spatial", "has": "possessive", "riding": "semantic", "on": "spatial"}
 PREDICTIONS = pd.DataFrame(
     {
@@ -21,10 +19,7 @@ PREDICTIONS = pd.DataFrame(
 
 @pytest.fixture(scope="module")
 def category_answers():
-    spec = importlib.util.spec_from_file_location("category_answers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("category_answers")
 
 
 @pytest.fixture()

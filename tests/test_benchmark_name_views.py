@@ -1,23 +1,19 @@
 """benchmarks/name_views.py: the `extra` variant's substituted copies (share, at least one name, both texts)."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "name_views.py"
+from benchmark_helpers import load_benchmark
+
 POOL = ("alpha", "bravo", "charlie", "delta")
 
 
 @pytest.fixture(scope="module")
 def name_views():
-    spec = importlib.util.spec_from_file_location("name_views", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("name_views")
 
 
 def questions(count: int) -> pd.DataFrame:
