@@ -47,7 +47,7 @@ from reltune.data.scenes import read_scenes
 from reltune.evaluation.per_image import read_per_image
 from reltune.evaluation.statistics import align_per_image, paired_difference
 from reltune.io import read_parquet, write_parquet
-from reltune.models.names import substitute_names, training_pool
+from reltune.models.names import copied_rows, substitute_names, training_pool
 from reltune.models.training import relation_training_examples
 
 VARIANTS = ("none", "replace", "extra")
@@ -92,19 +92,14 @@ def predict_flags(params: dict) -> list[str]:
 
 
 def substituted_copies(chosen: pd.DataFrame, pool: tuple[str, ...], probability: float, seed: int) -> pd.DataFrame:
-    """For a share 1 - (1 - p)^2 of the rows, one copy with its names replaced (at least one, drawn as `replace` draws)."""
+    """Mode `add`'s rows and draw (`names.copied_rows`, `substitute_names(at_least_one=True)`), made once into fixed copies."""
+    label_pairs = list(zip(chosen["subj_label"].astype(str), chosen["obj_label"].astype(str)))
     rng = random.Random(f"name-views:{seed}")
     copies = []
-    for record in chosen.to_dict("records"):
-        labels = (str(record["subj_label"]), str(record["obj_label"]))
-        prompt, target = record["prompt"], record["target"]
-        if rng.random() >= 1 - (1 - probability) ** len(set(labels)):
-            continue
-        # conditioned on at least one replacement: redraw until `substitute_names` changes the text
-        new_prompt, new_target = prompt, target
-        while new_prompt == prompt:
-            new_prompt, new_target = substitute_names(prompt, target, labels, rng, pool, probability)
-        copies.append({**record, "qid": f"{record['qid']}#names", "prompt": new_prompt, "target": new_target})
+    for row in copied_rows(label_pairs, probability, seed):
+        record = chosen.iloc[row].to_dict()
+        prompt, target = substitute_names(record["prompt"], record["target"], label_pairs[row], rng, pool, probability, at_least_one=True)
+        copies.append({**record, "qid": f"{record['qid']}#names", "prompt": prompt, "target": target})
     return pd.DataFrame(copies, columns=chosen.columns)
 
 
