@@ -1,0 +1,169 @@
+"""Issue 16's targets, checked on the experiments of `make compare` (parts 1, 3 and 4).
+
+1. Noise below the effect: per strategy with 2+ seeds, the seed standard
+   deviation of held-in mR@20 is at most 3 points.
+3. Everything learnable is learned: `full` on every seed has every held-in
+   predicate's test R@20 at least 80 and held-in mR@20 at least 90; the
+   model ART steers by after the seed round (`data/loop/round_1/val_recall.json`)
+   has validation mean recall at least 0.5 on every seed.
+4. Held-out transfer that is real: `full` on every seed has, for every
+   predicate seen in training that the held-out test split annotates,
+   held-out R@20 at least 0.7 of its held-in R@20; and held-out mgR@20 at
+   least 3x its blind control and 3x the chance level.
+
+Prints one line per check and seed (value, target, met or not) and a summary
+per part. Recalls per predicate are the `evaluate` stage's per-predicate table
+(`metrics/per_predicate/<dataset>.csv`, column `R@20`, in percent).
+
+Usage (after `make compare`, from the repository root):
+    .venv/bin/python benchmarks/issue16_targets.py [--all-pipelines] [--held-out synthetic-ood]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from reltune.evaluation.compare import (
+    cached_output,
+    comparison_rows,
+    same_pipeline_rows,
+    seed_members,
+    show_experiments,
+    variant_groups,
+    workspace_chance_levels,
+)
+
+SEED_SD_TARGET = 3.0  # part 1: points of held-in mR@20
+PREDICATE_RECALL_TARGET = 80.0  # part 3: every held-in predicate's R@20 (percent)
+FULL_MEAN_RECALL_TARGET = 90.0  # part 3: held-in mR@20 of `full`
+ROUND_MODEL_TARGET = 0.5  # part 3: validation mean recall after the seed round
+TRANSFER_RATIO_TARGET = 0.7  # part 4: held-out / held-in R@20 of a seen predicate
+MULTIPLE_TARGET = 3.0  # part 4: held-out mgR@20 over blind control and over chance
+PER_PREDICATE_PATH = "metrics/per_predicate/{dataset}.csv"
+SEED_ROUND_VALIDATION = "data/loop/round_1/val_recall.json"  # the model trained on round 0's selection
+
+
+@dataclass(frozen=True)
+class Check:
+    part: int
+    subject: str  # variant or experiment
+    what: str
+    value: float
+    target: float
+    met: bool
+
+    def line(self) -> str:
+        mark = "met" if self.met else "NOT met"
+        return f"part {self.part} | {self.subject} | {self.what} | {self.value:.3f} | target {self.target:g} | {mark}"
+
+
+def seed_spread_checks(rows: list[dict], held_in: str, strategies: tuple[str, ...]) -> list[Check]:
+    """Part 1: seed sd of held-in mR@20 per strategy variant with two or more seeds."""
+    checks = []
+    for variant, members in variant_groups(rows).items():
+        values = [member.get(f"{held_in} mR@20") for member in seed_members(members).values()]
+        values = [float(value) for value in values if isinstance(value, (int, float))]
+        if variant in strategies and len(values) >= 2:
+            spread = float(np.std(values, ddof=1))
+            checks.append(Check(1, variant, f"seed sd of held-in mR@20 over {len(values)} seeds", spread, SEED_SD_TARGET, spread <= SEED_SD_TARGET))
+    return checks
+
+
+def predicate_checks(experiment: str, held_in_table: pd.DataFrame, held_in_mean_recall: float) -> list[Check]:
+    """Part 3 for one `full` run: its lowest held-in predicate R@20 and its held-in mR@20."""
+    lowest = held_in_table.sort_values("R@20").iloc[0]
+    below = held_in_table.loc[held_in_table["R@20"] < PREDICATE_RECALL_TARGET, "predicate"].tolist()
+    what = f"lowest held-in predicate R@20 ({lowest['predicate']}; {len(below)} below: {', '.join(below) or 'none'})"
+    return [
+        Check(3, experiment, what, float(lowest["R@20"]), PREDICATE_RECALL_TARGET, not below),
+        Check(3, experiment, "held-in mR@20", held_in_mean_recall, FULL_MEAN_RECALL_TARGET, held_in_mean_recall >= FULL_MEAN_RECALL_TARGET),
+    ]
+
+
+def transfer_ratios(held_in_table: pd.DataFrame, held_out_table: pd.DataFrame) -> pd.Series:
+    """Held-out / held-in R@20 of every predicate seen in training that both test splits annotate."""
+    seen = held_out_table.loc[held_out_table["seen_in_training"].astype(bool) & (held_out_table["gt_relations"] > 0)]
+    held_in = held_in_table.set_index("predicate")["R@20"]
+    held_out = seen.set_index("predicate")["R@20"]
+    common = held_out.index.intersection(held_in.index)
+    # a predicate never recalled held in has nothing to carry over: its ratio is undefined, not infinite
+    return (held_out[common] / held_in[common].replace(0.0, np.nan)).rename("ratio")
+
+
+def transfer_checks(experiment: str, ratios: pd.Series, held_out_mgr: float, blind_mgr: float, chance_mgr: float) -> list[Check]:
+    """Part 4 for one `full` run: every seen predicate's ratio, and mgR@20 over blind and chance."""
+    checks = [
+        Check(4, experiment, f"held-out / held-in R@20 of {predicate}", float(ratio), TRANSFER_RATIO_TARGET, bool(ratio >= TRANSFER_RATIO_TARGET))
+        for predicate, ratio in ratios.items()
+    ]
+    for name, level in (("blind control", blind_mgr), ("chance", chance_mgr)):
+        multiple = held_out_mgr / level if level > 0 else float("inf")
+        checks.append(Check(4, experiment, f"held-out mgR@20 / {name} ({held_out_mgr:.2f} / {level:.2f})", multiple, MULTIPLE_TARGET, multiple >= MULTIPLE_TARGET))
+    return checks
+
+
+def read_per_predicate(rev: str, dataset: str) -> pd.DataFrame:
+    path = PER_PREDICATE_PATH.format(dataset=dataset)
+    cached = cached_output(rev, path)
+    if cached is None:
+        raise SystemExit(f"{path} of experiment {rev[:7]} is not in the local DVC cache")
+    return pd.read_csv(cached)
+
+
+def round_model_check(experiment: str, rev: str) -> Check | None:
+    cached = cached_output(rev, SEED_ROUND_VALIDATION)
+    if cached is None:
+        return None
+    mean_recall = float(json.loads(cached.read_text())["mean_recall"])
+    return Check(3, experiment, "validation mean recall after the seed round", mean_recall, ROUND_MODEL_TARGET, mean_recall >= ROUND_MODEL_TARGET)
+
+
+def full_run_checks(row: dict, held_in: str, held_out: str, chance_mgr: float) -> list[Check]:
+    rev, experiment = str(row["rev"]), str(row["experiment"])
+    held_in_table = read_per_predicate(rev, held_in)
+    checks = predicate_checks(experiment, held_in_table, float(row[f"{held_in} mR@20"]))
+    ratios = transfer_ratios(held_in_table, read_per_predicate(rev, held_out))
+    return checks + transfer_checks(experiment, ratios, float(row[f"{held_out} mgR@20"]), float(row[f"{held_out} blind mgR@20"]), chance_mgr)
+
+
+def print_summary(checks: list[Check]) -> None:
+    print("\n| part | checks | met | not met |\n|---|---|---|---|")
+    for part in sorted({check.part for check in checks}):
+        of_part = [check for check in checks if check.part == part]
+        missed = sorted({f"{check.subject}: {check.what.split(' (')[0]}" for check in of_part if not check.met})
+        print(f"| {part} | {len(of_part)} | {sum(check.met for check in of_part)} | {'; '.join(missed) or '-'} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--all-pipelines", action="store_true", help="also experiments of other pipelines than the workspace's")
+    parser.add_argument("--held-out", default=None, help="held-out dataset (default: the first scenes dataset that is not held_in)")
+    parser.add_argument("--strategies", default="art,balanced,random", help="variants whose seed spread part 1 bounds")
+    args = parser.parse_args()
+    with open("params.yaml", encoding="utf-8") as handle:
+        params = yaml.safe_load(handle)
+    held_in = str(params["held_in"])
+    held_out = args.held_out or next(name for name in params["scenes"]["datasets"] if name != held_in)
+    chance_mgr = float(workspace_chance_levels([held_out])[held_out]["mgR@20"])
+    rows = same_pipeline_rows(comparison_rows(show_experiments(), baselines=False), args.all_pipelines)
+    variants = variant_groups(rows)
+    checks = seed_spread_checks(rows, held_in, tuple(args.strategies.split(",")))
+    for member in seed_members(variants.get("full", [])).values():
+        checks += full_run_checks(member, held_in, held_out, chance_mgr)
+    for member in seed_members(variants.get("art", [])).values():
+        check = round_model_check(str(member["experiment"]), str(member["rev"]))
+        checks += [check] if check else []
+    print("| part | run | check | value | target | |\n|---|---|---|---|---|---|")
+    for check in checks:
+        print("| " + check.line() + " |")
+    print_summary(checks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""What each strategy's final model trains on and learns, per predicate (issue 16, part 5).
+
+For the variants of `make compare` (default art, balanced, random) and each of
+their seeds: how many positives of each predicate the final model trains on
+(the selection of the round `train_on.final` names, mapped to predicates by the
+held-in instruction table) and that model's held-in test R@20 of the predicate
+(`metrics/per_predicate/<held_in>.csv`). Prints the mean over seeds per
+predicate, rarest first, beside the predicate's share of all training
+positives, and the correlation between selected count and test recall per
+strategy (Spearman, scipy).
+
+Usage (after `make compare`, from the repository root):
+    .venv/bin/python benchmarks/strategy_predicates.py [--variants art,balanced,random] [--all-pipelines]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import yaml
+from scipy.stats import spearmanr
+
+from reltune.evaluation.compare import (
+    cached_output,
+    comparison_rows,
+    same_pipeline_rows,
+    seed_members,
+    show_experiments,
+    variant_groups,
+)
+
+SELECTION_PATH = "data/loop/round_{round}/selection.parquet"
+PER_PREDICATE_PATH = "metrics/per_predicate/{dataset}.csv"
+
+
+def _cached_table(rev: str, path: str) -> pd.DataFrame:
+    cached = cached_output(rev, path)
+    if cached is None:
+        raise SystemExit(f"{path} of experiment {rev[:7]} is not in the local DVC cache")
+    return pd.read_parquet(cached) if path.endswith(".parquet") else pd.read_csv(cached)
+
+
+def selected_per_predicate(selection: pd.DataFrame, positives: pd.DataFrame) -> pd.Series:
+    """Positives per predicate in a selection (qids of the instruction table's positive rows)."""
+    unknown = set(selection["qid"]) - set(positives["qid"])
+    if unknown:
+        raise SystemExit(f"selection names {len(unknown)} qids that are not positives of the instruction table, e.g. {sorted(unknown)[0]}")
+    return positives.loc[positives["qid"].isin(set(selection["qid"])), "predicate"].value_counts()
+
+
+def run_table(rev: str, final_round: int, held_in: str, positives: pd.DataFrame) -> pd.DataFrame:
+    """One run's selected count and test R@20 per predicate (every training predicate listed)."""
+    selected = selected_per_predicate(_cached_table(rev, SELECTION_PATH.format(round=final_round)), positives)
+    recall = _cached_table(rev, PER_PREDICATE_PATH.format(dataset=held_in)).set_index("predicate")["R@20"]
+    predicates = sorted(positives["predicate"].unique())
+    return pd.DataFrame({"selected": selected.reindex(predicates, fill_value=0), "R@20": recall.reindex(predicates)})
+
+
+def strategy_table(runs: dict[str, list[pd.DataFrame]], positives: pd.DataFrame) -> pd.DataFrame:
+    """Per predicate: share of training positives, then per variant the seed means of selected count and R@20."""
+    counts = positives["predicate"].value_counts()
+    table = pd.DataFrame({"train positives": counts, "share %": (100 * counts / counts.sum()).round(1)})
+    for variant, tables in runs.items():
+        stacked = pd.concat(tables)
+        means = stacked.groupby(level=0).mean()
+        table[f"{variant} selected"] = means["selected"].round(1)
+        table[f"{variant} R@20"] = means["R@20"].round(1)
+    return table.sort_values("train positives")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="art,balanced,random")
+    parser.add_argument("--all-pipelines", action="store_true", help="also experiments of other pipelines than the workspace's")
+    args = parser.parse_args()
+    with open("params.yaml", encoding="utf-8") as handle:
+        params = yaml.safe_load(handle)
+    held_in = str(params["held_in"])
+    final_round = int(params["train_on"]["final"])
+    instructions = pd.read_parquet(f"data/instructions/{held_in}/train.parquet", columns=["qid", "kind", "predicate"])
+    positives = instructions.loc[instructions["kind"] == "positive"]
+    variants = variant_groups(same_pipeline_rows(comparison_rows(show_experiments(), baselines=False), args.all_pipelines))
+    runs: dict[str, list[pd.DataFrame]] = {}
+    for variant in args.variants.split(","):
+        members = seed_members(variants.get(variant, []))
+        if not members:
+            raise SystemExit(f"no experiment named {variant}-seed<N> of this pipeline: run make compare first")
+        runs[variant] = [run_table(str(row["rev"]), final_round, held_in, positives) for row in members.values()]
+        print(f"{variant}: seeds {', '.join(map(str, sorted(members)))}")
+    table = strategy_table(runs, positives)
+    print(table.to_markdown())
+    for variant in runs:
+        rho, p_value = spearmanr(table[f"{variant} selected"], table[f"{variant} R@20"])
+        print(f"{variant}: Spearman rho(selected, R@20) over predicates = {rho:.2f} (p = {p_value:.3f})")
+
+
+if __name__ == "__main__":
+    main()

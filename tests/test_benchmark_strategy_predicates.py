@@ -1,0 +1,35 @@
+"""benchmarks/strategy_predicates.py: selected positives and test recall per predicate, mean over seeds."""
+
+import pandas as pd
+import pytest
+
+from benchmark_helpers import load_benchmark
+
+POSITIVES = pd.DataFrame({"qid": ["a", "b", "c", "d", "e"], "predicate": ["on", "on", "on", "near", "left of"]})
+
+
+@pytest.fixture(scope="module")
+def strategy_predicates():
+    return load_benchmark("strategy_predicates")
+
+
+def test_selected_counts_map_qids_to_predicates(strategy_predicates):
+    counts = strategy_predicates.selected_per_predicate(pd.DataFrame({"qid": ["a", "c", "e"]}), POSITIVES)
+    assert counts.to_dict() == {"on": 2, "left of": 1}
+
+
+def test_a_selection_naming_a_non_positive_is_refused(strategy_predicates):
+    with pytest.raises(SystemExit, match="1 qids that are not positives.*zz"):
+        strategy_predicates.selected_per_predicate(pd.DataFrame({"qid": ["a", "zz"]}), POSITIVES)
+
+
+def test_strategy_table_means_over_seeds_rarest_first(strategy_predicates):
+    predicates = ["left of", "near", "on"]
+    seed0 = pd.DataFrame({"selected": [1, 0, 2], "R@20": [0.0, 50.0, 100.0]}, index=predicates)
+    seed1 = pd.DataFrame({"selected": [0, 1, 3], "R@20": [20.0, 70.0, 90.0]}, index=predicates)
+    table = strategy_predicates.strategy_table({"random": [seed0, seed1]}, POSITIVES)
+    assert table.index.tolist()[-1] == "on"  # 3 positives, the most frequent
+    assert table.loc["on", "share %"] == 60.0
+    assert table.loc["on", "random selected"] == 2.5
+    assert table.loc["left of", "random R@20"] == 10.0
+    assert table.loc["near", "random R@20"] == 60.0
