@@ -154,9 +154,9 @@ def main() -> None:
     rows = same_pipeline_rows(comparison_rows(show_experiments(), baselines=False), args.all_pipelines)
     variants = variant_groups(rows)
     checks = seed_spread_checks(rows, held_in, tuple(args.strategies.split(",")))
-    for member in seed_members(variants.get("full", [])).values():
+    for _, member in sorted(seed_members(variants.get("full", [])).items()):
         checks += full_run_checks(member, held_in, held_out, chance_mgr)
-    for member in seed_members(variants.get("art", [])).values():
+    for _, member in sorted(seed_members(variants.get("art", [])).items()):
         check = round_model_check(str(member["experiment"]), str(member["rev"]))
         checks += [check] if check else []
     print("| part | run | check | value | target | |\n|---|---|---|---|---|---|")
