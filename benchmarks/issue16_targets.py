@@ -38,6 +38,7 @@ from reltune.evaluation.compare import (
     variant_groups,
     workspace_chance_levels,
 )
+from strategy_predicates import PER_PREDICATE_PATH, cached_table  # a sibling script: benchmarks/ is on sys.path when run
 
 SEED_SD_TARGET = 3.0  # part 1: points of held-in mR@20
 PREDICATE_RECALL_TARGET = 80.0  # part 3: every held-in predicate's R@20 (percent)
@@ -45,7 +46,6 @@ FULL_MEAN_RECALL_TARGET = 90.0  # part 3: held-in mR@20 of `full`
 ROUND_MODEL_TARGET = 0.5  # part 3: validation mean recall after the seed round
 TRANSFER_RATIO_TARGET = 0.7  # part 4: held-out / held-in R@20 of a seen predicate
 MULTIPLE_TARGET = 3.0  # part 4: held-out mgR@20 over blind control and over chance
-PER_PREDICATE_PATH = "metrics/per_predicate/{dataset}.csv"
 SEED_ROUND_VALIDATION = "data/loop/round_1/val_recall.json"  # the model trained on round 0's selection
 
 
@@ -109,11 +109,7 @@ def transfer_checks(experiment: str, ratios: pd.Series, held_out_mgr: float, bli
 
 
 def read_per_predicate(rev: str, dataset: str) -> pd.DataFrame:
-    path = PER_PREDICATE_PATH.format(dataset=dataset)
-    cached = cached_output(rev, path)
-    if cached is None:
-        raise SystemExit(f"{path} of experiment {rev[:7]} is not in the local DVC cache")
-    return pd.read_csv(cached)
+    return cached_table(rev, PER_PREDICATE_PATH.format(dataset=dataset))
 
 
 def round_model_check(experiment: str, rev: str) -> Check | None:

@@ -34,7 +34,8 @@ SELECTION_PATH = "data/loop/round_{round}/selection.parquet"
 PER_PREDICATE_PATH = "metrics/per_predicate/{dataset}.csv"
 
 
-def _cached_table(rev: str, path: str) -> pd.DataFrame:
+def cached_table(rev: str, path: str) -> pd.DataFrame:
+    """A table output (parquet or CSV) of an experiment, from the local DVC cache."""
     cached = cached_output(rev, path)
     if cached is None:
         raise SystemExit(f"{path} of experiment {rev[:7]} is not in the local DVC cache")
@@ -51,8 +52,8 @@ def selected_per_predicate(selection: pd.DataFrame, positives: pd.DataFrame) -> 
 
 def run_table(rev: str, final_round: int, held_in: str, positives: pd.DataFrame) -> pd.DataFrame:
     """One run's selected count and test R@20 per predicate (every training predicate listed)."""
-    selected = selected_per_predicate(_cached_table(rev, SELECTION_PATH.format(round=final_round)), positives)
-    recall = _cached_table(rev, PER_PREDICATE_PATH.format(dataset=held_in)).set_index("predicate")["R@20"]
+    selected = selected_per_predicate(cached_table(rev, SELECTION_PATH.format(round=final_round)), positives)
+    recall = cached_table(rev, PER_PREDICATE_PATH.format(dataset=held_in)).set_index("predicate")["R@20"]
     predicates = sorted(positives["predicate"].unique())
     return pd.DataFrame({"selected": selected.reindex(predicates, fill_value=0), "R@20": recall.reindex(predicates)})
 
