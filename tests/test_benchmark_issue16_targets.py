@@ -78,3 +78,12 @@ def test_seed_spread_uses_sample_sd_of_each_strategy(targets):
     assert checks["art"].value == pytest.approx(4.242640687)
     assert not checks["art"].met
     assert checks["random"].value == pytest.approx(0.707106781) and checks["random"].met
+    assert "(95% interval 1.89-135.38)" in checks["art"].what  # chi-square table, 1 df: 5.0239 and 0.00098207
+
+
+def test_sd_interval_matches_the_chi_square_table(targets):
+    # 4 degrees of freedom: chi-square 2.5% / 97.5% points 0.4844 and 11.1433 (printed tables)
+    low, high = targets.sd_interval(2.81, seeds=5)
+    assert low == pytest.approx(2.81 * (4 / 11.1433) ** 0.5, rel=1e-4)
+    assert high == pytest.approx(2.81 * (4 / 0.4844) ** 0.5, rel=1e-4)
+    assert low < 2.81 < high
