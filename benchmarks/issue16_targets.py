@@ -17,7 +17,7 @@ per part. Recalls per predicate are the `evaluate` stage's per-predicate table
 (`metrics/per_predicate/<dataset>.csv`, column `R@20`, in percent).
 
 Usage (after `make compare`, from the repository root):
-    .venv/bin/python benchmarks/issue16_targets.py [--all-pipelines] [--held-out synthetic-ood]
+    .venv/bin/python benchmarks/issue16_targets.py [--all-pipelines] [--held-out synthetic-ood] [--full-variant NAME]
 """
 
 from __future__ import annotations
@@ -146,6 +146,13 @@ def full_run_checks(row: dict, held_in: str, held_out: str, chance_mgr: float) -
     return checks + transfer_checks(experiment, ratios, float(row[f"{held_out} mgR@20"]), float(row[f"{held_out} blind mgR@20"]), chance_mgr)
 
 
+def variant_runs(variants: dict[str, list[dict]], name: str) -> list[dict]:
+    """One run per seed of variant `name`, by seed; SystemExit naming the variants there are if none."""
+    if name not in variants:
+        raise SystemExit(f"issue16_targets: no experiments of variant {name!r}; variants: {', '.join(variants) or 'none'}")
+    return [member for _, member in sorted(seed_members(variants[name]).items())]
+
+
 def print_summary(checks: list[Check]) -> None:
     print("\n| part | checks | met | not met |\n|---|---|---|---|")
     for part in sorted({check.part for check in checks}):
@@ -159,6 +166,10 @@ def main() -> None:
     parser.add_argument("--all-pipelines", action="store_true", help="also experiments of other pipelines than the workspace's")
     parser.add_argument("--held-out", default=None, help="held-out dataset (default: the first scenes dataset that is not held_in)")
     parser.add_argument("--strategies", default="art,balanced,random", help="variants whose seed spread part 1 bounds")
+    parser.add_argument(
+        "--full-variant", default="full",
+        help="variant checked by parts 3-4 (e.g. 'full-neg2 @87479b5' of another pipeline, with --all-pipelines)",
+    )  # fmt: skip
     args = parser.parse_args()
     with open("params.yaml", encoding="utf-8") as handle:
         params = yaml.safe_load(handle)
@@ -168,7 +179,7 @@ def main() -> None:
     rows = same_pipeline_rows(comparison_rows(show_experiments(), baselines=False), args.all_pipelines)
     variants = variant_groups(rows)
     checks = seed_spread_checks(rows, held_in, tuple(args.strategies.split(",")))
-    for _, member in sorted(seed_members(variants.get("full", [])).items()):
+    for member in variant_runs(variants, args.full_variant):
         checks += full_run_checks(member, held_in, held_out, chance_mgr)
     for _, member in sorted(seed_members(variants.get("art", [])).items()):
         check = round_model_check(str(member["experiment"]), str(member["rev"]))

@@ -87,3 +87,14 @@ def test_sd_interval_matches_the_chi_square_table(targets):
     assert low == pytest.approx(2.81 * (4 / 11.1433) ** 0.5, rel=1e-4)
     assert high == pytest.approx(2.81 * (4 / 0.4844) ** 0.5, rel=1e-4)
     assert low < 2.81 < high
+
+
+def test_variant_runs_are_by_seed_and_an_unknown_variant_names_the_known_ones(targets):
+    variants = {
+        "full": [{"experiment": "full-seed1", "seed": 1}, {"experiment": "full-seed0", "seed": 0}],
+        "full-neg2 @87479b5": [{"experiment": "full-neg2-seed0", "seed": 0}],
+    }
+    assert [run["experiment"] for run in targets.variant_runs(variants, "full")] == ["full-seed0", "full-seed1"]
+    assert [run["experiment"] for run in targets.variant_runs(variants, "full-neg2 @87479b5")] == ["full-neg2-seed0"]
+    with pytest.raises(SystemExit, match="no experiments of variant 'full-x'; variants: full, full-neg2 @87479b5"):
+        targets.variant_runs(variants, "full-x")
