@@ -149,9 +149,9 @@ def full_run_checks(row: dict, held_in: str, held_out: str, chance_mgr: float) -
 def variant_runs(variants: dict[str, list[dict]], name: str, required: bool = True) -> list[dict]:
     """One run per seed of variant `name`, by seed; if there is none: SystemExit naming the variants
     there are when `required` (a variant the user named), else no runs (parts 3-4 are then skipped)."""
-    if name not in variants and not required:
-        return []
     if name not in variants:
+        if not required:
+            return []
         raise SystemExit(f"issue16_targets: no experiments of variant {name!r}; variants: {', '.join(variants) or 'none'}")
     return [member for _, member in sorted(seed_members(variants[name]).items())]
 
@@ -185,7 +185,7 @@ def main() -> None:
     # the default `full` may simply not have been run; a variant asked for by name must exist
     for member in variant_runs(variants, args.full_variant, required=args.full_variant != "full"):
         checks += full_run_checks(member, held_in, held_out, chance_mgr)
-    for _, member in sorted(seed_members(variants.get("art", [])).items()):
+    for member in variant_runs(variants, "art", required=False):
         check = round_model_check(str(member["experiment"]), str(member["rev"]))
         checks += [check] if check else []
     print("| part | run | check | value | target | |\n|---|---|---|---|---|---|")
