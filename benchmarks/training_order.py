@@ -153,24 +153,32 @@ def prepare_experiment(name: str, work: Path) -> Experiment:
     return Experiment(name, rev, commands, selection, metric, int(flag_value(commands[0], "--seed", "train@final")))
 
 
+def moved_commands(experiment: Experiment, variant: Variant, seed: int, run_dir: Path) -> list[list[str]]:
+    """The experiment's train, predict and evaluate arguments with every output in `run_dir`, `--seed` and the variant's flags."""
+    train, predict, evaluate = experiment.commands
+    model, predictions = str(run_dir / "model"), str(run_dir / "predictions.parquet")
+    train_flags = {**variant.flags, "--timing": str(run_dir / "train_timing.json"), "--selection": str(experiment.selection), "--out": model, "--seed": str(seed)}
+    predict_flags = {"--timing": str(run_dir / "predict_timing.json"), "--backbone": model, "--out": predictions}
+    evaluate_flags = {"--timing": str(run_dir / "evaluate_timing.json"), "--predictions": predictions, "--out": str(run_dir / "metrics.json")}
+    evaluate_flags |= {flag: str(run_dir / name) for flag, name in (("--details", "details.json"), ("--per-predicate", "per_predicate.csv"), ("--per-image", "per_image.json"))}
+    return [
+        replace_flags(train, train_flags, f"variant {variant.name}"),
+        replace_flags(predict, predict_flags, "predict"),
+        replace_flags(evaluate, evaluate_flags, "evaluate"),
+    ]
+
+
 def one_run(work: Path, experiment: Experiment, variant: Variant, seed: int) -> dict:
     """Train, predict, evaluate one (experiment, variant, seed); `wall_seconds.txt`, written last, marks a finished run."""
     run_dir = work / experiment.name / variant.name / f"seed{seed}"
-    metrics, finished = run_dir / "metrics.json", run_dir / "wall_seconds.txt"
+    finished = run_dir / "wall_seconds.txt"
     if not finished.exists():
         shutil.rmtree(run_dir, ignore_errors=True)  # what an interrupted run left is started over, not trusted
         run_dir.mkdir(parents=True)
-        train, predict, evaluate = experiment.commands
-        model, predictions = run_dir / "model", run_dir / "predictions.parquet"
-        moved = {"--timing": str(run_dir / "train_timing.json"), "--selection": str(experiment.selection), "--out": str(model), "--seed": str(seed)}
-        train = replace_flags(train, {**variant.flags, **moved}, f"variant {variant.name}")
-        predict = replace_flags(predict, {"--timing": str(run_dir / "predict_timing.json"), "--backbone": str(model), "--out": str(predictions)}, "predict")
-        outputs = {"--out": str(metrics), "--details": str(run_dir / "details.json"), "--per-predicate": str(run_dir / "per_predicate.csv"), "--per-image": str(run_dir / "per_image.json")}
-        evaluate = replace_flags(evaluate, {"--timing": str(run_dir / "evaluate_timing.json"), "--predictions": str(predictions), **outputs}, "evaluate")
         started = time.time()
-        run_commands([train, predict, evaluate], run_dir / "log.txt")
+        run_commands(moved_commands(experiment, variant, seed, run_dir), run_dir / "log.txt")
         finished.write_text(f"{time.time() - started:.1f}\n")
-    value = float(json.loads(metrics.read_text())[SPREAD_KEY])
+    value = float(json.loads((run_dir / "metrics.json").read_text())[SPREAD_KEY])
     return {"experiment": experiment.name, "variant": variant.name, "seed": seed, SPREAD_KEY: value, "per_image": run_dir / "per_image.json"}
 
 
@@ -207,13 +215,15 @@ def summary_rows(runs: list[dict], experiments: list[str], variants: list[Varian
     experiments per (variant, seed) with 2+ experiments (the draw, training order fixed); Levene against the
     first row of its kind."""
     by_key = {run_key(run): run for run in runs}
-    groups = []
-    if seeds >= 2:
-        groups += [(f"train.seed 0..{seeds - 1} on {experiment}'s selection", variant, [by_key[(experiment, variant.name, seed)] for seed in range(seeds)], "order")
-                   for experiment in experiments for variant in variants]  # fmt: skip
-    if len(experiments) >= 2:
-        groups += [(f"selections of {', '.join(experiments)}, train.seed {seed}", variant, [by_key[(experiment, variant.name, seed)] for experiment in experiments], "draw")
-                   for variant in variants for seed in range(seeds)]  # fmt: skip
+    groups = []  # (label, variant, runs, kind)
+    for experiment in experiments if seeds >= 2 else []:
+        for variant in variants:
+            members = [by_key[(experiment, variant.name, seed)] for seed in range(seeds)]
+            groups.append((f"train.seed 0..{seeds - 1} on {experiment}'s selection", variant, members, "order"))
+    for variant in variants if len(experiments) >= 2 else []:
+        for seed in range(seeds):
+            members = [by_key[(experiment, variant.name, seed)] for experiment in experiments]
+            groups.append((f"selections of {', '.join(experiments)}, train.seed {seed}", variant, members, "draw"))
     first: dict[str, list[float]] = {}
     rows = []
     for label, variant, members, kind in groups:
@@ -237,13 +247,13 @@ def print_summary(rows: list[dict], experiments: list[Experiment], runs: list[di
         for variant in variants:
             run = by_key.get((experiment.name, variant.name, experiment.train_seed))
             if not variant.flags and run is not None:
-                same = abs(run[SPREAD_KEY] - experiment.metric) < 1e-9
-                print(f"check: {experiment.name} {variant.name} seed {experiment.train_seed} {run[SPREAD_KEY]:.4f} vs the experiment's {experiment.metric:.4f}: {'equal' if same else 'DIFFERENT'}")
+                verdict = "equal" if abs(run[SPREAD_KEY] - experiment.metric) < 1e-9 else "DIFFERENT"
+                print(f"check: {experiment.name} {variant.name} seed {experiment.train_seed} {run[SPREAD_KEY]:.4f} vs the experiment's {experiment.metric:.4f}: {verdict}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", action="append", required=True, help="experiment name (or git revision) whose final selection is retrained (repeat: several draws)")
+    parser.add_argument("--experiment", action="append", required=True, help="experiment name or git revision (repeat: several draws)")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="NAME=[--flag value ...] (repeat)")
     parser.add_argument("--seeds", type=int, default=5, help="train.seed 0..N-1")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each trains on one thread)")
