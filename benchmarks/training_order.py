@@ -108,11 +108,11 @@ def flag_value(arguments: list[str], flag: str, what: str) -> str:
 
 
 def check_same_inputs(experiment_lock: dict, workspace_lock: dict, held_in: str, moved: set[str]) -> None:
-    """The workspace must hold the experiment's inputs (backbone, scenes, instructions): same md5 in both dvc.locks."""
+    """The workspace must hold the experiment's inputs and code (backbone, scenes, `src/`): same md5 in both dvc.locks."""
     for name in ("train@final", f"predict@{held_in}-blind0", f"evaluate@{held_in}-blind0"):
         ours = {dep["path"]: dep.get("md5") for dep in (workspace_lock.get("stages") or {}).get(name, {}).get("deps", [])}
         for dep in experiment_lock["stages"][name].get("deps", []):
-            if dep["path"] not in moved and not dep["path"].startswith("src/") and ours.get(dep["path"]) != dep.get("md5"):
+            if dep["path"] not in moved and ours.get(dep["path"]) != dep.get("md5"):
                 raise SystemExit(f"{name}: the workspace's {dep['path']} is not the experiment's (`dvc status`, `make repro`)")
 
 

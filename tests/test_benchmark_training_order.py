@@ -66,13 +66,15 @@ def test_replace_flags_changes_only_the_named_values_and_refuses_unknown_flags(o
         order.replace_flags(train, {"--epochs": "40"}, "variant slow")
 
 
-def test_inputs_must_match_except_moved_paths_and_code(order):
+def test_inputs_and_code_must_match_except_moved_paths(order):
     moved = {"data/loop/round_2/selection.parquet", "models/round_final", "data/predictions/synthetic.parquet"}
     workspace = {"stages": {name: {"deps": [dict(dep) for dep in stage["deps"]]} for name, stage in LOCK["stages"].items()}}
-    for dep in workspace["stages"]["train@final"]["deps"]:
-        if dep["path"] != "models/tiny-pretrained":
-            dep["md5"] = "other"  # a moved path and code may differ
+    workspace["stages"]["train@final"]["deps"][1]["md5"] = "other"  # the selection is moved: it may differ
     order.check_same_inputs(LOCK, workspace, "synthetic", moved)
+    workspace["stages"]["train@final"]["deps"][2]["md5"] = "other"
+    with pytest.raises(SystemExit, match="train@final: the workspace's src/reltune/models is not the experiment's"):
+        order.check_same_inputs(LOCK, workspace, "synthetic", moved)
+    workspace["stages"]["train@final"]["deps"][2]["md5"] = "c.dir"
     workspace["stages"]["predict@synthetic-blind0"]["deps"][1]["md5"] = "other"
     with pytest.raises(SystemExit, match="predict@synthetic-blind0: the workspace's data/scenes/synthetic is not the experiment's"):
         order.check_same_inputs(LOCK, workspace, "synthetic", moved)
