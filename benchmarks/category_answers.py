@@ -35,20 +35,26 @@ CATEGORY_NAMES = ("spatial", "possessive", "semantic")
 KEYS = ["image", "subj", "obj"]  # image: the scene row, as in the evaluation's tables
 
 
+def experiment_commit(rev: str, tool: str) -> str:
+    """The commit of `rev`: a git revision, or an experiment name (the newest experiment of that name: names repeat across commits)."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True, text=True).stdout.strip()
+    if commit:
+        return commit
+    listed = subprocess.run(
+        ["git", "for-each-ref", "--sort=-committerdate", "--format=%(objectname) %(refname)", "refs/exps"], capture_output=True, text=True
+    ).stdout
+    matches = [line.split()[0] for line in listed.splitlines() if line.endswith(f"/{rev}")]
+    if not matches:
+        raise SystemExit(f"{tool}: {rev}: neither a commit nor an experiment name")
+    return matches[0]
+
+
 def predictions_file(rev: str, dataset: str) -> Path:
     """The predictions parquet of `rev` (the workspace's from disk, an experiment's from the DVC cache)."""
     path = f"data/predictions/{dataset}.parquet"
     if rev == "workspace":
         return Path(path)
-    commit = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True, text=True).stdout.strip()
-    if not commit:  # an experiment name: the newest experiment of that name (names repeat across commits)
-        listed = subprocess.run(
-            ["git", "for-each-ref", "--sort=-committerdate", "--format=%(objectname) %(refname)", "refs/exps"], capture_output=True, text=True
-        ).stdout
-        matches = [line.split()[0] for line in listed.splitlines() if line.endswith(f"/{rev}")]
-        if not matches:
-            raise SystemExit(f"category_answers: {rev}: neither a commit nor an experiment name")
-        commit = matches[0]
+    commit = experiment_commit(rev, "category_answers")
     cached = cached_output(commit, path)
     if cached is None:
         raise SystemExit(f"category_answers: {path} of {rev} ({commit[:7]}) is not in the local DVC cache")

@@ -44,6 +44,7 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from category_answers import experiment_commit
 from issue16_targets import sd_interval
 from reltune.evaluation.compare import SPREAD_KEY, cached_output, read_revision_json, read_revision_lock
 from reltune.evaluation.per_image import read_per_image
@@ -65,24 +66,11 @@ def parse_variant(text: str) -> Variant:
     return Variant(name, dict(zip(words[::2], words[1::2])))
 
 
-def experiment_rev(name: str) -> str:
-    """The commit of experiment `name` (refs/exps/.../<name>), or `name` itself when git knows it as a revision."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], capture_output=True, text=True, check=True)
-    matches = [line.split()[0] for line in refs.stdout.splitlines() if line.split()[1].rsplit("/", 1)[-1] == name]
-    if len(matches) == 1:
-        return matches[0]
-    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"], capture_output=True, text=True)
-    if not matches and known.returncode == 0:
-        return known.stdout.strip()
-    raise SystemExit(f"experiment {name!r}: {len(matches)} experiments have this name (`dvc exp list --all-commits`)")
-
-
 def replace_flags(command: list[str], replacements: dict[str, str], what: str) -> list[str]:
     """`command` with the value after each flag of `replacements` replaced; a flag the command lacks is an error."""
     replaced = list(command)
     for flag, value in replacements.items():
-        if flag not in replaced:
-            raise SystemExit(f"{what}: the locked command has no {flag} (flags: {' '.join(w for w in command if w.startswith('--'))})")
+        flag_value(replaced, flag, what)  # refuses a flag the command lacks
         replaced[replaced.index(flag) + 1] = value
     return replaced
 
@@ -135,14 +123,14 @@ class Experiment:
     train_seed: int  # the --seed its final model trained with
 
 
-def prepare_experiment(name: str, work: Path) -> Experiment:
+def prepare_experiment(name: str, work: Path, workspace_lock: dict) -> Experiment:
     """Resolve an experiment, check the workspace holds its inputs, copy its final selection out of the DVC cache."""
-    rev = experiment_rev(name)
+    rev = experiment_commit(name, "training_order")
     lock, held_in = read_revision_lock(rev) or {}, experiment_held_in(rev)
     commands = locked_commands(lock, held_in)
     selection_path = flag_value(commands[0], "--selection", "train@final")
     moved = {selection_path, flag_value(commands[1], "--backbone", "predict"), flag_value(commands[2], "--predictions", "evaluate")}
-    check_same_inputs(lock, read_revision_lock("workspace") or {}, held_in, moved)
+    check_same_inputs(lock, workspace_lock, held_in, moved)
     cached = cached_output(rev, selection_path)
     if cached is None:
         raise SystemExit(f"{name}: {selection_path} is not in the local DVC cache (dvc exp pull / rerun the experiment)")
@@ -253,7 +241,7 @@ def print_summary(rows: list[dict], experiments: list[Experiment], runs: list[di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", action="append", required=True, help="experiment name or git revision (repeat: several draws)")
+    parser.add_argument("--experiment", action="append", required=True, help="experiment name (the newest of that name) or git revision (repeat: several draws)")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="NAME=[--flag value ...] (repeat)")
     parser.add_argument("--seeds", type=int, default=5, help="train.seed 0..N-1")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each trains on one thread)")
@@ -266,7 +254,8 @@ def main() -> None:
     if args.seeds < 2 and len(args.experiment) < 2:
         raise SystemExit("a spread needs --seeds 2 or more, or two or more experiments")
 
-    experiments = [prepare_experiment(name, args.work) for name in args.experiment]
+    workspace_lock = read_revision_lock("workspace") or {}
+    experiments = [prepare_experiment(name, args.work, workspace_lock) for name in args.experiment]
     jobs = [(experiment, variant, seed) for experiment in experiments for variant in args.variant for seed in range(args.seeds)]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         runs = list(pool.map(lambda job: one_run(args.work, *job), jobs))
