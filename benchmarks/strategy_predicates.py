@@ -70,6 +70,20 @@ def strategy_table(runs: dict[str, list[pd.DataFrame]], positives: pd.DataFrame)
     return table.sort_values("train positives")
 
 
+def variant_members(variants: dict[str, list[dict]], name: str) -> dict[int, dict]:
+    """The seed rows of one variant, by its name alone or with another pipeline's ` @<commit>` label.
+
+    With `--all-pipelines` another pipeline's variants are named `art-ep40 @9653d6f`;
+    `art-ep40` finds them as long as only one pipeline has a variant of that name.
+    """
+    if name in variants:
+        return seed_members(variants[name])
+    labelled = [variant for variant in variants if variant.split(" @", 1)[0] == name]
+    if len(labelled) > 1:
+        raise SystemExit(f"variant {name} exists in {len(labelled)} pipelines ({', '.join(labelled)}): name one with its @<commit>")
+    return seed_members(variants[labelled[0]]) if labelled else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="art,balanced,random")
@@ -84,9 +98,10 @@ def main() -> None:
     variants = variant_groups(same_pipeline_rows(comparison_rows(show_experiments(), baselines=False), args.all_pipelines))
     runs: dict[str, list[pd.DataFrame]] = {}
     for variant in args.variants.split(","):
-        members = seed_members(variants.get(variant, []))
+        members = variant_members(variants, variant)
         if not members:
-            raise SystemExit(f"no experiment named {variant}-seed<N> of this pipeline: run make compare first")
+            scope = "of any pipeline" if args.all_pipelines else "of this pipeline (--all-pipelines: of any)"
+            raise SystemExit(f"no experiment named {variant}-seed<N> {scope}: run make compare first")
         runs[variant] = [run_table(str(row["rev"]), final_round, held_in, positives) for row in members.values()]
         print(f"{variant}: seeds {', '.join(map(str, sorted(members)))}")
     table = strategy_table(runs, positives)

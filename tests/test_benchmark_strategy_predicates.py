@@ -33,3 +33,21 @@ def test_strategy_table_means_over_seeds_rarest_first(strategy_predicates):
     assert table.loc["on", "random selected"] == 2.5
     assert table.loc["left of", "random R@20"] == 10.0
     assert table.loc["near", "random R@20"] == 60.0
+
+
+def _rows(experiment: str, seeds: list[int], label: str = "") -> list[dict]:
+    return [{"experiment": f"{experiment}-seed{seed}", "seed": seed, "rev": f"{experiment}{seed}", **({"pipeline": label} if label else {})} for seed in seeds]
+
+
+def test_a_variant_is_found_without_its_other_pipeline_label(strategy_predicates):
+    variants = {"art": _rows("art", [0, 1]), "art-ep40 @9653d6f": _rows("art-ep40", [0, 1, 2], "9653d6f")}
+    assert sorted(strategy_predicates.variant_members(variants, "art-ep40")) == [0, 1, 2]
+    assert sorted(strategy_predicates.variant_members(variants, "art-ep40 @9653d6f")) == [0, 1, 2]
+    assert sorted(strategy_predicates.variant_members(variants, "art")) == [0, 1]
+    assert strategy_predicates.variant_members(variants, "balanced") == {}
+
+
+def test_a_variant_name_in_two_pipelines_must_be_labelled(strategy_predicates):
+    variants = {"art-ep40 @9653d6f": _rows("art-ep40", [0]), "art-ep40 @1111111": _rows("art-ep40", [1])}
+    with pytest.raises(SystemExit, match="art-ep40 exists in 2 pipelines"):
+        strategy_predicates.variant_members(variants, "art-ep40")
