@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--strategies", default="art,balanced,random", help="variants whose seed spread part 1 bounds")
     parser.add_argument(
         "--full-variant", default="full",
-        help="variant checked by parts 3-4 (e.g. 'full-neg2 @9d1fdfe' of another pipeline, with --all-pipelines)",
+        help="variant checked by parts 3-4 (e.g. 'full-ep40 @train.epochs=40' of another pipeline, with --all-pipelines)",
     )  # fmt: skip
     args = parser.parse_args()
     with open("params.yaml", encoding="utf-8") as handle:

@@ -73,7 +73,7 @@ def strategy_table(runs: dict[str, list[pd.DataFrame]], positives: pd.DataFrame)
 def variant_members(variants: dict[str, list[dict]], name: str) -> dict[int, dict]:
     """The seed rows of one variant, by its name alone or with another pipeline's ` @<commit>` label.
 
-    With `--all-pipelines` another pipeline's variants are named `art-ep40 @9653d6f`;
+    With `--all-pipelines` another pipeline's variants are named `art-ep40 @train.epochs=40`;
     `art-ep40` finds them as long as only one pipeline has a variant of that name.
     """
     if name in variants:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reltune.evaluation import compare, statistics
-from reltune.evaluation.pipelines import pipeline_groups, pipeline_signature, signature_differences
+from reltune.evaluation.pipelines import pipeline_groups, pipeline_label, pipeline_signature, signature_differences
 from test_evaluation_compare import experiment, per_image
 
 
@@ -73,6 +73,19 @@ def pooled_show() -> tuple[list[dict], dict, dict]:
     return [workspace, head], files, locks
 
 
+def test_a_pipeline_is_labelled_by_what_sets_it_apart_whichever_member_comes_first():
+    workspace = {"src/reltune/models": "0123456789abcdef", "params:train.epochs": "20", "params:world.seed": "0"}
+    art = {**workspace, "params:train.epochs": "40"}
+    full = {"src/reltune/models": "0123456789abcdef", "params:train.epochs": "40"}  # fewer keys (no rounds), same values
+    assert pipeline_label(workspace, [art, full]) == pipeline_label(workspace, [full, art]) == "train.epochs=40"
+    recoded = {**art, "src/reltune/models": "fedcba9876543210", "params:world.seed": "3"}
+    assert pipeline_label(workspace, [recoded]) == "train.epochs=40,world.seed=3+1"
+    assert pipeline_label(workspace, [recoded], shown=3) == "train.epochs=40,world.seed=3,src/reltune/models:fedcba9"
+    # a list or string parameter is shown as its value, not its JSON text
+    counter = {**workspace, "params:instructions.negatives": '"counter"'}
+    assert pipeline_label(counter, [{**counter, "params:instructions.negatives": '"random"'}]) == "instructions.negatives=random"
+
+
 def test_compare_pools_only_the_workspace_pipeline_and_keeps_others_apart(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(statistics, "N_RESAMPLES", 999)
@@ -88,14 +101,14 @@ def test_compare_pools_only_the_workspace_pipeline_and_keeps_others_apart(monkey
     tables = compare.comparison_tables(entries, reader=reader, lock_reader=locks.get)
     assert [row["experiment"] for row in tables["experiments"]] == ["workspace", "art-seed0", "art-seed1", "balanced-seed0", "balanced-seed1"]
     assert all(row["synthetic mR@20"] == 50.0 for row in tables["experiments"][1:])  # the 60-epoch runs are not among them
-    assert any("4 experiment(s) of another pipeline left out" in message and "params:train.epochs" in message for message in messages)
+    assert any("4 experiment(s) of another pipeline left out" in message and "art-seed0 (@train.epochs=60)" in message for message in messages)
     (held_in,) = tables["differences"]
     assert held_in["difference"] == "art - balanced" and held_in["mR@20 difference [95% bootstrap interval]"].startswith("+0.00")
 
     every = compare.comparison_tables(entries, every_pipeline=True, reader=reader, lock_reader=locks.get)
     other = next(row for row in every["experiments"] if row.get("synthetic mR@20") == 100.0)
     label = other["pipeline"]
-    assert len(label) == 7 and sorted(row["variant"] for row in every["summary"]) == ["art", f"art @{label}", "balanced", f"balanced @{label}"]
+    assert label == "train.epochs=60" and sorted(row["variant"] for row in every["summary"]) == ["art", f"art @{label}", "balanced", f"balanced @{label}"]
     differences = {row["difference"]: row for row in every["differences"]}
     # strategies are paired within one pipeline; across pipelines only the same strategy, as a labelled setting effect
     assert set(differences) == {"art - balanced", f"art @{label} - balanced @{label}", f"art @{label} - art", f"balanced @{label} - balanced"}

@@ -28,7 +28,7 @@ Experiments come from every commit that has some (`refs/exps`), but only
 those whose predictions were made by the workspace's pipeline (its
 `dvc.lock`: the same code and parameters up to `predict`, `pipelines`) are
 pooled; `--all-pipelines` lists the others too, each pipeline's variants
-apart (`art @1a2b3c4`).
+apart, labelled by what sets their pipeline apart (`art @train.epochs=40`).
 Each experiment's per-image recall counts (`evaluate --per-image`,
 `per_image`) are read from its git commit.
 `experiments_html` gives the same tables to the HTML report.
@@ -51,7 +51,7 @@ import numpy as np
 
 from reltune.errors import InputError
 from reltune.evaluation.per_image import read_per_image
-from reltune.evaluation.pipelines import Signature, pipeline_groups, pipeline_signature, signature_differences
+from reltune.evaluation.pipelines import Signature, pipeline_groups, pipeline_label, pipeline_signature
 from reltune.evaluation.statistics import (
     AlignedRecalls,
     Estimate,
@@ -256,8 +256,9 @@ def _signature(rev: str, lock_reader: LockReader) -> Signature | None:
 def same_pipeline_rows(rows: list[dict], every_pipeline: bool, lock_reader: LockReader | None = None) -> list[dict]:
     """The rows whose predictions came from the workspace's pipeline (all rows, marked, with `every_pipeline`).
 
-    Rows of another pipeline get a `pipeline` column (the first commit seen
-    running it) and a variant suffix ` @<commit>`, so that no variant, seed
+    Rows of another pipeline get a `pipeline` column (what its code and
+    parameters set apart from the workspace's, `pipeline_label`) and a
+    variant suffix ` @<label>` (`art @train.epochs=40`), so that no variant, seed
     summary or paired difference mixes pipelines. A row whose `dvc.lock`
     cannot be read is kept, with a warning.
     """
@@ -268,7 +269,11 @@ def same_pipeline_rows(rows: list[dict], every_pipeline: bool, lock_reader: Lock
     if workspace_group is None:
         log("compare: the workspace has no readable dvc.lock: experiments are pooled without a pipeline check")
     workspace_signature = signatures[groups.index(workspace_group)] if workspace_group is not None else {}
-    labels: dict[int, str] = {}
+    members: dict[int, list[Signature]] = {}
+    for signature, group in zip(signatures, groups):
+        if group is not None and signature is not None:
+            members.setdefault(group, []).append(signature)
+    labels = {group: pipeline_label(workspace_signature or {}, group_members) for group, group_members in members.items()}
     kept, left_out = [], []
     for row, signature, group in zip(rows, signatures, groups):
         if group is None or workspace_group is None or group == workspace_group:
@@ -276,12 +281,11 @@ def same_pipeline_rows(rows: list[dict], every_pipeline: bool, lock_reader: Lock
                 log(f"compare: {row['experiment']}: no readable dvc.lock, pooled without a pipeline check")
             kept.append(row)
             continue
-        label = labels.setdefault(group, str(row.get("rev"))[:7])
+        label = labels[group]
         if every_pipeline:
             kept.append({**row, "pipeline": label, "variant_suffix": f" @{label}"})
         else:
-            differences = signature_differences(workspace_signature, signature)
-            left_out.append(f"{row['experiment']} ({label}: {', '.join(differences[:3])}{', ...' if len(differences) > 3 else ''})")
+            left_out.append(f"{row['experiment']} (@{label})")
     if left_out:
         log(f"compare: {len(left_out)} experiment(s) of another pipeline left out (--all-pipelines lists them): {'; '.join(left_out)}")
     return kept

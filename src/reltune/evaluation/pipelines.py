@@ -82,3 +82,21 @@ def pipeline_groups(signatures: list[Signature | None]) -> list[int | None]:
             representatives.append(signature)
             groups.append(len(representatives) - 1)
     return groups
+
+
+def pipeline_label(workspace: Signature, members: list[Signature], shown: int = 2) -> str:
+    """What a group of signatures sets apart from the workspace's: `train.epochs=40`, `src/reltune/models:1a2b3c4`.
+
+    The union over the group's members (so it does not depend on which
+    experiment is listed first): parameters, then code paths, each sorted;
+    beyond `shown` keys a `+N` count.
+    """
+    differing: dict[str, str] = {}
+    for member in members:
+        for key in signature_differences(workspace, member):
+            differing.setdefault(key, member[key])
+    texts = [
+        f"{key.removeprefix('params:')}={json.loads(value)}" if key.startswith("params:") else f"{key}:{value[:7]}"
+        for key, value in sorted(differing.items(), key=lambda item: (not item[0].startswith("params:"), item[0]))
+    ]
+    return ",".join(texts[:shown]) + (f"+{len(texts) - shown}" if len(texts) > shown else "")
