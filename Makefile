@@ -26,6 +26,8 @@ test: $(STAMP)
 # (each in a clean copy of the commit, JOBS at a time), print the table.
 # `full` trains once on the whole pool: its rounds are removed.
 # Extra variants: make compare-queue STRATEGIES=art EXP_SUFFIX=-uncapped EXP_ARGS="-S sampling.pool_cap_factor=0"
+# A finished experiment of the same name is replaced only on this commit (its full ref): a plain
+# `dvc exp remove NAME` would take the one experiment of that name on any older commit.
 STRATEGIES ?= random balanced art full
 SEEDS ?= 0 1 2 3 4
 JOBS ?= 1
@@ -45,7 +47,8 @@ compare-queue: $(STAMP)
 	  case $$strategy in random) first=random;; full) first=full;; *) first=balanced;; esac; \
 	  case $$strategy in full) rounds="$(ROUND_REMOVALS) -S train_on.final=0";; *) rounds="";; esac; \
 	  name=$$strategy$(EXP_SUFFIX)-seed$$seed; \
-	  $(DVC) exp remove -q $$name >/dev/null 2>&1 || true; \
+	  ref=refs/exps/$$(git rev-parse HEAD | sed 's|^\(..\)|\1/|')/$$name; \
+	  if git show-ref -q --verify $$ref; then $(DVC) exp remove -q $$ref >/dev/null 2>&1 || true; fi; \
 	  $(DVC) exp run --queue -n $$name -S sampling.strategy=$$strategy \
 	    -S sampling.seed_strategy=$$first -S sampling.seed=$$seed -S train.seed=$$seed $$rounds $(EXP_ARGS) || exit 1; \
 	done; done

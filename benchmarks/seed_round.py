@@ -11,7 +11,7 @@ numbers are the ones ART steers by.
 
 Usage (after `make repro`, which builds the backbone, instructions and scenes):
     .venv/bin/python benchmarks/seed_round.py --strategies balanced random --seeds 0 1 2 \
-        [--budget-fraction 0.04] [--epochs 20] [--lr 0.001] [--out benchmarks/results/seed_round.json]
+        [--budget-fraction 0.04] [--epochs 20] [--lr 0.001] [--min-steps 560] [--out benchmarks/results/seed_round.json]
 """
 
 from __future__ import annotations
@@ -36,21 +36,23 @@ def reltune(*arguments: str) -> None:
         raise SystemExit(f"reltune {arguments[0]} failed:\n{done.stderr[-2000:]}")
 
 
-def train_flags(params: dict, epochs: int | None, lr: float | None) -> list[str]:
-    """The `train` flags of params.yaml (as the train@<k> stage passes them), epochs / lr overridable."""
+def train_flags(params: dict, epochs: int | None, lr: float | None, min_steps: int | None = None) -> list[str]:
+    """The `train` flags of params.yaml (as the train@<k> stage passes them), epochs / lr / min_steps overridable."""
     train, model = params["train"], params["model"]
     flags = {
         "--train-all": str(model["train_all"]).lower(), "--lora-r": model["lora_r"],
         "--epochs": epochs or train["epochs"], "--batch-size": train["batch_size"], "--grad-accum": train["grad_accum"],
         "--lr": lr or train["lr"], "--warmup-steps": train["warmup_steps"], "--schedule": train["schedule"],
         "--decay-rate": train["decay_rate"], "--weight-decay": train["weight_decay"], "--clip-norm": train["clip_norm"],
+        "--min-steps": train.get("min_steps", 0) if min_steps is None else min_steps,
+        "--name-substitution": train["name_substitution"], "--name-substitution-mode": train["name_substitution_mode"],
         "--checkpoint-every": 0,
     }  # fmt: skip
     return [str(item) for pair in flags.items() for item in pair]
 
 
 def one_run(work: Path, params: dict, strategy: str, seed: int, budget_fraction: float, epochs: int | None,
-            lr: float | None) -> dict:
+            lr: float | None, min_steps: int | None = None) -> dict:
     """select -> train -> validation recall of one (strategy, seed); returns counts and recalls per predicate."""
     held_in = params["held_in"]
     instructions, scenes = f"data/instructions/{held_in}/train.parquet", f"data/scenes/{held_in}"
@@ -60,7 +62,7 @@ def one_run(work: Path, params: dict, strategy: str, seed: int, budget_fraction:
             "--budget-fraction", str(budget_fraction), "--seed", str(seed), "--out", str(run / "round_0"))  # fmt: skip
     reltune("train", "--backbone", params["model"]["backbone"], "--instructions", instructions, "--scenes", scenes,
             "--selection", str(run / "round_0" / "selection.parquet"), "--out", str(run / "model"), "--seed", str(seed),
-            *train_flags(params, epochs, lr))  # fmt: skip
+            "--exclude-names-of", "data/scenes", *train_flags(params, epochs, lr, min_steps))  # fmt: skip
     reltune("score", "--backbone", str(run / "model"), "--instructions", instructions,
             "--val-instructions", f"data/instructions/{held_in}/val.parquet", "--scenes", scenes,
             "--selection", str(run / "round_0" / "selection.parquet"), "--out", str(run / "round_1"),
@@ -102,6 +104,7 @@ def main() -> None:
     parser.add_argument("--budget-fraction", type=float, default=None, help="default: sampling.budget_fraction")
     parser.add_argument("--epochs", type=int, default=None, help="default: train.epochs")
     parser.add_argument("--lr", type=float, default=None, help="default: train.lr")
+    parser.add_argument("--min-steps", type=int, default=None, help="default: train.min_steps")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default="benchmarks/results/seed_round.json")
     args = parser.parse_args()
@@ -111,11 +114,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="seed_round_") as work:
         for seed in args.seeds:
             for strategy in args.strategies:
-                runs.append(one_run(Path(work), params, strategy, seed, budget_fraction, args.epochs, args.lr))
+                runs.append(one_run(Path(work), params, strategy, seed, budget_fraction, args.epochs, args.lr, args.min_steps))
                 print(f"{strategy} seed {seed}: validation mean recall {runs[-1]['val_mean_recall']:.3f} "
                       f"({runs[-1]['seconds']} s)", file=sys.stderr, flush=True)  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"budget_fraction": budget_fraction, "epochs": args.epochs, "lr": args.lr, "runs": runs}, indent=1))
+    Path(args.out).write_text(json.dumps({"budget_fraction": budget_fraction, "epochs": args.epochs, "lr": args.lr, "min_steps": args.min_steps, "runs": runs}, indent=1))
     print(summary(runs))
 
 

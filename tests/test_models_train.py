@@ -68,6 +68,25 @@ def test_batch_plan_covers_every_row_once_per_epoch_across_processes():
     assert BatchPlan(examples=100, batch_size=8, grad_accum=3, processes=1, epochs=5, seed=0, max_steps=7).total_steps == 7
 
 
+
+def test_min_steps_raises_the_epochs_of_a_small_round_only():
+    # 596 rows at 128 per step: 5 steps per epoch; 20 epochs = 100 steps < 700, so 140 epochs (700 steps)
+    small = BatchPlan.of(TrainSettings(epochs=20, batch_size=128, min_steps=700), examples=596, processes=1)
+    assert (small.steps_per_epoch, small.epochs, small.total_steps) == (5, 140, 700)
+    # 1757 rows: 14 steps per epoch; ceil(700 / 14) = 50 epochs, 700 steps
+    assert BatchPlan.of(TrainSettings(epochs=20, min_steps=700), examples=1757, processes=1).epochs == 50
+    # a round that already has enough steps keeps its epochs (14720 rows: 115 steps x 20 = 2300)
+    large = BatchPlan.of(TrainSettings(epochs=20, min_steps=700), examples=14720, processes=1)
+    assert (large.epochs, large.total_steps) == (20, 2300)
+    # 0 keeps epochs as given; max_steps still caps the raised round; steps per epoch count every process
+    assert BatchPlan.of(TrainSettings(epochs=0, min_steps=700), examples=596, processes=1).total_steps == 0  # refused later
+    assert BatchPlan.of(TrainSettings(epochs=20, min_steps=0), examples=596, processes=1).total_steps == 100
+    assert BatchPlan.of(TrainSettings(epochs=20, min_steps=700, max_steps=300), examples=596, processes=1).total_steps == 300
+    assert BatchPlan.of(TrainSettings(epochs=20, min_steps=700), examples=596, processes=2).epochs == 234  # 3 steps each
+    # the cosine of a raised round runs over its own epochs, so its last epoch still ends near 0
+    schedule = Schedule.of(TrainSettings(epochs=20, min_steps=700, schedule="lavis-cosine"), small)
+    assert schedule.epochs == 140 and schedule.factor(699) == pytest.approx(0.5 * (1 + math.cos(math.pi * 139 / 140)))
+
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("toytrain")
@@ -225,7 +244,7 @@ def test_train_refuses_a_long_warmup_before_loading_anything(toy, tmp_path, caps
     root, scenes_dir, *_ = toy
     out = tmp_path / "never"
     argv = ["train", "--backbone", str(tmp_path / "no-such-backbone"), "--instructions", str(root / "train.parquet"),
-            "--scenes", str(scenes_dir), "--out", str(out), "--epochs", "2", "--batch-size", "1000",
+            "--scenes", str(scenes_dir), "--out", str(out), "--epochs", "2", "--batch-size", "1000", "--min-steps", "0",
             "--warmup-steps", "50", "--schedule", "warmup-cosine", "--device", "cpu"]  # fmt: skip
     # the backbone does not exist: reaching the model load would be a different error
     assert main(argv) == 2
@@ -258,7 +277,7 @@ def test_select_best_saves_the_best_epochs_weights(toy, tmp_path, monkeypatch):
         return {"per_predicate": {}, "mean_recall": value, "recall": value, "questions": len(questions)}, None
 
     monkeypatch.setattr(scoring, "validation_recall", fake_recall)
-    common = dict(epochs=3, batch_size=8, warmup_steps=2, schedule="lavis-step", checkpoint_every=0, seed=3, log_every=1)
+    common = dict(epochs=3, batch_size=8, warmup_steps=2, schedule="lavis-step", checkpoint_every=0, seed=3, log_every=1, min_steps=0)
     best = train_backbone(root / "tiny", examples, vocab["image_root"], tmp_path / "best",
                           TrainSettings(**common, select_best=True), validation=validation)  # fmt: skip
     # the default name substitution (mode add) asks some questions once more with their names replaced
@@ -304,7 +323,7 @@ def test_best_epoch_survives_a_crash_and_resume(toy, tmp_path, monkeypatch):
 
     steps_per_epoch = math.ceil(len(examples) / 8)
     common = dict(epochs=3, batch_size=8, warmup_steps=2, schedule="lavis-step", seed=5, log_every=1, select_best=True,
-                  checkpoint_every=steps_per_epoch)  # fmt: skip
+                  checkpoint_every=steps_per_epoch, min_steps=0)  # fmt: skip
     image_root = vocab["image_root"]
     reference = train_backbone(root / "tiny", examples, image_root, tmp_path / "reference", TrainSettings(**common), validation=validation)
     out = tmp_path / "crashed"

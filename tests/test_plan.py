@@ -73,7 +73,15 @@ def test_embedded_default_passes_its_own_plan(capsys):
     assert all(item["warmup_steps"] <= item["steps"] for item in plan["rounds"])
     first = plan["rounds"][0]
     assert first["positives"] == round(params["sampling"]["budget_fraction"] * DEFAULT_POSITIVES)
-    assert first["steps"] == math.ceil(first["examples"] / params["train"]["batch_size"]) * params["train"]["epochs"]
+    # one negative per positive, then mode add's renamed copies: each question with chance 1 - (1 - p)^2
+    questions = 2 * first["positives"]
+    assert params["train"]["name_substitution_mode"] == "add"
+    assert first["examples"] == questions + math.floor(questions * (1 - (1 - params["train"]["name_substitution"]) ** 2))
+    # small rounds get more epochs until they have train.min_steps optimizer steps
+    steps_per_epoch = math.ceil(first["examples"] / params["train"]["batch_size"])
+    epochs = max(params["train"]["epochs"], math.ceil(params["train"]["min_steps"] / steps_per_epoch))
+    assert (first["epochs"], first["steps"]) == (epochs, steps_per_epoch * epochs)
+    assert first["steps"] >= params["train"]["min_steps"]
 
 
 def test_long_warmup_budget_over_pool_and_open_chains_are_refused(tmp_path, capsys):

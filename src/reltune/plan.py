@@ -2,7 +2,8 @@
 
 For every tuned model of the round chain (`sampling.rounds`, `train_on`) it
 prints the selected positives it trains on, its training examples (with their
-negatives), its optimizer steps for the given process count, the warm-up
+negatives and, with name substitution in mode `add`, the expected renamed
+copies), its epochs and optimizer steps for the given process count, the warm-up
 share of those steps (`train.schedule`), the pool rows its score stage
 answers and the generate calls of that stage, and, given the throughput JSON
 of `benchmarks/gpu_shapes.py --json`, GPU hours per stage and in total.
@@ -44,6 +45,7 @@ class RoundPlan:
     selection_round: int  # the selection it trains on
     positives: int
     examples: int
+    epochs: int  # train.epochs, or more where train.min_steps raises them
     steps: int
     warmup_steps: int
     pool_rows: int
@@ -117,6 +119,20 @@ def negatives_per_positive(params: Mapping) -> float:
     """Negatives each selected positive brings, per `instructions` (at most: a pair may lack another category)."""
     instructions = params["instructions"]
     return 0.0 if instructions.get("negatives", "counter") == "none" else float(instructions.get("negatives_per_positive", 1))
+
+
+def renamed_copies(questions: int, settings) -> int:
+    """Expected questions asked once more with names replaced (`train.name_substitution_mode: add`).
+
+    Each question is copied with the chance that substitution changes it, 1 - (1 - p)^2 for its two
+    names (`reltune.models.names.substitution_share`; a pair of one class has one name, so this is
+    an upper estimate); mode `replace` alters questions without adding any.
+    """
+    from reltune.models.names import substitution_share
+
+    if settings.name_substitution_mode != "add" or settings.name_substitution <= 0:
+        return 0
+    return math.floor(questions * substitution_share(("subject", "object"), settings.name_substitution))
 
 
 def train_settings(params: Mapping, source: Path):
@@ -280,11 +296,9 @@ def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int,
     plans = []
     for name, selection_round in sorted(models.items(), key=lambda item: (item[0] == "final", _sort_key(item[0]))):
         positives = sum(selected[selection_round].values())
-        examples = positives + math.floor(positives * inputs.negatives_per_positive)
-        batch_plan = BatchPlan(
-            examples=examples, batch_size=settings.batch_size, grad_accum=settings.grad_accum, processes=inputs.processes,
-            epochs=settings.epochs, seed=settings.seed, max_steps=settings.max_steps,
-        )  # fmt: skip
+        questions = positives + math.floor(positives * inputs.negatives_per_positive)
+        examples = questions + renamed_copies(questions, settings)
+        batch_plan = BatchPlan.of(settings, examples, inputs.processes)
         schedule = Schedule.of(settings, batch_plan)
         try:
             check_warmup(schedule, settings.allow_long_warmup)
@@ -295,14 +309,14 @@ def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int,
             available = {p: inputs.counts[p] - selected[rounds[int(name)]][p] for p in inputs.counts}
             pool = pool_rows(available, budget, params["sampling"])
         validation = inputs.val_positives if name != "final" else 0
-        best_epoch_calls = min(settings.val_questions or inputs.val_positives, inputs.val_positives) * settings.epochs
+        best_epoch_calls = min(settings.val_questions or inputs.val_positives, inputs.val_positives) * batch_plan.epochs
         calls = pool + validation + (best_epoch_calls if settings.select_best else 0)
         train_hours = score_hours = None
         if inputs.throughput is not None:
             samples = batch_plan.total_steps * settings.batch_size * settings.grad_accum * inputs.processes
             train_hours = samples / inputs.throughput[TRAIN_RATE_KEY] / 3600
             score_hours = calls / inputs.throughput[SCORE_RATE_KEY] / 3600
-        plans.append(RoundPlan(name, selection_round, positives, examples, batch_plan.total_steps,
+        plans.append(RoundPlan(name, selection_round, positives, examples, batch_plan.epochs, batch_plan.total_steps,
                                min(schedule.warmup_length, batch_plan.total_steps), pool, calls, train_hours, score_hours))  # fmt: skip
     return budget, plans
 
@@ -313,11 +327,11 @@ def _sort_key(name: str) -> tuple[int, str]:
 
 def format_plan(plans: list[RoundPlan], header: str) -> str:
     hours = plans and plans[0].train_gpu_hours is not None
-    columns = ["round", "trains on", "positives", "examples", "steps", "warm-up", "pool rows", "generate calls"]
+    columns = ["round", "trains on", "positives", "examples", "epochs", "steps", "warm-up", "pool rows", "generate calls"]
     columns += ["train GPU h", "score GPU h"] if hours else []
     rows = []
     for item in plans:
-        row = [item.round, f"selection {item.selection_round}", f"{item.positives:,}", f"{item.examples:,}", f"{item.steps:,}",
+        row = [item.round, f"selection {item.selection_round}", f"{item.positives:,}", f"{item.examples:,}", f"{item.epochs:,}", f"{item.steps:,}",
                f"{item.warmup_steps:,} ({item.warmup_share:.0%})", f"{item.pool_rows:,}", f"{item.generate_calls:,}"]  # fmt: skip
         if hours:
             row += [f"{item.train_gpu_hours:.2f}", f"{item.score_gpu_hours:.2f}"]

@@ -30,7 +30,7 @@ from reltune.models.schedule import NAME_SUBSTITUTION_MODES, SCHEDULES, TrainSet
 # (its long run of tiny epochs is capped by max_steps, so the per-epoch LAVIS schedules do not fit it).
 TRAIN_DEFAULTS = asdict(TrainSettings())
 PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 2000, "train_all": True, "schedule": "warmup-cosine",
-                     "warmup_steps": 100, "cpu_threads": 2, "name_substitution": 0.0}
+                     "warmup_steps": 100, "cpu_threads": 2, "name_substitution": 0.0, "min_steps": 0}
 
 
 # One line per TrainSettings field: its flag's checked type and help (defaults come from the settings).
@@ -47,6 +47,7 @@ TRAIN_ARGUMENTS = {
     "weight_decay": Setting(non_negative_float),
     "betas": Setting(below_one, "Adam betas, each in [0, 1)", nargs=2, metavar=("BETA1", "BETA2")),
     "max_steps": Setting(non_negative_int, "cap on optimizer steps (0: none)"),
+    "min_steps": Setting(non_negative_int, "more epochs until a round has this many optimizer steps (0: --epochs as given)"),
     "clip_norm": Setting(non_negative_float, "gradient clipping (0: off)"),
     "checkpoint_every": Setting(non_negative_int, "steps between checkpoints in <out>.ckpt/ (0: none)"),
     "log_every": Setting(positive_int, "steps between dvclive points"),

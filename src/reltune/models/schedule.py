@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -37,6 +37,9 @@ class TrainSettings:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     max_steps: int = 0  # 0: no cap, run all epochs
+    # more epochs for a small training set, until it gets this many optimizer steps (0: `epochs` as given):
+    # a model trained on a few hundred questions for 20 epochs is undertrained (README "Training length")
+    min_steps: int = 560
     clip_norm: float = 1.0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -76,6 +79,18 @@ class BatchPlan:
     epochs: int
     seed: int
     max_steps: int = 0
+
+    @classmethod
+    def of(cls, settings: TrainSettings, examples: int, processes: int) -> BatchPlan:
+        """The plan of a round of `examples` rows: `settings.epochs`, raised until the round has `settings.min_steps` steps.
+
+        `epochs` 0 stays 0 (no training, refused by the caller); `max_steps` still caps the raised round.
+        """
+        plan = cls(examples=examples, batch_size=settings.batch_size, grad_accum=settings.grad_accum, processes=processes,
+                   epochs=settings.epochs, seed=settings.seed, max_steps=settings.max_steps)  # fmt: skip
+        if settings.epochs > 0 and examples > 0 and settings.min_steps > plan.steps_per_epoch * settings.epochs:
+            plan = replace(plan, epochs=math.ceil(settings.min_steps / plan.steps_per_epoch))
+        return plan
 
     @property
     def global_batch(self) -> int:
@@ -148,7 +163,7 @@ class Schedule:
     def of(cls, settings: TrainSettings, plan: BatchPlan) -> Schedule:
         if settings.schedule not in SCHEDULES:
             raise InputError("--schedule", f"unknown schedule {settings.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        return cls(settings.schedule, settings.warmup_steps, plan.total_steps, plan.steps_per_epoch, settings.epochs, settings.decay_rate)
+        return cls(settings.schedule, settings.warmup_steps, plan.total_steps, plan.steps_per_epoch, plan.epochs, settings.decay_rate)
 
     @property
     def warmup_length(self) -> int:

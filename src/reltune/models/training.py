@@ -596,7 +596,8 @@ def _save_trained(run: _Run, result: TrainResult, schedule: Schedule, extra_meta
             "train_seconds": round(result.seconds, 2),
             "trained_parts": list(result.trainable),
             "settings": {k: v for k, v in asdict(run.settings).items() if k != "stop_after_steps"},
-            "schedule": {"name": schedule.name, "warmup_steps": schedule.warmup_length, "steps_per_epoch": schedule.steps_per_epoch},
+            "schedule": {"name": schedule.name, "warmup_steps": schedule.warmup_length, "steps_per_epoch": schedule.steps_per_epoch,
+                         "epochs": schedule.epochs},
             "best_epoch": None if best is None else best["epoch"],
             "validation": run.selector.records,
             **extra_metadata,
@@ -648,12 +649,9 @@ def train_backbone(
     examples = examples.reset_index(drop=True)
     copy_sources = _named_copies(examples, settings, source)  # checked before anything is loaded
     accelerator = _accelerator(settings)
-    plan = BatchPlan(
-        examples=len(examples) + len(copy_sources), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
-        processes=accelerator.num_processes, epochs=settings.epochs, seed=settings.seed, max_steps=settings.max_steps,
-    )  # fmt: skip
+    plan = BatchPlan.of(settings, len(examples) + len(copy_sources), accelerator.num_processes)
     if plan.total_steps < 1:  # an untrained model must not be saved as if it were trained
-        raise InputError(source, f"no optimizer step: {len(examples)} examples, epochs {settings.epochs}, max_steps {settings.max_steps}")
+        raise InputError(source, f"no optimizer step: {len(examples)} examples, epochs {plan.epochs}, max_steps {settings.max_steps}")
     schedule = Schedule.of(settings, plan)
     check_warmup(schedule, settings.allow_long_warmup)  # before anything is loaded or trained
     if settings.name_substitution > 0:
@@ -679,7 +677,8 @@ def train_backbone(
         log(
             f"training {trainable_parameter_count(run.model):,} parameters ({', '.join(parts)}) on {len(examples)} examples"
             + (f" (+{len(copy_sources)} with names replaced)" if copy_sources else "") + ", "
-            f"{plan.total_steps} steps ({schedule.describe()}), {plan.processes} process(es), device {accelerator.device}"
+            f"{plan.total_steps} steps in {math.ceil(plan.total_steps / plan.steps_per_epoch)} epochs ({schedule.describe()}), "
+            f"{plan.processes} process(es), device {accelerator.device}"
         )
     default_live = checkpoint_dir / "dvclive"
     run.live = _LiveLog(Path(live_dir) if live_dir else default_live, resume=checkpoint is not None, enabled=run.is_main)
