@@ -40,7 +40,7 @@ from reltune.evaluation.compare import (
     variant_groups,
     workspace_chance_levels,
 )
-from strategy_predicates import PER_PREDICATE_PATH, cached_table  # a sibling script: benchmarks/ is on sys.path when run
+from strategy_predicates import PER_PREDICATE_PATH, cached_table, variant_members  # a sibling script: benchmarks/ is on sys.path when run
 
 SEED_SD_TARGET = 3.0  # part 1: points of held-in mR@20
 PREDICATE_RECALL_TARGET = 80.0  # part 3: every held-in predicate's R@20 (percent)
@@ -149,11 +149,12 @@ def full_run_checks(row: dict, held_in: str, held_out: str, chance_mgr: float) -
 def variant_runs(variants: dict[str, list[dict]], name: str, required: bool = True) -> list[dict]:
     """One run per seed of variant `name`, by seed; if there is none: SystemExit naming the variants
     there are when `required` (a variant the user named), else no runs (parts 3-4 are then skipped)."""
-    if name not in variants:
+    members = variant_members(variants, name)  # also another pipeline's variant by its name alone
+    if not members:
         if not required:
             return []
         raise SystemExit(f"issue16_targets: no experiments of variant {name!r}; variants: {', '.join(variants) or 'none'}")
-    return [member for _, member in sorted(seed_members(variants[name]).items())]
+    return [member for _, member in sorted(members.items())]
 
 
 def print_summary(checks: list[Check]) -> None:
@@ -171,7 +172,7 @@ def main() -> None:
     parser.add_argument("--strategies", default="art,balanced,random", help="variants whose seed spread part 1 bounds")
     parser.add_argument(
         "--full-variant", default="full",
-        help="variant checked by parts 3-4 (e.g. 'full-ep40 @train.epochs=40' of another pipeline, with --all-pipelines)",
+        help="variant checked by parts 3-4 (e.g. 'full-ep40', another pipeline's, with --all-pipelines; its @label only where two pipelines have one)",
     )  # fmt: skip
     args = parser.parse_args()
     with open("params.yaml", encoding="utf-8") as handle:

@@ -96,6 +96,7 @@ def test_variant_runs_are_by_seed_and_an_unknown_variant_names_the_known_ones(ta
     }
     assert [run["experiment"] for run in targets.variant_runs(variants, "full")] == ["full-seed0", "full-seed1"]
     assert [run["experiment"] for run in targets.variant_runs(variants, "full-neg2 @87479b5")] == ["full-neg2-seed0"]
+    assert [run["experiment"] for run in targets.variant_runs(variants, "full-neg2")] == ["full-neg2-seed0"]  # label optional
     with pytest.raises(SystemExit, match="no experiments of variant 'full-x'; variants: full, full-neg2 @87479b5"):
         targets.variant_runs(variants, "full-x")
     assert targets.variant_runs({"art": []}, "full", required=False) == []  # `full` not run: parts 3-4 skipped
