@@ -26,11 +26,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reltune.argtypes import non_negative_int, positive_int
 from reltune.errors import InputError
 from reltune.io import read_json
+
+if TYPE_CHECKING:  # the model stack stays unimported until a plan needs its settings
+    from reltune.models.schedule import TrainSettings
 
 # Keys of the throughput JSON (benchmarks/gpu_shapes.py --json): one GPU's rates.
 TRAIN_RATE_KEY = "train_samples_per_s"
@@ -121,7 +124,7 @@ def negatives_per_positive(params: Mapping) -> float:
     return 0.0 if instructions.get("negatives", "counter") == "none" else float(instructions.get("negatives_per_positive", 1))
 
 
-def renamed_copies(questions: int, settings) -> int:
+def renamed_copies(questions: int, settings: TrainSettings) -> int:
     """Expected questions asked once more with names replaced (`train.name_substitution_mode: add`).
 
     Each question is copied with the chance that substitution changes it, 1 - (1 - p)^2 for its two
@@ -135,7 +138,7 @@ def renamed_copies(questions: int, settings) -> int:
     return math.floor(questions * substitution_share(("subject", "object"), settings.name_substitution))
 
 
-def train_settings(params: Mapping, source: Path):
+def train_settings(params: Mapping, source: Path) -> TrainSettings:
     """TrainSettings of `train` (unknown keys refused: a typo would silently plan the default)."""
     from reltune.models.schedule import TrainSettings
 
