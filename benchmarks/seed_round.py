@@ -1,15 +1,15 @@
 """What does each seed strategy select, and what does a model tuned on it learn? (issue 16, part 5)
 
-For each strategy and seed: `reltune select --round 0` (the seed round), `reltune
-train` from the pipeline's backbone with the train params of params.yaml, and
-`reltune score --strategy random` (validation only: the pool is not scored).
-Prints per predicate how many positives each strategy selected (mean over
-seeds) and the validation recall of its model (mean over seeds), then the
-mean recall per strategy with its seed standard deviation. The same commands
-and flags as the pipeline's `seed`, `train@1` and `score@1` stages, so the
-numbers are the ones ART steers by.
+For each strategy and seed: the pipeline's `seed` (select --round 0), `train@1`
+and `score@1` commands as rendered in the workspace's dvc.lock (the last `dvc
+repro`), with the strategy, seed and outputs replaced; `score` runs with
+`--strategy random` (validation only: the pool is not scored). So the numbers
+are the ones ART steers by, and a flag added to the stage cannot be forgotten
+here. Prints per predicate how many positives each strategy selected (mean
+over seeds) and the validation recall of its model (mean over seeds), then the
+mean recall per strategy with its seed standard deviation.
 
-Usage (after `make repro`, which builds the backbone, instructions and scenes):
+Usage (after `make repro`, which builds the backbone, instructions, scenes and dvc.lock):
     .venv/bin/python benchmarks/seed_round.py --strategies balanced random --seeds 0 1 2 \
         [--budget-fraction 0.04] [--epochs 20] [--lr 0.001] [--min-steps 560] [--out benchmarks/results/seed_round.json]
 """
@@ -22,51 +22,66 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from training_order import flag_value, replace_flags, stage_arguments
 
-def reltune(*arguments: str) -> None:
+SEED_ROUND_STAGES = ("seed", "train@1", "score@1")
+
+
+def reltune(arguments: list[str]) -> None:
     """Run one reltune command as the pipeline does; stop with its stderr tail on failure."""
     done = subprocess.run([sys.executable, "-m", "reltune.cli", *arguments], capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"reltune {arguments[0]} failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"reltune {' '.join(arguments[2:3])} failed:\n{done.stderr[-2000:]}")
 
 
-def train_flags(params: dict, epochs: int | None, lr: float | None, min_steps: int | None = None) -> list[str]:
-    """The `train` flags of params.yaml (as the train@<k> stage passes them), epochs / lr / min_steps overridable."""
-    train, model = params["train"], params["model"]
-    flags = {
-        "--train-all": str(model["train_all"]).lower(), "--lora-r": model["lora_r"],
-        "--epochs": epochs or train["epochs"], "--batch-size": train["batch_size"], "--grad-accum": train["grad_accum"],
-        "--lr": lr or train["lr"], "--warmup-steps": train["warmup_steps"], "--schedule": train["schedule"],
-        "--decay-rate": train["decay_rate"], "--weight-decay": train["weight_decay"], "--clip-norm": train["clip_norm"],
-        "--min-steps": train.get("min_steps", 0) if min_steps is None else min_steps,
-        "--name-substitution": train["name_substitution"], "--name-substitution-mode": train["name_substitution_mode"],
-        "--checkpoint-every": 0,
-    }  # fmt: skip
-    return [str(item) for pair in flags.items() for item in pair]
+@dataclass(frozen=True)
+class Overrides:
+    """What a run changes in the locked commands besides the strategy, seed and outputs (None: as locked)."""
+
+    budget_fraction: float | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    min_steps: int | None = None
+
+    def train_flags(self) -> dict[str, str]:
+        chosen = {"--epochs": self.epochs, "--lr": self.lr, "--min-steps": self.min_steps}
+        return {flag: str(value) for flag, value in chosen.items() if value is not None}
 
 
-def one_run(work: Path, params: dict, strategy: str, seed: int, budget_fraction: float, epochs: int | None,
-            lr: float | None, min_steps: int | None = None) -> dict:
+def seed_round_commands(locked: list[list[str]], strategy: str, seed: int, run: Path, overrides: Overrides) -> list[list[str]]:
+    """The locked seed, train@1 and score@1 arguments with `strategy`, `seed`, every output under `run` and `overrides`."""
+    select, train, score = locked
+    round_0, model, round_1 = run / "round_0", run / "model", run / "round_1"
+    selection = str(round_0 / "selection.parquet")
+    budget = {} if overrides.budget_fraction is None else {"--budget-fraction": str(overrides.budget_fraction)}
+    select_flags = {"--timing": str(run / "seed_timing.json"), "--strategy": strategy, "--seed": str(seed), "--out": str(round_0), **budget}
+    train_flags = {"--timing": str(run / "train_timing.json"), "--selection": selection, "--out": str(model), "--seed": str(seed),
+                   "--checkpoint-every": "0", **overrides.train_flags()}  # fmt: skip
+    # `random` needs no scores: score@1 then answers the validation questions only
+    score_flags = {"--timing": str(run / "score_timing.json"), "--backbone": str(model), "--selection": selection,
+                   "--out": str(round_1), "--strategy": "random", "--seed": str(seed), **budget}  # fmt: skip
+    return [
+        replace_flags(select, select_flags, "seed"),
+        replace_flags(train, train_flags, "train@1"),
+        replace_flags(score, score_flags, "score@1"),
+    ]
+
+
+def one_run(work: Path, locked: list[list[str]], strategy: str, seed: int, overrides: Overrides) -> dict:
     """select -> train -> validation recall of one (strategy, seed); returns counts and recalls per predicate."""
-    held_in = params["held_in"]
-    instructions, scenes = f"data/instructions/{held_in}/train.parquet", f"data/scenes/{held_in}"
     run = work / f"{strategy}-{seed}"
     started = time.perf_counter()
-    reltune("select", "--instructions", instructions, "--round", "0", "--strategy", strategy,
-            "--budget-fraction", str(budget_fraction), "--seed", str(seed), "--out", str(run / "round_0"))  # fmt: skip
-    reltune("train", "--backbone", params["model"]["backbone"], "--instructions", instructions, "--scenes", scenes,
-            "--selection", str(run / "round_0" / "selection.parquet"), "--out", str(run / "model"), "--seed", str(seed),
-            "--exclude-names-of", "data/scenes", *train_flags(params, epochs, lr, min_steps))  # fmt: skip
-    reltune("score", "--backbone", str(run / "model"), "--instructions", instructions,
-            "--val-instructions", f"data/instructions/{held_in}/val.parquet", "--scenes", scenes,
-            "--selection", str(run / "round_0" / "selection.parquet"), "--out", str(run / "round_1"),
-            "--strategy", "random", "--budget-fraction", str(budget_fraction), "--seed", str(seed))  # fmt: skip
+    commands = seed_round_commands(locked, strategy, seed, run, overrides)
+    for arguments in commands:
+        reltune(arguments)
+    instructions = flag_value(commands[0], "--instructions", "seed")
     selected = pd.read_parquet(run / "round_0" / "selection.parquet", columns=["qid"])
     table = pd.read_parquet(instructions, columns=["qid", "predicate"]).set_index("qid")
     recall = json.loads((run / "round_1" / "val_recall.json").read_text())
@@ -101,24 +116,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", nargs="+", default=["balanced", "random"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--budget-fraction", type=float, default=None, help="default: sampling.budget_fraction")
-    parser.add_argument("--epochs", type=int, default=None, help="default: train.epochs")
-    parser.add_argument("--lr", type=float, default=None, help="default: train.lr")
-    parser.add_argument("--min-steps", type=int, default=None, help="default: train.min_steps")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--budget-fraction", type=float, default=None, help="default: the locked seed stage's")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the locked train@1's")
+    parser.add_argument("--lr", type=float, default=None, help="default: the locked train@1's")
+    parser.add_argument("--min-steps", type=int, default=None, help="default: the locked train@1's")
+    parser.add_argument("--lock", default="dvc.lock", help="the pipeline whose commands are run (after `make repro`)")
     parser.add_argument("--out", default="benchmarks/results/seed_round.json")
     args = parser.parse_args()
-    params = yaml.safe_load(Path(args.params).read_text())
-    budget_fraction = args.budget_fraction or params["sampling"]["budget_fraction"]
+    if not Path(args.lock).is_file():
+        raise SystemExit(f"{args.lock}: not found (run `make repro` first)")
+    locked = stage_arguments(yaml.safe_load(Path(args.lock).read_text()) or {}, SEED_ROUND_STAGES, args.lock)
+    overrides = Overrides(args.budget_fraction, args.epochs, args.lr, args.min_steps)
     runs = []
     with tempfile.TemporaryDirectory(prefix="seed_round_") as work:
         for seed in args.seeds:
             for strategy in args.strategies:
-                runs.append(one_run(Path(work), params, strategy, seed, budget_fraction, args.epochs, args.lr, args.min_steps))
+                runs.append(one_run(Path(work), locked, strategy, seed, overrides))
                 print(f"{strategy} seed {seed}: validation mean recall {runs[-1]['val_mean_recall']:.3f} "
                       f"({runs[-1]['seconds']} s)", file=sys.stderr, flush=True)  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"budget_fraction": budget_fraction, "epochs": args.epochs, "lr": args.lr, "min_steps": args.min_steps, "runs": runs}, indent=1))
+    budget_fraction = float(flag_value(seed_round_commands(locked, "balanced", 0, Path("."), overrides)[0], "--budget-fraction", "seed"))
+    record = {"budget_fraction": budget_fraction, "epochs": args.epochs, "lr": args.lr, "min_steps": args.min_steps,
+              "commands": [" ".join(arguments) for arguments in locked], "runs": runs}  # fmt: skip
+    Path(args.out).write_text(json.dumps(record, indent=1))
     print(summary(runs))
 
 

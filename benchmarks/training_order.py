@@ -75,18 +75,23 @@ def replace_flags(command: list[str], replacements: dict[str, str], what: str) -
     return replaced
 
 
-def locked_commands(lock: dict, held_in: str) -> tuple[list[str], list[str], list[str]]:
-    """The reltune arguments of the rendered train@final, predict and evaluate commands of the held-in test split."""
+def stage_arguments(lock: dict, names: tuple[str, ...], what: str = "dvc.lock of the experiment") -> list[list[str]]:
+    """The reltune arguments (after `reltune` or `python -m reltune.cli`) of the rendered commands of the named stages."""
     stages = lock.get("stages") or {}
-    names = ("train@final", f"predict@{held_in}-blind0", f"evaluate@{held_in}-blind0")
     missing = [name for name in names if name not in stages]
     if missing:
-        raise SystemExit(f"dvc.lock of the experiment has no stage {', '.join(missing)}")
+        raise SystemExit(f"{what} has no stage {', '.join(missing)}")
     commands = []
     for name in names:
         words = shlex.split(stages[name]["cmd"])  # `reltune ARGS` or `python -m reltune.cli ARGS` (launch.score)
         commands.append(words[words.index("reltune.cli") + 1 :] if "reltune.cli" in words[:3] else words[1:])
-    return tuple(commands)  # type: ignore[return-value]
+    return commands
+
+
+def locked_commands(lock: dict, held_in: str) -> tuple[list[str], list[str], list[str]]:
+    """The reltune arguments of the rendered train@final, predict and evaluate commands of the held-in test split."""
+    train, predict, evaluate = stage_arguments(lock, ("train@final", f"predict@{held_in}-blind0", f"evaluate@{held_in}-blind0"))
+    return train, predict, evaluate
 
 
 def flag_value(arguments: list[str], flag: str, what: str) -> str:
