@@ -33,6 +33,8 @@ SEEDS ?= 0 1 2 3 4
 JOBS ?= 2
 EXP_SUFFIX ?=
 EXP_ARGS ?=
+# seconds between two looks at the queue in compare-run
+QUEUE_POLL ?= 30
 DVC := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc
 # JOBS experiments run at a time, each with torch threads = its share of the cores (at least 1).
 # More OpenMP threads than cores stall each other: two experiments whose predict stages each took
@@ -47,9 +49,18 @@ compare: compare-queue
 	$(MAKE) --no-print-directory compare-table
 	-$(MAKE) --no-print-directory compare-report
 
-# Run every queued experiment, JOBS at a time, each with its share of the cores.
+# Run every queued experiment, JOBS at a time, each with its share of the cores. DVC's queue
+# workers can stop while experiments are still queued (treeverse/dvc#10562; seen here with JOBS=2):
+# `dvc queue start` is repeated until nothing is queued (it starts only the workers not running),
+# then the running experiments are waited for; what did not succeed is listed.
 compare-run: $(STAMP)
-	OMP_NUM_THREADS=$(THREADS_PER_JOB) $(DVC) exp run --run-all -j $(JOBS)
+	@export OMP_NUM_THREADS=$(THREADS_PER_JOB); \
+	while $(DVC) queue status 2>/dev/null | grep -q ' Queued$$'; do \
+	  $(DVC) queue start -j $(JOBS) >/dev/null 2>&1; sleep $(QUEUE_POLL); \
+	done; \
+	until $(DVC) queue status 2>/dev/null | grep -q 'Worker status: 0 active'; do sleep $(QUEUE_POLL); done
+	@$(DVC) queue status | grep -v ' Success$$'
+	@! $(DVC) queue status | grep -q ' Failed$$' || echo "compare-run: some experiments failed, above (dvc queue logs <task>)" >&2
 
 compare-queue: $(STAMP)
 	@for seed in $(SEEDS); do for strategy in $(STRATEGIES); do \
