@@ -12,12 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def planned_threads(jobs: int) -> int:
-    """OMP_NUM_THREADS of the `dvc exp run --run-all` that `make -n compare-run JOBS=<jobs>` would run."""
+    """OMP_NUM_THREADS under which `make -n compare-run JOBS=<jobs>` would start the queue's JOBS workers."""
     planned = subprocess.run(["make", "-n", "--no-print-directory", "compare-run", f"JOBS={jobs}"],
                              cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
-    run = [line for line in planned.splitlines() if "exp run --run-all" in line]
-    assert len(run) == 1 and f"-j {jobs}" in run[0], planned
-    return int(re.search(r"OMP_NUM_THREADS=(\d+)", run[0]).group(1))
+    assert f"queue start -j {jobs} " in planned, planned
+    (threads,) = re.findall(r"export OMP_NUM_THREADS=(\d+);", planned)
+    return int(threads)
 
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("nproc") is None, reason="needs make and nproc")
