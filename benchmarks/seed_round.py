@@ -135,7 +135,7 @@ def main() -> None:
                 print(f"{strategy} seed {seed}: validation mean recall {runs[-1]['val_mean_recall']:.3f} "
                       f"({runs[-1]['seconds']} s)", file=sys.stderr, flush=True)  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    budget_fraction = float(flag_value(seed_round_commands(locked, "balanced", 0, Path("."), overrides)[0], "--budget-fraction", "seed"))
+    budget_fraction = overrides.budget_fraction or float(flag_value(locked[0], "--budget-fraction", "seed"))
     record = {"budget_fraction": budget_fraction, "epochs": args.epochs, "lr": args.lr, "min_steps": args.min_steps,
               "commands": [" ".join(arguments) for arguments in locked], "runs": runs}  # fmt: skip
     Path(args.out).write_text(json.dumps(record, indent=1))
