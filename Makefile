@@ -38,8 +38,8 @@ QUEUE_POLL ?= 30
 DVC := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc
 # JOBS experiments run at a time, each with torch threads = its share of the cores (at least 1).
 # More OpenMP threads than cores stall each other: two experiments whose predict stages each took
-# both cores ran 5-8x slower; two one-thread experiments on 2 cores finish a comparison about 1.8x
-# sooner than one two-thread experiment at a time (README "Cost of `make compare`").
+# both cores ran 5-8x slower; two one-thread experiments on 2 cores each take as long as one alone,
+# so a comparison finishes in about half the time (README "Cost of `make compare`").
 THREADS_PER_JOB = $(shell n=$$(nproc); t=$$((n / $(JOBS))); echo $$((t > 0 ? t : 1)))
 # `full`: no loop rounds, and the final model trains on the seed selection (round 0)
 ROUND_REMOVALS = $(shell $(BIN)/python -c "import yaml; print(' '.join(f'-S ~sampling.rounds.{k} -S ~train_on.{k}' for k in yaml.safe_load(open('params.yaml'))['sampling']['rounds']))")
