@@ -43,6 +43,12 @@ DVC := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc
 THREADS_PER_JOB = $(shell n=$$(nproc); t=$$((n / $(JOBS))); echo $$((t > 0 ? t : 1)))
 # `full`: no loop rounds, and the final model trains on the seed selection (round 0)
 ROUND_REMOVALS = $(shell $(BIN)/python -c "import yaml; print(' '.join(f'-S ~sampling.rounds.{k} -S ~train_on.{k}' for k in yaml.safe_load(open('params.yaml'))['sampling']['rounds']))")
+# balanced and random read no model: with ONE_SHOT=1 they draw the whole budget of the seed and every
+# round (budget_fraction x (rounds + 1), from params.yaml) in one selection and skip the round models
+# (README "Balanced and random in one draw"). ONE_SHOT=0 runs them through the rounds like art.
+# An EXP_ARGS that changes sampling.budget_fraction or the rounds needs ONE_SHOT=0.
+ONE_SHOT ?= 1
+ONE_SHOT_FRACTION = $(shell $(BIN)/python -c "import yaml; s = yaml.safe_load(open('params.yaml'))['sampling']; print(f\"{s['budget_fraction'] * (len(s['rounds']) + 1):.10g}\")")
 
 compare: compare-queue
 	$(MAKE) --no-print-directory compare-run
@@ -65,7 +71,9 @@ compare-run: $(STAMP)
 compare-queue: $(STAMP)
 	@for seed in $(SEEDS); do for strategy in $(STRATEGIES); do \
 	  case $$strategy in random) first=random;; full) first=full;; *) first=balanced;; esac; \
-	  case $$strategy in full) rounds="$(ROUND_REMOVALS) -S train_on.final=0";; *) rounds="";; esac; \
+	  case $$strategy@$(ONE_SHOT) in full@*) rounds="$(ROUND_REMOVALS) -S train_on.final=0";; \
+	    balanced@1|random@1) rounds="$(ROUND_REMOVALS) -S train_on.final=0 -S sampling.budget_fraction=$(ONE_SHOT_FRACTION)";; \
+	    *) rounds="";; esac; \
 	  name=$$strategy$(EXP_SUFFIX)-seed$$seed; \
 	  ref=refs/exps/$$(git rev-parse HEAD | sed 's|^\(..\)|\1/|')/$$name; \
 	  if git show-ref -q --verify $$ref; then $(DVC) exp remove -q $$ref >/dev/null 2>&1 || true; fi; \

@@ -2,7 +2,8 @@
 
 For the variants of `make compare` (default art, balanced, random) and each of
 their seeds: how many positives of each predicate the final model trains on
-(the selection of the round `train_on.final` names, mapped to predicates by the
+(the selection of the round its own `train_on.final` names: 2 for art, 0 for
+`full` and for balanced and random drawn at once, mapped to predicates by the
 held-in instruction table) and that model's held-in test R@20 of the predicate
 (`metrics/per_predicate/<held_in>.csv`). Prints the mean over seeds per
 predicate, rarest first, beside the predicate's share of all training
@@ -16,6 +17,7 @@ Usage (after `make compare`, from the repository root):
 from __future__ import annotations
 
 import argparse
+import subprocess
 
 import pandas as pd
 import yaml
@@ -48,6 +50,14 @@ def selected_per_predicate(selection: pd.DataFrame, positives: pd.DataFrame) -> 
     if unknown:
         raise SystemExit(f"selection names {len(unknown)} qids that are not positives of the instruction table, e.g. {sorted(unknown)[0]}")
     return positives.loc[positives["qid"].isin(set(selection["qid"])), "predicate"].value_counts()
+
+
+def final_round_of(rev: str) -> int:
+    """The round whose selection an experiment's final model trained on (its commit's `train_on.final`)."""
+    shown = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise SystemExit(f"params.yaml of experiment {rev[:7]} is not readable: {shown.stderr.strip()}")
+    return int(yaml.safe_load(shown.stdout)["train_on"]["final"])
 
 
 def run_table(rev: str, final_round: int, held_in: str, positives: pd.DataFrame) -> pd.DataFrame:
@@ -92,7 +102,6 @@ def main() -> None:
     with open("params.yaml", encoding="utf-8") as handle:
         params = yaml.safe_load(handle)
     held_in = str(params["held_in"])
-    final_round = int(params["train_on"]["final"])
     instructions = pd.read_parquet(f"data/instructions/{held_in}/train.parquet", columns=["qid", "kind", "predicate"])
     positives = instructions.loc[instructions["kind"] == "positive"]
     variants = variant_groups(same_pipeline_rows(comparison_rows(show_experiments(), baselines=False), args.all_pipelines))
@@ -102,7 +111,7 @@ def main() -> None:
         if not members:
             scope = "of any pipeline" if args.all_pipelines else "of this pipeline (--all-pipelines: of any)"
             raise SystemExit(f"no experiment named {variant}-seed<N> {scope}: run make compare first")
-        runs[variant] = [run_table(str(row["rev"]), final_round, held_in, positives) for row in members.values()]
+        runs[variant] = [run_table(str(row["rev"]), final_round_of(str(row["rev"])), held_in, positives) for row in members.values()]
         print(f"{variant}: seeds {', '.join(map(str, sorted(members)))}")
     table = strategy_table(runs, positives)
     print(table.to_markdown())

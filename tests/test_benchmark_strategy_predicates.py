@@ -51,3 +51,20 @@ def test_a_variant_name_in_two_pipelines_must_be_labelled(strategy_predicates):
     variants = {"art-ep40 @9653d6f": _rows("art-ep40", [0]), "art-ep40 @1111111": _rows("art-ep40", [1])}
     with pytest.raises(SystemExit, match="art-ep40 exists in 2 pipelines"):
         strategy_predicates.variant_members(variants, "art-ep40")
+
+
+def test_each_experiment_is_read_at_the_round_its_own_params_train_its_final_model_on(strategy_predicates, tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], check=True)
+    revisions = []
+    for final in (2, 0):  # art after its rounds; balanced drawn at once (make compare's ONE_SHOT)
+        (tmp_path / "params.yaml").write_text(f"train_on:\n  final: {final}\n")
+        subprocess.run(["git", "add", "params.yaml"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", f"final {final}"], check=True)
+        revisions.append(subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip())
+    assert [strategy_predicates.final_round_of(rev) for rev in revisions] == [2, 0]
+    with pytest.raises(SystemExit, match="params.yaml of experiment"):
+        strategy_predicates.final_round_of("0" * 40)

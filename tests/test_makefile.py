@@ -26,3 +26,30 @@ def test_each_queued_experiment_gets_its_share_of_the_cores_and_at_least_one_thr
     assert cores == len(os.sched_getaffinity(0))  # nproc counts the cores this process may use
     for jobs in (1, 2, 3, cores, 2 * cores + 1):
         assert planned_threads(jobs) == max(1, cores // jobs)
+
+
+def queued_commands(strategies: str, *make_args: str) -> dict[str, str]:
+    """The `dvc exp run --queue` command `make compare-queue` would run per experiment name (dvc replaced by echo)."""
+    printed = subprocess.run(["make", "--no-print-directory", "compare-queue", f"STRATEGIES={strategies}", "SEEDS=3",
+                              "DVC=echo dvc", *make_args], cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return {re.search(r" -n (\S+)", line).group(1): line for line in printed.splitlines() if "exp run --queue" in line}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_balanced_and_random_draw_the_budget_of_every_round_at_once_and_skip_the_round_models():
+    import yaml
+
+    sampling = yaml.safe_load((ROOT / "params.yaml").read_text())["sampling"]
+    rounds = list(sampling["rounds"])
+    commands = queued_commands("balanced random art full")
+    assert set(commands) == {"balanced-seed3", "random-seed3", "art-seed3", "full-seed3"}
+    removals = [f"-S ~sampling.rounds.{key} -S ~train_on.{key}" for key in rounds]
+    for name in ("balanced-seed3", "random-seed3"):
+        command = commands[name]
+        assert all(removal in command for removal in removals) and " -S train_on.final=0" in command
+        (fraction,) = re.findall(r"-S sampling\.budget_fraction=(\S+)", command)
+        assert float(fraction) == pytest.approx(sampling["budget_fraction"] * (len(rounds) + 1))
+    assert "~sampling.rounds" not in commands["art-seed3"] and "budget_fraction" not in commands["art-seed3"]
+    assert "~sampling.rounds" in commands["full-seed3"] and "budget_fraction" not in commands["full-seed3"]
+    through_rounds = queued_commands("balanced random", "ONE_SHOT=0")
+    assert all("~sampling.rounds" not in command and "budget_fraction" not in command for command in through_rounds.values())

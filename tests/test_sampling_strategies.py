@@ -139,3 +139,34 @@ def test_budgets_of_a_scored_subset_follow_the_whole_pool():
     assert selection.table["predicate"].value_counts().sort_index().to_dict() == {"a": 1, "c": 3}
     unaware = ArtSelection().select(pd.DataFrame(rows), 4, recall=recall, seed=0)
     assert unaware.table["predicate"].value_counts().to_dict() == {"c": 4}
+
+
+def rounds_then_one_draw(strategy_name: str, counts: dict[str, int], fraction: float, rounds: int, seed: int):
+    """Per-predicate totals of `rounds` selections at `fraction` each (the loop) and of one at rounds x fraction."""
+    from reltune.sampling import select_round
+
+    positives = plain_pool(counts)
+    strategy = make_strategy(strategy_name)
+    cumulative = None
+    for round_index in range(rounds):
+        cumulative, _ = select_round(positives, cumulative, strategy, round_index, fraction, seed)
+    one_draw, _ = select_round(positives, None, strategy, 0, fraction * rounds, seed)
+    totals = (positives.set_index("qid").loc[table["qid"], "predicate"].value_counts() for table in (cumulative, one_draw))
+    return tuple(series.reindex(sorted(counts), fill_value=0) for series in totals)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(["on", "has", "near", "of", "in", "riding", "carrying"]), st.integers(1, 300), min_size=2),
+       st.integers(0, 3))
+def test_balanced_in_one_draw_takes_per_predicate_what_the_rounds_take_up_to_one_leftover_slot(counts, seed):
+    """`make compare` (ONE_SHOT=1) runs balanced and random as one selection of the seed's and every round's budget."""
+    total = sum(counts.values())
+    if 3 * round(0.04 * total) != round(0.12 * total):  # the rounded budgets must add up for the totals to match
+        return
+    in_rounds, in_one_draw = rounds_then_one_draw("balanced", counts, 0.04, 3, seed)
+    assert in_rounds.sum() == in_one_draw.sum() == round(0.12 * total)
+    # water levels add up; only the leftover slots of each round's last pass (one per predicate) may land
+    # elsewhere, and the one draw has its own: the rounds' 12, 9, 9 of {near: 226, has: 10, on: 10} against 10 each
+    assert (in_rounds - in_one_draw).abs().max() <= 2
+    in_rounds, in_one_draw = rounds_then_one_draw("random", counts, 0.04, 3, seed)
+    assert in_rounds.sum() == in_one_draw.sum()
