@@ -53,3 +53,12 @@ def test_balanced_and_random_draw_the_budget_of_every_round_at_once_and_skip_the
     assert "~sampling.rounds" in commands["full-seed3"] and "budget_fraction" not in commands["full-seed3"]
     through_rounds = queued_commands("balanced random", "ONE_SHOT=0")
     assert all("~sampling.rounds" not in command and "budget_fraction" not in command for command in through_rounds.values())
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_the_shared_pretraining_runs_once_in_the_workspace_before_the_queue_starts():
+    planned = subprocess.run(["make", "-n", "--no-print-directory", "compare-run"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    assert 0 <= planned.find("dvc repro pretrain-tiny") < planned.find("queue start"), planned
+    # only where the profile has a tiny pretraining stage (real profiles remove pretrain_tiny)
+    assert "grep -q '^pretrain-tiny@'" in planned
