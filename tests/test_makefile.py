@@ -62,3 +62,45 @@ def test_the_shared_pretraining_runs_once_in_the_workspace_before_the_queue_star
     assert 0 <= planned.find("dvc repro pretrain-tiny") < planned.find("queue start"), planned
     # only where the profile has a tiny pretraining stage (real profiles remove pretrain_tiny)
     assert "grep -q '^pretrain-tiny@'" in planned
+
+
+FAKE_DVC = """#!/bin/sh
+# stands in for dvc: `queue status` prints the next canned status, `queue start` is logged
+log={log}
+case "$1 $2" in
+  "queue status")
+    n=$(cat {counter}); echo $((n + 1)) > {counter}
+    file={statuses}/$n; [ -f "$file" ] || file={statuses}/last
+    cat "$file";;
+  "queue start") echo "start $*" >> $log;;
+esac
+"""
+
+
+def status_text(running: int, queued: int, workers: int) -> str:
+    rows = [f"t{k}  art-seed{k}  06:00 AM   Running" for k in range(running)]
+    rows += [f"q{k}  random-seed{k}  06:00 AM   Queued" for k in range(queued)]
+    return "Task  Name  Created  Status\n" + "\n".join(rows) + f"\n\nWorker status: {workers} active, 0 idle\n"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_compare_run_starts_workers_only_while_fewer_than_jobs_experiments_run(tmp_path):
+    statuses = tmp_path / "statuses"
+    statuses.mkdir()
+    sequence = [
+        status_text(running=2, queued=3, workers=1),  # a busy worker missed by the status check: no start
+        status_text(running=1, queued=3, workers=1),  # one slot free: start
+        status_text(running=2, queued=1, workers=2),  # full: no start
+        status_text(running=2, queued=1, workers=0),  # tasks of dead workers: start
+    ]
+    for index, text in enumerate(sequence):
+        (statuses / str(index)).write_text(text)
+    (statuses / "last").write_text(status_text(running=0, queued=0, workers=0))
+    (tmp_path / "counter").write_text("0")
+    fake = tmp_path / "dvc"
+    log = tmp_path / "starts.log"
+    fake.write_text(FAKE_DVC.format(log=log, counter=tmp_path / "counter", statuses=statuses))
+    fake.chmod(0o755)
+    subprocess.run(["make", "--no-print-directory", "compare-run", "JOBS=2", "QUEUE_POLL=0", f"DVC={fake}"],
+                   cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+    assert log.read_text().splitlines() == ["start queue start -j 2", "start queue start -j 2"]
