@@ -57,23 +57,24 @@ compare: compare-queue
 
 # Run every queued experiment, JOBS at a time, each with its share of the cores. DVC's queue
 # workers can stop while experiments are still queued (treeverse/dvc#10562; seen here with JOBS=2):
-# `dvc queue start` is repeated until nothing is queued, only while fewer than JOBS experiments run:
-# it starts the workers its status check does not see, and under load that check can miss a busy
-# worker (seen here: a second worker of the same name, three experiments on two cores); with no
-# worker at all it starts them whatever the task list says (a task of a dead worker stays Running). Then the
+# `dvc queue start` is repeated until nothing is queued, but only while fewer than JOBS experiments
+# run. What runs is counted from the experiment processes on this machine, not from DVC's worker
+# status: under load that status missed busy workers (seen here: "0 active" with three running, and
+# `queue start` then added workers of the same names, five experiments on two cores). Then the
 # running experiments are waited for; what did not succeed is listed.
 # The shared pretraining runs first, in the workspace with every core: the experiments take it from
 # the run cache. Left to the queue, the first JOBS experiments each pretrain, with pretrain_tiny's
 # cpu_threads each: 400 of 2000 steps in 23 min for two on 2 cores, against 10 min for all of it alone.
+# ([e]: the pattern must not match the recipe's own shell, whose command line holds it)
+RUNNING_EXPERIMENTS ?= pgrep -fc '[e]xp exec-run --infofile $(CURDIR)/.dvc/tmp/exps/'
 compare-run: $(STAMP)
 	@if $(DVC) stage list --name-only 2>/dev/null | grep -q '^pretrain-tiny@'; then $(DVC) repro pretrain-tiny; fi
 	@export OMP_NUM_THREADS=$(THREADS_PER_JOB); \
-	while status=$$($(DVC) queue status 2>/dev/null); echo "$$status" | grep -q ' Queued$$'; do \
-	  if [ $$(echo "$$status" | grep -c ' Running$$') -lt $(JOBS) ] || echo "$$status" | grep -q 'Worker status: 0 active'; then \
-	    $(DVC) queue start -j $(JOBS) >/dev/null 2>&1; fi; \
+	while $(DVC) queue status 2>/dev/null | grep -q ' Queued$$'; do \
+	  if [ "$$($(RUNNING_EXPERIMENTS))" -lt $(JOBS) ]; then $(DVC) queue start -j $(JOBS) >/dev/null 2>&1; fi; \
 	  sleep $(QUEUE_POLL); \
 	done; \
-	until $(DVC) queue status 2>/dev/null | grep -q 'Worker status: 0 active'; do sleep $(QUEUE_POLL); done
+	while [ "$$($(RUNNING_EXPERIMENTS))" -gt 0 ]; do sleep $(QUEUE_POLL); done
 	@$(DVC) queue status | grep -v ' Success$$'
 	@! $(DVC) queue status | grep -q ' Failed$$' || echo "compare-run: some experiments failed, above (dvc queue logs <task>)" >&2
 

@@ -65,42 +65,63 @@ def test_the_shared_pretraining_runs_once_in_the_workspace_before_the_queue_star
 
 
 FAKE_DVC = """#!/bin/sh
-# stands in for dvc: `queue status` prints the next canned status, `queue start` is logged
-log={log}
+# stands in for dvc: `queue status` moves to the next canned state and says whether anything is queued
 case "$1 $2" in
   "queue status")
-    n=$(cat {counter}); echo $((n + 1)) > {counter}
-    file={statuses}/$n; [ -f "$file" ] || file={statuses}/last
-    cat "$file";;
-  "queue start") echo "start $*" >> $log;;
+    n=$(cat {state}); echo $((n + 1)) > {state}
+    if [ -f {states}/queued-$((n + 1)) ]; then echo "q0  random-seed0  06:00 AM   Queued"; fi
+    echo "Worker status: 0 active, 0 idle";;  # never trusted: DVC's own check misses busy workers
+  "queue start") echo "queue start $3 $4" >> {log};;
 esac
+"""
+# stands in for the count of experiment processes: the running experiments of the current state
+FAKE_RUNNING = """#!/bin/sh
+cat {states}/running-$(cat {state}) 2>/dev/null || echo 0
 """
 
 
-def status_text(running: int, queued: int, workers: int) -> str:
-    rows = [f"t{k}  art-seed{k}  06:00 AM   Running" for k in range(running)]
-    rows += [f"q{k}  random-seed{k}  06:00 AM   Queued" for k in range(queued)]
-    return "Task  Name  Created  Status\n" + "\n".join(rows) + f"\n\nWorker status: {workers} active, 0 idle\n"
+def makefile_copy(directory: Path) -> Path:
+    """The Makefile in a directory of its own, its virtual environment taken as built (no experiments run there)."""
+    directory.mkdir()
+    for name in ("Makefile", "requirements.txt", "pyproject.toml"):
+        shutil.copy(ROOT / name, directory / name)
+    (directory / ".venv").mkdir()
+    (directory / ".venv" / ".installed").touch()
+    return directory
+
+
+def executable(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_compare_run_starts_workers_only_while_fewer_than_jobs_experiments_run(tmp_path):
-    statuses = tmp_path / "statuses"
-    statuses.mkdir()
-    sequence = [
-        status_text(running=2, queued=3, workers=1),  # a busy worker missed by the status check: no start
-        status_text(running=1, queued=3, workers=1),  # one slot free: start
-        status_text(running=2, queued=1, workers=2),  # full: no start
-        status_text(running=2, queued=1, workers=0),  # tasks of dead workers: start
-    ]
-    for index, text in enumerate(sequence):
-        (statuses / str(index)).write_text(text)
-    (statuses / "last").write_text(status_text(running=0, queued=0, workers=0))
-    (tmp_path / "counter").write_text("0")
-    fake = tmp_path / "dvc"
+    states = tmp_path / "states"
+    states.mkdir()
+    # (queued, running) after each look at the queue; DVC's worker status says "0 active" throughout
+    for index, (queued, running) in enumerate([(True, 2), (True, 1), (True, 3), (True, 0), (False, 0)], start=1):
+        if queued:
+            (states / f"queued-{index}").touch()
+        (states / f"running-{index}").write_text(f"{running}\n")
+    (tmp_path / "state").write_text("0")
     log = tmp_path / "starts.log"
-    fake.write_text(FAKE_DVC.format(log=log, counter=tmp_path / "counter", statuses=statuses))
-    fake.chmod(0o755)
-    subprocess.run(["make", "--no-print-directory", "compare-run", "JOBS=2", "QUEUE_POLL=0", f"DVC={fake}"],
-                   cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
-    assert log.read_text().splitlines() == ["start queue start -j 2", "start queue start -j 2"]
+    fields = {"state": tmp_path / "state", "states": states, "log": log}
+    fake_dvc = executable(tmp_path / "dvc", FAKE_DVC.format(**fields))
+    fake_running = executable(tmp_path / "running", FAKE_RUNNING.format(**fields))
+    directory = makefile_copy(tmp_path / "project")
+    subprocess.run(["make", "--no-print-directory", "compare-run", "JOBS=2", "QUEUE_POLL=0", f"DVC={fake_dvc}",
+                    f"RUNNING_EXPERIMENTS={fake_running}"], cwd=directory, capture_output=True, text=True, check=True,
+                   timeout=60)  # fmt: skip
+    assert log.read_text().splitlines() == ["queue start -j 2", "queue start -j 2"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("pgrep") is None, reason="needs make and pgrep")
+def test_compare_run_does_not_count_its_own_shell_as_a_running_experiment(tmp_path):
+    """The default count greps process command lines for a pattern that the recipe's shell also holds."""
+    fake_dvc = executable(tmp_path / "dvc", "#!/bin/sh\necho 'Task  Name  Created  Status'\n")  # nothing queued
+    directory = makefile_copy(tmp_path / "project")
+    finished = subprocess.run(["make", "--no-print-directory", "compare-run", "QUEUE_POLL=1", f"DVC={fake_dvc}"],
+                              cwd=directory, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
