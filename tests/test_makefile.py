@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -122,6 +123,13 @@ def test_compare_run_does_not_count_its_own_shell_as_a_running_experiment(tmp_pa
     """The default count greps process command lines for a pattern that the recipe's shell also holds."""
     fake_dvc = executable(tmp_path / "dvc", "#!/bin/sh\necho 'Task  Name  Created  Status'\n")  # nothing queued
     directory = makefile_copy(tmp_path / "project")
-    finished = subprocess.run(["make", "--no-print-directory", "compare-run", "QUEUE_POLL=1", f"DVC={fake_dvc}"],
-                              cwd=directory, capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert finished.returncode == 0, finished.stderr
+    # its own session, so that a recipe stuck waiting on itself can be stopped whole
+    make = subprocess.Popen(["make", "--no-print-directory", "compare-run", "QUEUE_POLL=1", f"DVC={fake_dvc}"],
+                            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        _, stderr = make.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(make.pid, signal.SIGKILL)
+        make.communicate()
+        pytest.fail("compare-run kept waiting with no experiment running: it counted its own shell")
+    assert make.returncode == 0, stderr
