@@ -45,7 +45,7 @@ THREADS_PER_JOB = $(shell n=$$(nproc); t=$$((n / $(JOBS))); echo $$((t > 0 ? t :
 ROUND_REMOVALS = $(shell $(BIN)/python -c "import yaml; print(' '.join(f'-S ~sampling.rounds.{k} -S ~train_on.{k}' for k in yaml.safe_load(open('params.yaml'))['sampling']['rounds']))")
 # balanced and random read no model: with ONE_SHOT=1 they draw the whole budget of the seed and every
 # round (budget_fraction x (rounds + 1), from params.yaml) in one selection and skip the round models
-# (README "Balanced and random in one draw"). ONE_SHOT=0 runs them through the rounds like art.
+# (README "Experiments and comparisons"). ONE_SHOT=0 runs them through the rounds like art.
 # An EXP_ARGS that changes sampling.budget_fraction or the rounds needs ONE_SHOT=0.
 ONE_SHOT ?= 1
 ONE_SHOT_FRACTION = $(shell $(BIN)/python -c "import yaml; s = yaml.safe_load(open('params.yaml'))['sampling']; print(f\"{s['budget_fraction'] * (len(s['rounds']) + 1):.10g}\")")
