@@ -19,7 +19,8 @@ from reltune.sampling import balanced_allocation, round_budget
 ROOT = Path(__file__).resolve().parents[1]
 VG150_DICTS = ROOT.parent / "shared" / "reference" / "vg150_dicts_no_attributes.json"
 PROFILES = sorted((ROOT / "profiles").glob("vg150-*.yaml"))
-# README "Results of the embedded default": training positives of the synthetic world
+# training positives of the synthetic world with the 200-image validation split (5018 with 1000);
+# the plan is checked against its own arithmetic, so any realistic count serves
 DEFAULT_POSITIVES = 5101
 
 
