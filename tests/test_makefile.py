@@ -1,4 +1,4 @@
-"""The Makefile's `compare-run`: JOBS experiments at a time, each with its share of the cores as torch threads."""
+"""The Makefile's `compare-queue` (what each strategy queues) and `compare-run` (JOBS experiments at a time, each with its share of the cores as torch threads)."""
 
 import os
 import re
