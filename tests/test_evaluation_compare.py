@@ -15,14 +15,17 @@ from reltune.errors import InputError
 from reltune.io import write_json, write_parquet
 
 
-def experiment(name: str, strategy: str, seed: int, held_in_mr: float, blind_mr: float, wall_s: float) -> dict:
+def experiment(
+    name: str, strategy: str, seed: int, held_in_mr: float, blind_mr: float, wall_s: float, train_seed: int | None = None
+) -> dict:
     metrics = {
         "metrics/synthetic.json": {"data": {"R@20": 2 * held_in_mr, "mR@20": held_in_mr, "unique_predicates": 7}},
         "metrics/synthetic_blind.json": {"data": {"R@20": 1.0, "mR@20": blind_mr}},
         "metrics/timing/train-final.json": {"data": {"wall_s": wall_s}},
         "metrics/pretrain_tiny.json": {"data": {"accuracy": 0.7}},
     }
-    params = {"params.yaml": {"data": {"sampling": {"strategy": strategy, "seed": seed}}}}
+    train_seed = seed if train_seed is None else train_seed
+    params = {"params.yaml": {"data": {"sampling": {"strategy": strategy, "seed": seed}, "train": {"seed": train_seed}}}}
     rev = "workspace" if name == "workspace" else hashlib.sha1(name.encode()).hexdigest()
     return {"rev": rev, "name": name, "data": {"rev": rev, "metrics": metrics, "params": params}}
 
@@ -70,6 +73,31 @@ def test_seed_summary_gives_mean_and_t_interval_of_variants_with_two_seeds():
     assert art["synthetic mR@20 sd"] == "7.07" and "synthetic blind mR@20 sd" not in art
     assert art["synthetic blind mR@20"] == "18.00 [5.29, 30.71]"
     assert art["wall time (min)"] == "10.50 [4.15, 16.85]"
+
+
+def test_a_variant_that_fixes_the_sampling_seed_pairs_by_its_run_seed(capsys):
+    """`EXP_SUFFIX=-draw0 EXP_ARGS="-S sampling.seed=0"`: one draw, training seeds 1 and 2 (session 18 paired only one)."""
+    entries, files = strategy_show()
+    for seed, hit_every in ((1, 1), (2, 1)):  # the fixed draw recalls everything: +50 over balanced on seeds 1 and 2
+        run = experiment(f"balanced-draw0-seed{seed}", "balanced", 0, 100.0, 10.0, 60.0, train_seed=seed)
+        entries[0]["experiments"].append({"revs": [run], "executor": {"state": "success"}})
+        files[(run["rev"], "metrics/per_image/synthetic.json")] = per_image(hit_every)
+    rows = compare.comparison_rows(entries)
+    draw0 = [row for row in rows if row["experiment"].startswith("balanced-draw0")]
+    assert [(row["seed"], row["train seed"]) for row in draw0] == [(0, 1), (0, 2)]
+    assert sorted(compare.seed_members(draw0)) == [1, 2]
+    summary = {row["variant"]: row for row in compare.seed_summary_rows(rows)}
+    assert summary["balanced-draw0"]["seeds"] == "1,2" and summary["balanced-draw0"]["synthetic mR@20"].startswith("100.00 [")
+    differences = compare.difference_rows(rows, ["synthetic"], "synthetic", lambda rev, path: files[(rev, path)])
+    against_default = next(row for row in differences if row["difference"] == "balanced-draw0 - balanced")
+    assert against_default["seeds"] == "1,2" and against_default["verdict"] == "ahead"
+    assert "appears twice" not in capsys.readouterr().err
+    # the same name on two commits is one seed, counted once in the summary too
+    twice = [row for row in rows if row["experiment"] in ("art-seed0", "art-seed1")]
+    twice.append({**twice[0], "rev": "another-commit", "synthetic mR@20": 0.0})
+    (art,) = compare.seed_summary_rows(twice)
+    assert art["seeds"] == "0,1" and art["synthetic mR@20"].startswith("100.00 [")
+    assert "art-seed0 seed 0 appears twice" in capsys.readouterr().err
 
 
 def test_main_prints_the_chance_row_from_workspace_scenes(tmp_path, monkeypatch, capsys):

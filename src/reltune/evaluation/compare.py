@@ -119,6 +119,7 @@ def comparison_rows(entries: list[dict], baselines: bool = True) -> list[dict]:
         metrics = _unwrap(data.get("metrics"))
         sampling = params.get("sampling", {})
         row: dict[str, Any] = {"experiment": name, "strategy": sampling.get("strategy"), "seed": sampling.get("seed")}
+        row["train seed"] = (params.get("train") or {}).get("seed")
         wall_seconds: float | None = None  # timing files that are not DVC metrics do not show here
         for path, values in sorted(metrics.items()):
             stem = path.rsplit("/", 1)[-1].removesuffix(".json")
@@ -181,14 +182,16 @@ def _interval_text(estimate: Estimate, signed: bool = False) -> str:
 def seed_summary_rows(rows: list[dict]) -> list[dict]:
     """Per variant with 2+ seeds: 'mean [95% t interval]' of every number, and the seed sd of mR@20."""
     summary = []
-    for variant, members in variant_groups(rows).items():
-        if len(members) < 2:
+    for variant, grouped in variant_groups(rows).items():
+        by_seed = seed_members(grouped)
+        if len(by_seed) < 2:
             continue
-        seeds = sorted(str(member.get("seed")) for member in members)
+        members = [by_seed[seed] for seed in sorted(by_seed)]
+        seeds = [str(seed) for seed in sorted(by_seed)]
         row: dict[str, Any] = {"variant": variant, "seeds": ",".join(seeds)}
         for column in members[0]:
             values = [member.get(column) for member in members]
-            if column in ("experiment", "seed") or not all(isinstance(v, (int, float)) for v in values):
+            if column in ("experiment", "seed", "train seed") or not all(isinstance(v, (int, float)) for v in values):
                 continue
             row[column] = _interval_text(seed_interval(values))
             if column.endswith(f" {SPREAD_KEY}") and " blind " not in column:
@@ -291,11 +294,23 @@ def same_pipeline_rows(rows: list[dict], every_pipeline: bool, lock_reader: Lock
     return kept
 
 
+def run_seed(row: dict) -> int | None:
+    """The seed a run is paired and counted by: its name's `-seed<N>`, else its sampling seed.
+
+    `make compare-queue` names a run by the seed it gives both sampling and
+    training; a variant that fixes one of them (`EXP_ARGS="-S sampling.seed=0"`)
+    keeps the name's seed, so its runs stay apart and pair with the same
+    training seed of the default.
+    """
+    match = SEED_SUFFIX.search(str(row.get("experiment")))
+    return int(match.group(0).removeprefix("-seed")) if match else row.get("seed")
+
+
 def seed_members(rows: list[dict]) -> dict[int, dict]:
-    """A variant's experiments by seed; a repeated seed (same name on several commits) keeps the first listed."""
+    """A variant's experiments by run seed (`run_seed`); a repeated seed (same name on several commits) keeps the first listed."""
     members: dict[int, dict] = {}
     for row in rows:
-        seed = row.get("seed")
+        seed = run_seed(row)
         if isinstance(seed, int) and seed not in members:
             members[seed] = row
         elif isinstance(seed, int):
