@@ -7,8 +7,15 @@ their seeds: how many positives of each predicate the final model trains on
 held-in instruction table) and that model's held-in test R@20 of the predicate
 (`metrics/per_predicate/<held_in>.csv`). Prints the mean over seeds per
 predicate, rarest first, beside the predicate's share of all training
-positives, and the correlation between selected count and test recall per
-strategy (Spearman, scipy).
+positives and its number of test relations, and the correlation between
+selected count and test recall per strategy (Spearman, scipy).
+
+Where the seed spread of mR@20 comes from (issue 16, part 1): per variant and
+predicate, the seed standard deviation of its R@20 and its share of the seed
+variance of mR@20 (`variance_shares`: mR is the mean of the P predicate
+recalls, so Var(mR) = sum over p and q of Cov(R_p, R_q) / P^2, and predicate
+p's share is its row of that sum; shares add up to 100 and may be negative
+when a predicate moves against the others).
 
 Usage (after `make compare`, from the repository root):
     .venv/bin/python benchmarks/strategy_predicates.py [--variants art,balanced,random] [--all-pipelines]
@@ -68,15 +75,34 @@ def run_table(rev: str, final_round: int, held_in: str, positives: pd.DataFrame)
     return pd.DataFrame({"selected": selected.reindex(predicates, fill_value=0), "R@20": recall.reindex(predicates)})
 
 
-def strategy_table(runs: dict[str, list[pd.DataFrame]], positives: pd.DataFrame) -> pd.DataFrame:
-    """Per predicate: share of training positives, then per variant the seed means of selected count and R@20."""
+def variance_shares(recalls: pd.DataFrame) -> pd.Series:
+    """Each predicate's share (%) of the seed variance of the mean recall; `recalls`: predicates x seeds."""
+    covariance = recalls.T.cov()  # pandas: predicates x predicates over the seed columns (ddof 1)
+    total = covariance.to_numpy().sum()
+    if total == 0:
+        return pd.Series(0.0, index=recalls.index)
+    return 100 * covariance.sum(axis=1) / total
+
+
+def strategy_table(runs: dict[str, list[pd.DataFrame]], positives: pd.DataFrame, test_relations: pd.Series | None = None) -> pd.DataFrame:
+    """Per predicate: share of training positives, then per variant the seed means of selected count and R@20.
+
+    With two or more seeds also the seed sd of R@20 and the share of mR@20's
+    seed variance (`variance_shares`).
+    """
     counts = positives["predicate"].value_counts()
     table = pd.DataFrame({"train positives": counts, "share %": (100 * counts / counts.sum()).round(1)})
+    if test_relations is not None:
+        table["test relations"] = test_relations.reindex(table.index)
     for variant, tables in runs.items():
         stacked = pd.concat(tables)
         means = stacked.groupby(level=0).mean()
         table[f"{variant} selected"] = means["selected"].round(1)
         table[f"{variant} R@20"] = means["R@20"].round(1)
+        if len(tables) > 1:
+            recalls = pd.concat([run["R@20"] for run in tables], axis=1)
+            table[f"{variant} R@20 sd"] = recalls.std(axis=1).round(1)
+            table[f"{variant} var %"] = variance_shares(recalls).round(1)
     return table.sort_values("train positives")
 
 
@@ -106,14 +132,18 @@ def main() -> None:
     positives = instructions.loc[instructions["kind"] == "positive"]
     variants = variant_groups(same_pipeline_rows(comparison_rows(show_experiments(), baselines=False), args.all_pipelines))
     runs: dict[str, list[pd.DataFrame]] = {}
+    test_relations = None
     for variant in args.variants.split(","):
         members = variant_members(variants, variant)
         if not members:
             scope = "of any pipeline" if args.all_pipelines else "of this pipeline (--all-pipelines: of any)"
             raise SystemExit(f"no experiment named {variant}-seed<N> {scope}: run make compare first")
         runs[variant] = [run_table(str(row["rev"]), final_round_of(str(row["rev"])), held_in, positives) for row in members.values()]
+        if test_relations is None:  # every run is evaluated on the same test split
+            first = str(next(iter(members.values()))["rev"])
+            test_relations = cached_table(first, PER_PREDICATE_PATH.format(dataset=held_in)).set_index("predicate")["gt_relations"]
         print(f"{variant}: seeds {', '.join(map(str, sorted(members)))}")
-    table = strategy_table(runs, positives)
+    table = strategy_table(runs, positives, test_relations)
     print(table.to_markdown())
     for variant in runs:
         rho, p_value = spearmanr(table[f"{variant} selected"], table[f"{variant} R@20"])

@@ -35,6 +35,27 @@ def test_strategy_table_means_over_seeds_rarest_first(strategy_predicates):
     assert table.loc["near", "random R@20"] == 60.0
 
 
+def test_variance_shares_add_up_to_the_seed_variance_of_the_mean_recall(strategy_predicates):
+    # 3 predicates x 4 seeds; "near" moves against "on"
+    recalls = pd.DataFrame(
+        {0: [10.0, 50.0, 90.0], 1: [30.0, 40.0, 95.0], 2: [20.0, 45.0, 80.0], 3: [60.0, 20.0, 85.0]}, index=["left of", "near", "on"]
+    )
+    shares = strategy_predicates.variance_shares(recalls)
+    assert shares.sum() == pytest.approx(100.0)
+    mean_recall = recalls.mean(axis=0)
+    # a predicate's share is its covariance with the mean recall over the mean recall's variance (a second method)
+    for predicate in recalls.index:
+        expected = recalls.loc[predicate].cov(mean_recall) / len(recalls) / mean_recall.var()
+        assert shares[predicate] == pytest.approx(100 * expected)
+    assert shares["near"] < 0 < shares["left of"]
+    predicates = ["left of", "near", "on"]
+    runs = [pd.DataFrame({"selected": [1, 1, 1], "R@20": recalls[seed].to_numpy()}, index=predicates) for seed in recalls]
+    table = strategy_predicates.strategy_table({"art": runs}, POSITIVES, pd.Series({"on": 40, "near": 9, "left of": 3}))
+    assert table.loc["left of", "test relations"] == 3
+    assert table.loc["left of", "art R@20 sd"] == round(recalls.loc["left of"].std(), 1)
+    assert table.loc["near", "art var %"] == round(shares["near"], 1)
+
+
 def _rows(experiment: str, seeds: list[int], label: str = "") -> list[dict]:
     return [{"experiment": f"{experiment}-seed{seed}", "seed": seed, "rev": f"{experiment}{seed}", **({"pipeline": label} if label else {})} for seed in seeds]
 
