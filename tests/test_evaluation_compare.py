@@ -257,6 +257,24 @@ def test_per_image_files_are_read_from_the_experiments_git_commit(git_here, tmp_
         compare.read_revision_json(rev, "metrics/per_image/other.json")
 
 
+def test_cached_output_reads_only_md5_named_cache_files(tmp_path, monkeypatch):
+    """A crafted dvc.lock in an experiment's commit must not point the reader outside the DVC cache."""
+    monkeypatch.chdir(tmp_path)
+    md5 = hashlib.md5(b"{}").hexdigest()
+    cache_file = tmp_path / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    cache_file.parent.mkdir(parents=True)
+    cache_file.write_text("{}")
+    (tmp_path / "secret.json").write_text('{"secret": 1}')
+    escape = ".." + "../../../secret.json"  # cache / md5[:2] / md5[2:] of this is tmp_path/secret.json
+    assert (compare.DVC_CACHE / escape[:2] / escape[2:]).resolve() == (tmp_path / "secret.json").resolve()
+    outs = [{"path": "metrics/a.json", "md5": md5}, {"path": "metrics/b.json", "md5": escape}, {"path": "data/d", "md5": md5 + ".dir"}]
+    monkeypatch.setattr(compare, "read_revision_lock", lambda rev: {"stages": {"evaluate": {"outs": outs}}})
+    assert compare.cached_output("abc", "metrics/a.json") == compare.DVC_CACHE / md5[:2] / md5[2:]
+    assert compare.cached_output("abc", "metrics/b.json") is None
+    assert compare.cached_output("abc", "data/d") is None
+    assert compare.cached_output("abc", "metrics/missing.json") is None
+
+
 def test_report_shows_the_comparison_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("held_in: synthetic\n")

@@ -74,6 +74,7 @@ NOISE_RESAMPLES = 2000  # standard errors need fewer replicates than interval en
 PER_IMAGE_PATH = "metrics/per_image/{dataset}.json"  # `evaluate --per-image` output of the pipeline
 HIDDEN_COLUMNS = ("rev", "variant_suffix")  # kept in the rows for reading per-image files and grouping, not printed
 DVC_CACHE = Path(".dvc/cache/files/md5")  # the default local cache (another cache dir: read through dvc.api)
+MD5 = re.compile(r"[0-9a-f]{32}")  # a lock's file hash; anything else must not become a path (`../..`)
 EXPERIMENT_REFS = re.compile(r"^refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/")  # refs/exps/<baseline sha split 2/38>/<name>
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
@@ -205,7 +206,7 @@ def cached_output(rev: str, path: str) -> Path | None:
     lock = read_revision_lock(rev) or {}
     hashes = {out.get("path"): out.get("md5") for stage in (lock.get("stages") or {}).values() for out in stage.get("outs") or []}
     md5 = str(hashes.get(path) or "")
-    if not md5 or md5.endswith(".dir"):
+    if not MD5.fullmatch(md5):  # unrecorded, a directory's `.dir` hash, or not a hash at all
         return None
     cached = DVC_CACHE / md5[:2] / md5[2:]
     return cached if cached.is_file() else None
