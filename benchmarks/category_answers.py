@@ -12,10 +12,19 @@ the held-in data lacks (the held-out `synthetic-ood`), it also prints, by how
 many of a pair's two objects are unseen, the share of pairs with any "Yes"
 and the top-ranked recall of predicates seen in training.
 
+With `--runs` (several experiments, e.g. the seeds of a variant) it prints
+instead one row per run: the share of annotated pairs whose top-ranked
+answer (graph constraint) comes from each category's question, how often
+that is the pair's own category, the semantic "Yes" on spatial pairs, and
+the run's mR@20 on the dataset; then, over the runs, the Pearson correlation
+(scipy) between mR@20 and the own-category share: whether the seed spread is
+the categories' competition for the top rank (issue 16, part 1).
+
 Usage (from the repository root; REV = `workspace`, an experiment or a commit
 whose predictions are in the local DVC cache):
     .venv/bin/python benchmarks/category_answers.py [--rev full-seed0] [--predicates above,below,"left of","right of"]
     .venv/bin/python benchmarks/category_answers.py --rev full-seed0 --dataset synthetic-ood --predicates on,near,riding,holds
+    .venv/bin/python benchmarks/category_answers.py --runs art-seed0,art-seed1,art-seed2,art-seed3,art-seed4
 """
 
 from __future__ import annotations
@@ -26,8 +35,9 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+from scipy.stats import pearsonr
 
-from reltune.evaluation.compare import cached_output, markdown_table
+from reltune.evaluation.compare import cached_output, markdown_table, read_revision_json
 from reltune.evaluation.metrics import evaluated_tables
 from reltune.evaluation.tables import rank_predictions
 
@@ -137,17 +147,50 @@ def top_answers(pairs: pd.DataFrame, answers: pd.DataFrame, predicates: list[str
     return rows
 
 
+def top_category_row(pairs: pd.DataFrame, answers: pd.DataFrame, categories: dict[str, str]) -> dict:
+    """Shares of annotated pairs by the category of their top-ranked answer, and how often it is the pair's own."""
+    best = pairs.merge(best_answers(answers), on=KEYS, how="left")
+    top_category = best["predicate"].map(categories).fillna("no Yes")
+    row = {f"top {category}": float((top_category == category).mean()) for category in (*CATEGORY_NAMES, "no Yes")}
+    row["own category"] = float((top_category == best["truth_category"]).mean())
+    spatial = pairs["truth_category"] == "spatial"
+    yes_semantic = answers.loc[answers["predicate"].map(categories) == "semantic", KEYS].drop_duplicates().assign(semantic_yes=True)
+    flagged = pairs.loc[spatial, KEYS].merge(yes_semantic, on=KEYS, how="left")
+    row['spatial pairs: semantic "Yes"'] = float(flagged["semantic_yes"].fillna(False).astype(bool).mean()) if spatial.any() else float("nan")
+    return row
+
+
+def runs_table(runs: list[str], dataset: str, categories: dict[str, str], seen_objects: set[str]) -> list[dict]:
+    """`top_category_row` of every run, with the run's mR@20 on `dataset` (its own commit's metrics)."""
+    rows = []
+    for run in runs:
+        ground_truth, answers = read_tables(Path(f"data/scenes/{dataset}/test.parquet"), predictions_file(run, dataset))
+        pairs = annotated_pairs(ground_truth, categories, seen_objects)
+        rev = "workspace" if run == "workspace" else experiment_commit(run, "category_answers")
+        recall = float(read_revision_json(rev, f"metrics/{dataset}.json")["mR@20"])
+        rows.append({"run": run, **top_category_row(pairs, answers, categories), "mR@20": recall})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="workspace", help="workspace, an experiment name or a commit")
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--held-in", default="synthetic", help="the training dataset: its predicates and objects are the seen ones")
     parser.add_argument("--predicates", default="above,below,left of,right of,part of,carrying")
+    parser.add_argument("--runs", default="", help="comma-separated experiments: one row each (top-ranked categories, mR@20)")
     args = parser.parse_args()
     held_in = json.loads(Path(f"data/scenes/{args.held_in}/vocab.json").read_text())
     evaluated = json.loads(Path(f"data/scenes/{args.dataset}/vocab.json").read_text())
     categories = {**evaluated["categories"], **held_in["categories"]}  # answers name held-in predicates
     seen_objects = set(held_in["objects"])
+    if args.runs:
+        rows = runs_table([run.strip() for run in args.runs.split(",")], args.dataset, categories, seen_objects)
+        print(markdown_table(rows))
+        if len(rows) > 2:
+            result = pearsonr([row["own category"] for row in rows], [row["mR@20"] for row in rows])
+            print(f"\nPearson r(own category, mR@20) over {len(rows)} runs = {result.statistic:.2f} (p = {result.pvalue:.3f})")
+        return
     ground_truth, answers = read_tables(Path(f"data/scenes/{args.dataset}/test.parquet"), predictions_file(args.rev, args.dataset))
     pairs = annotated_pairs(ground_truth, categories, seen_objects)
     print(f"{args.rev}: {len(pairs)} annotated test pairs of {args.dataset}, {len(answers)} 'Yes' answers\n")

@@ -81,6 +81,18 @@ def test_unseen_object_rows_split_yes_and_recall(pairs, answers, category_answer
     ]
 
 
+def test_top_category_row_counts_the_top_ranked_answer_of_each_pair(pairs, answers, category_answers):
+    row = category_answers.top_category_row(pairs, answers, CATEGORIES)
+    # image 1's above pair: riding 0.9 beats above 0.6 (semantic, not its own); its has pair: has (own);
+    # image 2's above pair: below (spatial, its own category, the wrong predicate)
+    assert row["top semantic"] == pytest.approx(1 / 3) and row["top possessive"] == pytest.approx(1 / 3)
+    assert row["top spatial"] == pytest.approx(1 / 3) and row["top no Yes"] == 0.0
+    assert row["own category"] == pytest.approx(2 / 3)
+    assert row['spatial pairs: semantic "Yes"'] == 0.5  # one of the two spatial pairs has a semantic "Yes"
+    unanswered = category_answers.top_category_row(pairs, answers[answers["row"] == 2], CATEGORIES)
+    assert unanswered["top no Yes"] == pytest.approx(2 / 3) and unanswered['spatial pairs: semantic "Yes"'] == 0.0
+
+
 def test_malformed_predictions_are_refused_naming_the_file(tmp_path, category_answers):
     scenes = tmp_path / "test.parquet"
     pd.DataFrame({"image_id": ["1"], "labels": [["ball", "box"]], "boxes": [[[0.0, 0.0, 1.0, 1.0]] * 2], "relations": [[{"subj": 0, "obj": 1, "predicate": "on"}]]}).to_parquet(scenes)
