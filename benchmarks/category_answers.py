@@ -59,15 +59,19 @@ def experiment_commit(rev: str, tool: str) -> str:
     return matches[0]
 
 
-def predictions_file(rev: str, dataset: str) -> Path:
-    """The predictions parquet of `rev` (the workspace's from disk, an experiment's from the DVC cache)."""
+def resolved_rev(rev: str) -> str:
+    """"workspace", or the commit of `rev` (resolved once: each lookup lists every experiment ref)."""
+    return "workspace" if rev == "workspace" else experiment_commit(rev, "category_answers")
+
+
+def predictions_file(commit: str, dataset: str, name: str = "") -> Path:
+    """The predictions parquet of a `resolved_rev` (the workspace's from disk, an experiment's from the DVC cache)."""
     path = f"data/predictions/{dataset}.parquet"
-    if rev == "workspace":
+    if commit == "workspace":
         return Path(path)
-    commit = experiment_commit(rev, "category_answers")
     cached = cached_output(commit, path)
     if cached is None:
-        raise SystemExit(f"category_answers: {path} of {rev} ({commit[:7]}) is not in the local DVC cache")
+        raise SystemExit(f"category_answers: {path} of {name or commit} ({commit[:7]}) is not in the local DVC cache")
     return cached
 
 
@@ -164,10 +168,10 @@ def runs_table(runs: list[str], dataset: str, categories: dict[str, str], seen_o
     """`top_category_row` of every run, with the run's mR@20 on `dataset` (its own commit's metrics)."""
     rows = []
     for run in runs:
-        ground_truth, answers = read_tables(Path(f"data/scenes/{dataset}/test.parquet"), predictions_file(run, dataset))
+        commit = resolved_rev(run)
+        ground_truth, answers = read_tables(Path(f"data/scenes/{dataset}/test.parquet"), predictions_file(commit, dataset, run))
         pairs = annotated_pairs(ground_truth, categories, seen_objects)
-        rev = "workspace" if run == "workspace" else experiment_commit(run, "category_answers")
-        recall = float(read_revision_json(rev, f"metrics/{dataset}.json")["mR@20"])
+        recall = float(read_revision_json(commit, f"metrics/{dataset}.json")["mR@20"])
         rows.append({"run": run, **top_category_row(pairs, answers, categories), "mR@20": recall})
     return rows
 
@@ -191,7 +195,7 @@ def main() -> None:
             result = pearsonr([row["own category"] for row in rows], [row["mR@20"] for row in rows])
             print(f"\nPearson r(own category, mR@20) over {len(rows)} runs = {result.statistic:.2f} (p = {result.pvalue:.3f})")
         return
-    ground_truth, answers = read_tables(Path(f"data/scenes/{args.dataset}/test.parquet"), predictions_file(args.rev, args.dataset))
+    ground_truth, answers = read_tables(Path(f"data/scenes/{args.dataset}/test.parquet"), predictions_file(resolved_rev(args.rev), args.dataset, args.rev))
     pairs = annotated_pairs(ground_truth, categories, seen_objects)
     print(f"{args.rev}: {len(pairs)} annotated test pairs of {args.dataset}, {len(answers)} 'Yes' answers\n")
     print(markdown_table(yes_shares(pairs, answers, categories)))
