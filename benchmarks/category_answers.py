@@ -60,7 +60,7 @@ def experiment_commit(rev: str, tool: str) -> str:
 
 
 def resolved_rev(rev: str) -> str:
-    """"workspace", or the commit of `rev` (resolved once: each lookup lists every experiment ref)."""
+    """The string "workspace", or the commit of `rev` (resolved once: each lookup lists every experiment ref)."""
     return "workspace" if rev == "workspace" else experiment_commit(rev, "category_answers")
 
 
