@@ -45,7 +45,7 @@ from reltune.models.pretrain import (  # noqa: E402
 from reltune.models.schedule import TrainSettings  # noqa: E402
 from reltune.models.training import train_backbone  # noqa: E402
 
-SPATIAL_KINDS = ("object", "where", "which_side", "side_colour")
+SPATIAL_KINDS = ("object", "where", "which_side", "side_colour", "relative_where")
 
 
 def main() -> None:
@@ -57,12 +57,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-questions", type=int, default=800)
+    parser.add_argument("--relative-where", action="store_true", help="also ask where a named object is relative to the other")
+    parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
+    parser.add_argument("--lr", type=float, default=TrainSettings.lr)
+    parser.add_argument("--sizes", type=json.loads, default={}, help='TinySizes overrides as JSON, e.g. \'{"qformer_hidden": 128}\'')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scenes, vocab = read_scenes(args.scenes, "train")
     spec = read_json(args.world_spec)
     questions = generic_questions(
-        scenes, class_attributes(spec, args.world_spec), QuestionSettings(), file=args.scenes,
+        scenes, class_attributes(spec, args.world_spec), QuestionSettings(relative_where=args.relative_where), file=args.scenes,
         cues=world_cues(spec, args.world_spec), words=world_vocabulary(spec),
     )  # fmt: skip
     # the tokenizer sees every generic question, as in pretrain-tiny; training uses the spatial kinds only
@@ -73,17 +77,17 @@ def main() -> None:
     heldout = heldout.sample(n=min(args.eval_questions, len(heldout)), random_state=0)
     init = TinyInit(position_amplitude=args.position_amplitude, cross_attention_std=args.cross_attention_std)
     settings = TrainSettings(
-        epochs=10_000, max_steps=args.steps, warmup_steps=50, schedule="warmup-cosine", cpu_threads=args.threads, train_all=True,
+        epochs=10_000, max_steps=args.steps, lr=args.lr, batch_size=args.batch_size, warmup_steps=50, schedule="warmup-cosine", cpu_threads=args.threads, train_all=True,
         name_substitution=0.0,  # generic questions name no subject / object pair
     )
     with tempfile.TemporaryDirectory() as work:
-        build_tiny(corpus, Path(work) / "init", seed=0, init=init)
+        build_tiny(corpus, Path(work) / "init", seed=0, init=init, **args.sizes)
         result = train_backbone(Path(work) / "init", train, vocab["image_root"], Path(work) / "trained", settings, source="spatial questions")
         answers = answer_questions(load_backbone(str(Path(work) / "trained")), heldout, Path(vocab["image_root"]))
     accuracy = question_accuracy(heldout, answers, train)
     per_kind = {kind: round(values["accuracy"], 3) for kind, values in accuracy["per_kind"].items()}
     baseline = {kind: round(values["text_only_baseline"], 3) for kind, values in accuracy["per_kind"].items()}
-    print(json.dumps({**vars(init), "steps": result.steps, "final_loss": round(result.final_loss, 3)}))
+    print(json.dumps({**vars(init), **args.sizes, "lr": args.lr, "batch_size": args.batch_size, "steps": result.steps, "final_loss": round(result.final_loss, 3)}))
     print(f"held-out accuracy per kind: {per_kind}")
     print(f"text-only baseline:         {baseline}")
 

@@ -66,6 +66,23 @@ def test_image_questions_answer_from_boxes_labels_and_attributes():
         assert row["target"] == (f"Yes, there is a {own}." if asked == own else f"No, there is no {asked}.")
 
 
+def test_relative_where_names_both_objects_and_leaves_the_other_questions_alone():
+    boxes, labels = [[0, 0, 10, 10], [3, 30, 13, 40]], ["apple", "box"]  # apple on top of box
+
+    def questions(relative_where: bool) -> pd.DataFrame:
+        settings = QuestionSettings(objects_per_image=2, pairs_per_image=1, relative_where=relative_where)
+        return pd.DataFrame(image_questions("img1", "img1.png", 20, 40, boxes, labels, ATTRIBUTES, settings, random.Random(3)))
+
+    without, with_relative = questions(False), questions(True)
+    relative = with_relative[with_relative["kind"] == "relative_where"]
+    assert len(relative) == 1 and tuple(relative.iloc[0]["union_box"]) == (0.0, 0.0, 13.0, 40.0)
+    expected = {"Where is the apple relative to the box?": "top", "Where is the box relative to the apple?": "bottom"}
+    assert relative.iloc[0]["target"] == expected[relative.iloc[0]["prompt"]]
+    # the switch draws nothing from the image's rng: every other question is the same
+    rest = with_relative[with_relative["kind"] != "relative_where"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rest, without)
+
+
 def test_generic_questions_without_cues_never_read_relations_and_hold_out_whole_images(tmp_path):
     from reltune.data.scenes import read_scenes
 

@@ -81,6 +81,8 @@ QUESTION_ARGUMENTS = {
     "cue_questions": Setting(boolean, "also ask what is drawn between each related pair (link glyph, contact); "
                              "answers never name a predicate"),
     "copy_questions": Setting(non_negative_int, "language-only 'repeat the words' questions per image over the world vocabulary"),
+    "relative_where": Setting(boolean, "also ask where each asked pair's first object is relative to the second, both "
+                              "named (answers: left, right, top, bottom; never a predicate)"),
 }
 SIZE_ARGUMENTS = {name: Setting(positive_int) for name in TinySizes.__dataclass_fields__}
 INIT_ARGUMENTS = {

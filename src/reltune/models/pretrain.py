@@ -9,7 +9,8 @@ boxes and labels and the world spec; no question or answer names a predicate:
   "Is there a {x} in the image?" (yes: its own class, no: another class);
 - crops of object pairs (union box): which object is on the left / right /
   top / bottom (dominant axis of the two centres), where the first object is,
-  what colour the object on that side is;
+  what colour the object on that side is; with `relative_where`, also where
+  the first object is relative to the second, both named;
 - crops of related pairs (`cue_questions`): what is drawn on the link between
   them ("a black triangle", "no link") and whether their boxes overlap, touch
   or stand apart. The relation is read only to know which pair the world
@@ -67,6 +68,8 @@ class QuestionSettings:
     # language-only questions per image: repeat words of the world vocabulary (held-out names included,
     # as words only), so the answer head can write a name it never saw in an image
     copy_questions: int = 2
+    # also ask where the first object of a pair is relative to the second, both named (no rng drawn when off)
+    relative_where: bool = False
 
 
 def class_attributes(world_spec: dict[str, Any], file: str) -> dict[str, dict[str, str]]:
@@ -228,6 +231,8 @@ def image_questions(
         named = labels[first] if asked_side == side_first else labels[second]
         add(box, f"Which object is on the {asked_side}?", named, "which_side")
         add(box, f"Where is the {labels[first]} in the image?", side_first, "where")
+        if settings.relative_where:
+            add(box, f"Where is the {labels[first]} relative to the {labels[second]}?", side_first, "relative_where")
         add(box, f"What colour is the object on the {asked_side}?", attributes[named]["colour"], "side_colour")
 
     if cues is not None:
