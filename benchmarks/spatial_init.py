@@ -15,14 +15,14 @@ both together learn the side questions.
 
 It also prints, per axis of the "where" questions, how often the answer is
 on the right axis and, of those, names the right end (0.5: the name is not
-bound to its object). Widths, learning rate, batch size, the vertical flip
-and the two-name "relative" question are options, for the sweep in README
-("Which named object is where").
+bound to its object). Widths, learning rate, batch size and the two-name
+"relative" question are options, for the sweep in README ("Which named
+object is where").
 
     .venv/bin/python benchmarks/spatial_init.py [--position-amplitude 1.0]
         [--cross-attention-std 0.2] [--steps 600] [--threads 2]
         [--sizes '{"qformer_hidden": 128}'] [--lr 0.001] [--batch-size 128]
-        [--vertical-flip 0.5] [--relative-where]
+        [--relative-where]
 """
 
 from __future__ import annotations
@@ -88,7 +88,6 @@ def main() -> None:
     parser.add_argument("--eval-questions", type=int, default=800)
     parser.add_argument("--relative-where", action="store_true", help="also ask where a named object is relative to the other")
     parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
-    parser.add_argument("--vertical-flip", type=float, default=0.0, help="chance to flip a crop upside down (top/bottom swapped)")
     parser.add_argument("--lr", type=float, default=TrainSettings.lr)
     parser.add_argument("--sizes", type=json.loads, default={}, help='TinySizes overrides as JSON, e.g. \'{"qformer_hidden": 128}\'')
     args = parser.parse_args()
@@ -107,7 +106,7 @@ def main() -> None:
     heldout = heldout.sample(n=min(args.eval_questions, len(heldout)), random_state=0)
     init = TinyInit(position_amplitude=args.position_amplitude, cross_attention_std=args.cross_attention_std)
     settings = TrainSettings(
-        epochs=10_000, max_steps=args.steps, lr=args.lr, batch_size=args.batch_size, vertical_flip_probability=args.vertical_flip, warmup_steps=50, schedule="warmup-cosine", cpu_threads=args.threads, train_all=True,
+        epochs=10_000, max_steps=args.steps, lr=args.lr, batch_size=args.batch_size, warmup_steps=50, schedule="warmup-cosine", cpu_threads=args.threads, train_all=True,
         name_substitution=0.0,  # generic questions name no subject / object pair
     )
     with tempfile.TemporaryDirectory() as work:
@@ -117,7 +116,7 @@ def main() -> None:
     accuracy = question_accuracy(heldout, answers, train)
     per_kind = {kind: round(values["accuracy"], 3) for kind, values in accuracy["per_kind"].items()}
     baseline = {kind: round(values["text_only_baseline"], 3) for kind, values in accuracy["per_kind"].items()}
-    print(json.dumps({**vars(init), **args.sizes, "lr": args.lr, "batch_size": args.batch_size, "vertical_flip": args.vertical_flip, "steps": result.steps, "final_loss": round(result.final_loss, 3)}))
+    print(json.dumps({**vars(init), **args.sizes, "lr": args.lr, "batch_size": args.batch_size, "steps": result.steps, "final_loss": round(result.final_loss, 3)}))
     print(f"held-out accuracy per kind: {per_kind}")
     print(f"text-only baseline:         {baseline}")
     print(f"where, per axis:            {where_binding(heldout, answers)}")

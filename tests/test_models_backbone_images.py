@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from reltune.errors import InputError
-from reltune.models.images import augment_example, crop_pixels, load_image, swap_left_right, swap_top_bottom, union_crop
+from reltune.models.images import augment_example, crop_pixels, load_image, swap_left_right, union_crop
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 
@@ -88,34 +88,3 @@ def test_augmentation_is_seeded_and_can_be_disabled():
         )
         assert (prompt, target) == ("left", "right")
         assert crop.tobytes() == union_crop(image, [30, 5, 70, 45], 8).tobytes()
-
-
-def test_swap_top_bottom_words_leaves_relation_words():
-    assert swap_top_bottom("Where is the frog? top") == "Where is the frog? bottom"
-    assert swap_top_bottom("Bottom and TOP") == "Top and BOTTOM"
-    assert swap_top_bottom("cup above plate, below, stop, tops") == "cup above plate, below, stop, tops"
-
-
-def test_vertical_flip_turns_the_crop_upside_down_with_swapped_text_and_is_off_by_default():
-    image = Image.new("RGB", (40, 40), RED)
-    image.paste(BLUE, (0, 20, 40, 40))  # red top half, blue bottom half
-    flips = 0
-    for seed in range(40):
-        crop, prompt, target = augment_example(
-            image, [0, 0, 40, 40], 8, "Where is the red?", "top", random.Random(seed),
-            flip_probability=0.0, box_jitter=0.0, vertical_flip_probability=0.5,
-        )  # fmt: skip
-        flipped = crop.getpixel((4, 0)) == BLUE
-        assert crop.getpixel((4, 7)) == (RED if flipped else BLUE)
-        assert target == ("bottom" if flipped else "top")
-        flips += flipped
-    assert 10 < flips < 30
-    # off (the default): no text is swapped and no extra number drawn (4 for the jitter, 1 for the mirror),
-    # so every other view stays the seeded view of before
-    for seed in range(10):
-        rng = random.Random(seed)
-        assert augment_example(image, [5, 5, 35, 35], 8, "top", "bottom", rng)[1:] == ("top", "bottom")
-        expected = random.Random(seed)
-        for _ in range(5):
-            expected.random()
-        assert rng.random() == expected.random()

@@ -218,18 +218,10 @@ def test_pretrain_resumes_in_a_fresh_process_with_identical_weights(pretrained, 
     assert not checkpoint_dir_for(out).exists() and not (tmp_path / "pretrained.init").exists()
 
 
-def test_only_pretraining_takes_the_vertical_flip_and_relative_where(capsys):
+def test_pretrain_tiny_takes_relative_where_off_by_default():
     from reltune.cli import build_parser
-    from reltune.models.commands import _pretrain_settings, _question_settings
+    from reltune.models.commands import _question_settings
 
-    required = ["--scenes", "s", "--world", "w.json", "--out", "o", "--metrics", "m.json"]
-    args = build_parser().parse_args(["pretrain-tiny", *required, "--vertical-flip-probability", "0.5", "--relative-where", "true"])
-    assert _pretrain_settings(args).vertical_flip_probability == 0.5 and _question_settings(args).relative_where is True
-    defaults = build_parser().parse_args(["pretrain-tiny", *required])
-    assert _pretrain_settings(defaults).vertical_flip_probability == 0.0 and _question_settings(defaults).relative_where is False
-    # relation answers have no top/bottom swap: `reltune train` has no such flag
-    train = ["train", "--backbone", "b", "--instructions", "i.parquet", "--scenes", "s", "--out", "o"]
-    build_parser().parse_args(train)
-    with pytest.raises(SystemExit):
-        build_parser().parse_args([*train, "--vertical-flip-probability", "0.5"])
-    assert "unrecognized arguments: --vertical-flip-probability" in capsys.readouterr().err
+    required = ["pretrain-tiny", "--scenes", "s", "--world", "w.json", "--out", "o", "--metrics", "m.json"]
+    assert _question_settings(build_parser().parse_args([*required, "--relative-where", "true"])).relative_where is True
+    assert _question_settings(build_parser().parse_args(required)).relative_where is False

@@ -84,10 +84,6 @@ QUESTION_ARGUMENTS = {
     "relative_where": Setting(boolean, "also ask where each asked pair's first object is relative to the second, both "
                               "named (answers: left, right, top, bottom; never a predicate)"),
 }
-# `pretrain-tiny` only: relation answers (above, below, on, hanging from) have no top/bottom swap
-PRETRAIN_ONLY_ARGUMENTS = {
-    "vertical_flip_probability": Setting(unit_interval, "flip the crop upside down, top/bottom words swapped"),
-}
 SIZE_ARGUMENTS = {name: Setting(positive_int) for name in TinySizes.__dataclass_fields__}
 INIT_ARGUMENTS = {
     "position_amplitude": Setting(float_in(0.0), "vision position table: 2-D sine/cosine times this (0: transformers' random init)"),
@@ -103,10 +99,6 @@ def _add_train_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
 
 def _train_settings(args: argparse.Namespace) -> TrainSettings:
     return settings_from_args(TrainSettings, args, {**TRAIN_ARGUMENTS, **BEST_EPOCH_ARGUMENTS})
-
-
-def _pretrain_settings(args: argparse.Namespace) -> TrainSettings:
-    return settings_from_args(TrainSettings, args, {**TRAIN_ARGUMENTS, **BEST_EPOCH_ARGUMENTS, **PRETRAIN_ONLY_ARGUMENTS})
 
 
 def _question_defaults():
@@ -150,7 +142,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     pretrain.add_argument("--out", required=True, type=Path, help="backbone directory to write")
     pretrain.add_argument("--metrics", required=True, type=Path, help="held-out generic-question accuracy (JSON)")
     _add_train_arguments(pretrain, PRETRAIN_DEFAULTS)
-    add_settings(pretrain.add_argument_group("pretraining augmentation"), PRETRAIN_ONLY_ARGUMENTS, TrainSettings())
     add_settings(pretrain.add_argument_group("generic questions"), QUESTION_ARGUMENTS, _question_defaults())
     add_settings(pretrain.add_argument_group("tiny model sizes"), SIZE_ARGUMENTS, TinySizes())
     add_settings(pretrain.add_argument_group("tiny model init"), INIT_ARGUMENTS, TinyInit())
@@ -221,7 +212,7 @@ def run_pretrain_tiny(args: argparse.Namespace) -> int:
 
     metrics = pretrain_tiny(
         args.scenes, args.world, args.instructions, args.out, args.metrics,
-        _pretrain_settings(args), _question_settings(args), _sizes(args), live_dir=args.live_dir or None, init=_init(args),
+        _train_settings(args), _question_settings(args), _sizes(args), live_dir=args.live_dir or None, init=_init(args),
     )  # fmt: skip
     log(f"generic-question accuracy {metrics['accuracy']:.3f} (text-only baseline {metrics['text_only_baseline']:.3f})")
     return 0

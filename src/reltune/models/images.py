@@ -56,7 +56,6 @@ def union_crop(image: Image.Image, union_box: Sequence[float], size: int, source
 
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)(most)?\b", re.IGNORECASE)
-_TOP_BOTTOM = re.compile(r"\b(top|bottom)\b", re.IGNORECASE)
 
 
 def swap_left_right(text: str) -> str:
@@ -76,21 +75,6 @@ def swap_left_right(text: str) -> str:
         return replacement + (match.group(2) or "")
 
     return _LEFT_RIGHT.sub(swap, text)
-
-
-def swap_top_bottom(text: str) -> str:
-    """Swap the words top <-> bottom, keeping their case (the generic questions' vertical sides).
-
-    Relation words (above, below, on, hanging from) are not swapped: a flipped "cup on table" is no
-    relation of the world, so only pretraining may flip vertically.
-    """
-
-    def swap(match: re.Match[str]) -> str:
-        word = match.group(1)
-        replacement = "bottom" if word.lower() == "top" else "top"
-        return replacement.upper() if word.isupper() else replacement.capitalize() if word[0].isupper() else replacement
-
-    return _TOP_BOTTOM.sub(swap, text)
 
 
 def jitter_box(
@@ -117,20 +101,14 @@ def augment_example(
     flip_probability: float = 0.5,
     box_jitter: float = 0.05,
     source: str = "image",
-    vertical_flip_probability: float = 0.0,
 ) -> tuple[Image.Image, str, str]:
-    """Training view of one example: jittered union crop, mirrored with swapped left/right words,
-    and (pretraining only) flipped upside down with swapped top/bottom words.
+    """Training view of one example: jittered union crop, mirrored with swapped left/right words.
 
-    Returns (crop, prompt, target); a mirrored or flipped crop always comes with swapped text.
+    Returns (crop, prompt, target); a mirrored crop always comes with swapped text.
     """
     box = jitter_box(union_box, image.width, image.height, rng, box_jitter) if box_jitter > 0 else list(union_box)
     crop = union_crop(image, box, size, source)
     if rng.random() < flip_probability:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         prompt, target = swap_left_right(prompt), swap_left_right(target)
-    # drawn only when enabled, so every other view keeps its seeded augmentation
-    if vertical_flip_probability > 0 and rng.random() < vertical_flip_probability:
-        crop = crop.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-        prompt, target = swap_top_bottom(prompt), swap_top_bottom(target)
     return crop, prompt, target

@@ -50,9 +50,6 @@ class TrainSettings:
     lora_dropout: float = 0.05
     flip_probability: float = 0.5
     box_jitter: float = 0.05
-    # pretraining only: flip the crop upside down with the top/bottom words swapped; relation answers
-    # (above, below, on, hanging from) have no such swap, so only `reltune pretrain-tiny` has a flag for it
-    vertical_flip_probability: float = 0.0
     # relation tuning: chance that each object name of a question is replaced by a word naming nothing
     # (prompt and answer alike), so the answer copies the name from the question (reltune.models.names)
     name_substitution: float = 0.25

@@ -217,7 +217,7 @@ def example_views(
         image = images.get(str(record["image_path"]))
         rng = random.Random(f"{settings.seed}:{epoch}:{row}")
         source = f"{images.image_root / str(record['image_path'])}"
-        if settings.flip_probability > 0 or settings.box_jitter > 0 or settings.vertical_flip_probability > 0:
+        if settings.flip_probability > 0 or settings.box_jitter > 0:
             crop, prompt, target = augment_example(
                 image,
                 list(record["union_box"]),
@@ -228,7 +228,6 @@ def example_views(
                 flip_probability=settings.flip_probability,
                 box_jitter=settings.box_jitter,
                 source=source,
-                vertical_flip_probability=settings.vertical_flip_probability,
             )
         else:
             crop = union_crop(image, list(record["union_box"]), backbone.image_size, source)
