@@ -74,7 +74,7 @@ BEST_EPOCH_ARGUMENTS = {
 }
 QUESTION_ARGUMENTS = {
     "objects_per_image": Setting(non_negative_int),
-    "pairs_per_image": Setting(non_negative_int),
+    "pairs_per_image": Setting(non_negative_int, "object pairs per image asked which side, where and side colour (and relative where)"),
     "holdout_fraction": Setting(float_in(0.0, 1.0, low_open=True, high_open=True), "images held out for the accuracy check"),
     "eval_questions": Setting(positive_int, "held-out questions answered"),
     "seed": Setting(seed, flag="--question-seed"),
