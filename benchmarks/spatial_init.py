@@ -60,7 +60,7 @@ SPATIAL_KINDS = ("object", "where", "which_side", "side_colour", "relative_where
 AXIS = {"left": "horizontal", "right": "horizontal", "top": "vertical", "bottom": "vertical"}
 
 
-def where_binding(questions: "pd.DataFrame", answers: list[str]) -> dict[str, dict[str, float]]:
+def where_binding(questions: pd.DataFrame, answers: list[str]) -> dict[str, dict[str, float]]:
     """Per axis of the "where" questions: share answered on the right axis, and of those, share naming the
     right end (0.5 = the name is not bound to its object; the axis alone is seen from the layout)."""
     where = questions.assign(answer=answers)
