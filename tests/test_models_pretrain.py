@@ -225,3 +225,13 @@ def test_pretrain_tiny_takes_relative_where_off_by_default():
     required = ["pretrain-tiny", "--scenes", "s", "--world", "w.json", "--out", "o", "--metrics", "m.json"]
     assert _question_settings(build_parser().parse_args([*required, "--relative-where", "true"])).relative_where is True
     assert _question_settings(build_parser().parse_args(required)).relative_where is False
+
+
+@pytest.mark.parametrize("setting", [{"name_substitution": 0.25}, {"replay": 0.2}])
+def test_pretraining_refuses_relation_tuning_settings_before_reading(setting, tmp_path):
+    settings = TrainSettings(**{"name_substitution": 0.0, **setting})
+    flag = "--" + next(iter(setting)).replace("_", "-")
+    with pytest.raises(InputError, match=f"^{flag}: applies to relation tuning"):
+        pretrain_tiny(tmp_path / "no-scenes", tmp_path / "no-world.json", None, tmp_path / "out", tmp_path / "m.json",
+                      settings, QuestionSettings())  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -338,3 +338,22 @@ def test_best_epoch_survives_a_crash_and_resume(toy, tmp_path, monkeypatch):
     expected, actual = _weights(tmp_path / "reference"), _weights(out)
     for name in expected:  # epoch 2's weights, kept in the checkpoint across the crash
         assert torch.allclose(expected[name], actual[name], atol=1e-6), name
+
+
+def test_train_replays_relative_where_questions_beside_the_relations(toy, tmp_path, capsys):
+    from reltune.cli import main
+
+    root, scenes_dir, _, _, instructions = toy
+    out = tmp_path / "replayed"
+    replay = round(1.5 / len(instructions), 6)  # the toy scenes single out few pairs by name: ask for one
+    argv = ["train", "--backbone", str(root / "tiny"), "--instructions", str(root / "train.parquet"), "--scenes", str(scenes_dir),
+            "--out", str(out), "--max-steps", "1", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "0",
+            "--device", "cpu", "--replay", str(replay)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    replayed = math.floor(len(instructions) * replay)
+    assert replayed == 1
+    metadata = json.loads((out / "reltune_backbone.json").read_text())
+    # the copies with names replaced are drawn over relations and replayed questions alike
+    assert metadata["training"]["replay_questions"] == replayed and metadata["training"]["examples"] == len(instructions) + 1
+    assert metadata["training"]["settings"]["replay"] == replay
+    assert f"replay: {replayed} relative-where questions besides {len(instructions)} relation examples" in capsys.readouterr().err

@@ -179,3 +179,16 @@ def test_scenes_whose_validation_is_test_images_are_refused_as_held_in(tmp_path,
     assert main(["plan", "--params", str(ROOT / "params.yaml"), "--scenes", str(tmp_path / "vg150")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "validation was carved from test images" in error
+
+
+def test_replayed_where_questions_count_in_every_round(tmp_path, capsys):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["replay"] = 0.5
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    plan = plan_json(capsys, "--params", str(path), "--positives", str(DEFAULT_POSITIVES))
+    share = 1 - (1 - params["train"]["name_substitution"]) ** 2
+    for item in plan["rounds"]:
+        # relations, then half as many replayed questions, then renamed copies of both
+        questions = 2 * item["positives"] + math.floor(2 * item["positives"] * 0.5)
+        assert item["examples"] == questions + math.floor(questions * share)

@@ -30,7 +30,8 @@ from reltune.models.schedule import NAME_SUBSTITUTION_MODES, SCHEDULES, TrainSet
 # (its long run of tiny epochs is capped by max_steps, so the per-epoch LAVIS schedules do not fit it).
 TRAIN_DEFAULTS = asdict(TrainSettings())
 PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 2000, "train_all": True, "schedule": "warmup-cosine",
-                     "warmup_steps": 100, "cpu_threads": 2, "name_substitution": 0.0, "min_steps": 0}
+                     "warmup_steps": 100, "cpu_threads": 2, "name_substitution": 0.0, "min_steps": 0,
+                     "replay": 0.0}
 
 
 # One line per TrainSettings field: its flag's checked type and help (defaults come from the settings).
@@ -62,6 +63,8 @@ TRAIN_ARGUMENTS = {
                                  "naming nothing (prompt and answer alike; reltune.models.names)"),
     "name_substitution_mode": Setting(choices=NAME_SUBSTITUTION_MODES, help="add: the altered question is asked besides the "
                                       "question as written; replace: instead of it (README 'Names copied from the question')"),
+    "replay": Setting(non_negative_float, "train: pretraining's 'where is the {a} relative to the {b}' questions asked "
+                      "besides, as a fraction of the relation examples (reltune.models.replay; 0: off)"),
     "image_cache_mb": Setting(non_negative_int),
     "device": Setting(device, "cpu, cuda or cuda:N ('' = cuda when available)"),
     "cpu_threads": Setting(non_negative_int, "torch threads per process on CPU (0: torch default)"),
@@ -221,7 +224,9 @@ def run_pretrain_tiny(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from reltune.data.scenes import read_scenes
     from reltune.io import read_parquet
+    from reltune.models.replay import with_replay
     from reltune.models.training import relation_training_examples, train_backbone
+    from reltune.progress import log
 
     if args.select_best and args.val is None:  # checked before anything is read
         raise InputError("--val", "--select-best true needs the validation instructions (--val)")
@@ -235,12 +240,19 @@ def run_train(args: argparse.Namespace) -> int:
     examples = relation_training_examples(
         instructions, scenes, selection, str(args.instructions), str(args.selection) if args.selection else "selection"
     )
+    relation_examples = len(examples)
+    examples = with_replay(examples, scenes, settings.replay, settings.seed, str(args.scenes))
+    if len(examples) > relation_examples:
+        log(f"replay: {len(examples) - relation_examples} relative-where questions besides {relation_examples} relation examples")
     validation = _validation_set(args, settings) if settings.select_best else None
     pool = training_pool(instructions, args.exclude_names_of or args.scenes.parent) if settings.name_substitution > 0 else ()
     train_backbone(
         args.backbone, examples, vocab["image_root"], args.out, settings,
         live_dir=args.live_dir or None, source=str(args.instructions),
-        extra_metadata={"selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions)},
+        extra_metadata={
+            "selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions),
+            "replay_questions": len(examples) - relation_examples,
+        },
         validation=validation, name_pool=pool,
     )  # fmt: skip
     return 0

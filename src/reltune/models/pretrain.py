@@ -101,7 +101,8 @@ def _centre(box: Sequence[float]) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
-def _union(first: Sequence[float], second: Sequence[float]) -> list[float]:
+def union_box(first: Sequence[float], second: Sequence[float]) -> list[float]:
+    """The smallest box holding both boxes (x1, y1, x2, y2)."""
     return [min(first[0], second[0]), min(first[1], second[1]), max(first[2], second[2]), max(first[3], second[3])]
 
 
@@ -110,6 +111,11 @@ def _padded(box: Sequence[float], width: float, height: float, fraction: float =
     x1, y1, x2, y2 = box
     pad_x, pad_y = (x2 - x1) * fraction, (y2 - y1) * fraction
     return [max(0.0, x1 - pad_x), max(0.0, y1 - pad_y), min(width, x2 + pad_x), min(height, y2 + pad_y)]
+
+
+def relative_where_prompt(first_label: str, second_label: str) -> str:
+    """The question whose answer is `pair_sides(first, second)[0]` (pretraining and relation-tuning replay)."""
+    return f"Where is the {first_label} relative to the {second_label}?"
 
 
 def pair_sides(first_box: Sequence[float], second_box: Sequence[float]) -> tuple[str, str]:
@@ -158,7 +164,7 @@ def pair_cue_questions(
         if labels[subject] == labels[obj]:
             continue  # names could not say which object is meant
         first, second = (subject, obj) if rng.random() < 0.5 else (obj, subject)
-        box = _union(boxes[first], boxes[second])
+        box = union_box(boxes[first], boxes[second])
         names = f"the {labels[first]} and the {labels[second]}"
         predicate = normalise_predicate(str(relation["predicate"]))
         if predicate not in cues:
@@ -225,14 +231,14 @@ def image_questions(
     for first, second in rng.sample(pairs, min(settings.pairs_per_image, len(pairs))):
         if rng.random() < 0.5:
             first, second = second, first
-        box = _union(boxes[first], boxes[second])
+        box = union_box(boxes[first], boxes[second])
         side_first, side_second = pair_sides(boxes[first], boxes[second])
         asked_side = rng.choice([side_first, side_second])
         named = labels[first] if asked_side == side_first else labels[second]
         add(box, f"Which object is on the {asked_side}?", named, "which_side")
         add(box, f"Where is the {labels[first]} in the image?", side_first, "where")
         if settings.relative_where:
-            add(box, f"Where is the {labels[first]} relative to the {labels[second]}?", side_first, "relative_where")
+            add(box, relative_where_prompt(labels[first], labels[second]), side_first, "relative_where")
         add(box, f"What colour is the object on the {asked_side}?", attributes[named]["colour"], "side_colour")
 
     if cues is not None:
@@ -361,6 +367,8 @@ def pretrain_tiny(
     """Build the tiny backbone, pretrain it on generic questions, report held-out accuracy."""
     if train_settings.name_substitution > 0:  # generic questions name no subject / object pair
         raise InputError("--name-substitution", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
+    if train_settings.replay > 0:  # pretraining asks the replayed questions itself (relative_where)
+        raise InputError("--replay", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
     scenes, vocab = read_scenes(scenes_dir, "train")
     spec_file = str(world_spec_path)
     world_spec = read_json(world_spec_path)

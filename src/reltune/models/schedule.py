@@ -55,6 +55,9 @@ class TrainSettings:
     name_substitution: float = 0.25
     # add: each altered question is an extra view beside the question as written; replace: it stands in for it
     name_substitution_mode: str = "add"
+    # relation tuning: pretraining's relative-where questions asked besides, this fraction of the relation
+    # examples (reltune.models.replay; 0: off), so the tuned model keeps reading where two named objects are
+    replay: float = 0.0
     image_cache_mb: int = 1024
     device: str = ""  # "" = CUDA when available, else CPU
     # CPU threads per process (0 = torch's default). Measured on the shared 2-core machine: with 2
@@ -66,6 +69,11 @@ class TrainSettings:
         """Identity of a run for resuming: everything but the crash hook and the logging cadence."""
         relevant = {k: v for k, v in asdict(self).items() if k not in ("stop_after_steps", "log_every", "checkpoint_every", "cpu_threads", "allow_long_warmup")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def replay_count(relation_examples: int, replay: float) -> int:
+    """Replayed where-questions for a training set (`train.replay`): `replay` times its relation examples, rounded down."""
+    return math.floor(relation_examples * replay)
 
 
 @dataclass(frozen=True)

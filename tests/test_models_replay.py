@@ -1,0 +1,61 @@
+"""Relation-tuning replay of the pretraining's relative-where questions (`train.replay`, issue 16 part 3)."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from reltune.errors import InputError
+from reltune.models.replay import replay_examples, with_replay
+
+# image a: cat top-left, dog to its right (a little lower), cup below the cat; image b: two leaves and a
+# frog, so only the frog is singled out by its name and image b has no pair to ask about
+SCENES = pd.DataFrame(
+    {
+        "image_id": ["a", "b"],
+        "image_path": ["a.jpg", "b.jpg"],
+        "boxes": [
+            [[0, 0, 10, 10], [30, 2, 40, 12], [2, 40, 12, 50]],
+            [[0, 0, 10, 10], [50, 50, 60, 60], [20, 0, 30, 10]],
+        ],
+        "labels": [["cat", "dog", "cup"], ["leaf", "leaf", "frog"]],
+    }
+)
+# centres: cat (5, 5), dog (35, 7), cup (7, 45); the answer is the first object's side on the dominant axis
+EXPECTED = {
+    ("cat", "dog"): "left", ("dog", "cat"): "right",
+    ("cat", "cup"): "top", ("cup", "cat"): "bottom",
+    ("dog", "cup"): "top", ("cup", "dog"): "bottom",
+}  # fmt: skip
+
+
+def test_replay_asks_every_nameable_pair_with_the_first_objects_side():
+    rows = replay_examples(SCENES, 6, seed=3)
+    assert len(rows) == 6 and set(rows["image_id"]) == {"a"} and set(rows["kind"]) == {"replay"}
+    asked = {(subject, obj): target for subject, obj, target in zip(rows["subj_label"], rows["obj_label"], rows["target"])}
+    assert asked == EXPECTED
+    for prompt, subject, obj in zip(rows["prompt"], rows["subj_label"], rows["obj_label"]):
+        assert prompt == f"Where is the {subject} relative to the {obj}?"
+    boxes = dict(zip(zip(rows["subj_label"], rows["obj_label"]), rows["union_box"]))
+    assert boxes[("cat", "cup")] == [0.0, 0.0, 12.0, 50.0] and boxes[("dog", "cat")] == [0.0, 0.0, 40.0, 12.0]
+    assert list(rows["image_path"]) == ["a.jpg"] * 6 and rows["qid"].is_unique
+
+
+def test_replay_draw_is_seeded_without_repeats_and_refuses_more_than_there_is():
+    first, again = replay_examples(SCENES, 4, seed=1), replay_examples(SCENES, 4, seed=1)
+    pd.testing.assert_frame_equal(first, again)
+    assert not first[["subj_label", "obj_label"]].duplicated().any()
+    draws = {tuple(zip(replay_examples(SCENES, 3, seed=seed)["subj_label"], replay_examples(SCENES, 3, seed=seed)["obj_label"]))
+             for seed in range(8)}  # fmt: skip
+    assert len(draws) > 1
+    assert replay_examples(SCENES, 0, seed=1).empty
+    with pytest.raises(InputError, match=r"data/scenes/x: train.replay asks for 7 .* the scenes have 6 ordered pairs"):
+        replay_examples(SCENES, 7, seed=1, source="data/scenes/x")
+
+
+def test_with_replay_adds_a_fraction_of_the_relation_examples_after_them():
+    relations = pd.DataFrame({"qid": [f"q{i}" for i in range(9)], "prompt": ["p"] * 9})
+    assert with_replay(relations, SCENES, 0.0, seed=0) is relations
+    mixed = with_replay(relations, SCENES, 0.5, seed=0)
+    assert len(mixed) == 9 + math.floor(9 * 0.5)
+    assert list(mixed["qid"][:9]) == list(relations["qid"]) and set(mixed["kind"][9:]) == {"replay"}
