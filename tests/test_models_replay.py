@@ -59,3 +59,14 @@ def test_with_replay_adds_a_fraction_of_the_relation_examples_after_them():
     mixed = with_replay(relations, SCENES, 0.5, seed=0)
     assert len(mixed) == 9 + math.floor(9 * 0.5)
     assert list(mixed["qid"][:9]) == list(relations["qid"]) and set(mixed["kind"][9:]) == {"replay"}
+
+
+def test_direction_answers_say_the_side_with_the_relation_words_and_bad_kinds_are_refused():
+    sides = replay_examples(SCENES, 6, seed=3)
+    phrases = replay_examples(SCENES, 6, seed=3, answer="direction")
+    words = {"left": "left of", "right": "right of", "top": "above", "bottom": "below"}
+    expected = [f"{subject} {words[side]} {obj}" for subject, obj, side in zip(sides["subj_label"], sides["obj_label"], sides["target"])]
+    assert list(phrases["target"]) == expected and "cat left of dog" in expected and "cup below dog" in expected
+    assert list(phrases["prompt"]) == list(sides["prompt"])
+    with pytest.raises(InputError, match="--replay-answer: 'sideways' is not one of"):
+        replay_examples(SCENES, 2, seed=0, answer="sideways")

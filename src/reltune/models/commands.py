@@ -24,7 +24,7 @@ from reltune.argtypes import (
 from reltune.arguments import Setting, add_settings, settings_from_args
 from reltune.models.backbone import PRESETS, TinyInit, TinySizes, check_tiny_sizes
 from reltune.models.names import training_pool
-from reltune.models.schedule import NAME_SUBSTITUTION_MODES, SCHEDULES, TrainSettings
+from reltune.models.schedule import NAME_SUBSTITUTION_MODES, REPLAY_ANSWERS, SCHEDULES, TrainSettings
 
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
 # (its long run of tiny epochs is capped by max_steps, so the per-epoch LAVIS schedules do not fit it).
@@ -65,6 +65,8 @@ TRAIN_ARGUMENTS = {
                                       "question as written; replace: instead of it (README 'Names copied from the question')"),
     "replay": Setting(non_negative_float, "train: pretraining's 'where is the {a} relative to the {b}' questions asked "
                       "besides, as a fraction of the relation examples (reltune.models.replay; 0: off)"),
+    "replay_answer": Setting(choices=REPLAY_ANSWERS, help="side: replayed questions answer 'top' as pretraining "
+                             "does; direction: '{a} above {b}' (left of, right of, above, below, from the boxes)"),
     "image_cache_mb": Setting(non_negative_int),
     "device": Setting(device, "cpu, cuda or cuda:N ('' = cuda when available)"),
     "cpu_threads": Setting(non_negative_int, "torch threads per process on CPU (0: torch default)"),
@@ -241,7 +243,7 @@ def run_train(args: argparse.Namespace) -> int:
         instructions, scenes, selection, str(args.instructions), str(args.selection) if args.selection else "selection"
     )
     relation_examples = len(examples)
-    examples = with_replay(examples, scenes, settings.replay, settings.seed, str(args.scenes))
+    examples = with_replay(examples, scenes, settings.replay, settings.seed, str(args.scenes), settings.replay_answer)
     if len(examples) > relation_examples:
         log(f"replay: {len(examples) - relation_examples} relative-where questions besides {relation_examples} relation examples")
     validation = _validation_set(args, settings) if settings.select_best else None

@@ -15,9 +15,11 @@ import pandas as pd
 
 from reltune.errors import InputError
 from reltune.models.pretrain import pair_sides, relative_where_prompt, union_box
-from reltune.models.schedule import replay_count
+from reltune.models.schedule import REPLAY_ANSWERS, replay_count
 
 REPLAY_KIND = "replay"
+# train.replay_answer "direction": the English phrase of each side, the words relation answers use
+DIRECTION_PHRASES = {"left": "left of", "right": "right of", "top": "above", "bottom": "below"}
 
 
 def _nameable_pairs(labels: list[str]) -> list[tuple[int, int]]:
@@ -26,13 +28,16 @@ def _nameable_pairs(labels: list[str]) -> list[tuple[int, int]]:
     return [(first, second) for first in single for second in single if first != second]
 
 
-def replay_examples(scenes: pd.DataFrame, count: int, seed: int, source: str = "scenes") -> pd.DataFrame:
+def replay_examples(scenes: pd.DataFrame, count: int, seed: int, source: str = "scenes", answer: str = "side") -> pd.DataFrame:
     """`count` relative-where questions, each about a distinct (image, ordered pair of objects its names single out).
 
     A seeded draw without replacement over every such pair of `scenes` (columns image_id, image_path,
     boxes, labels); the rows have the relation examples' columns, `kind` "replay" and the two names
-    as subject and object labels (so name substitution may replace them too).
+    as subject and object labels (so name substitution may replace them too). `answer` (REPLAY_ANSWERS):
+    "side" answers "top", "direction" answers "{a} above {b}" (DIRECTION_PHRASES: geometry, not annotation).
     """
+    if answer not in REPLAY_ANSWERS:
+        raise InputError("--replay-answer", f"{answer!r} is not one of {REPLAY_ANSWERS}")
     columns = ["qid", "kind", "image_id", "union_box", "prompt", "target", "subj_label", "obj_label", "image_path"]
     if count <= 0:
         return pd.DataFrame(columns=columns)
@@ -59,7 +64,7 @@ def replay_examples(scenes: pd.DataFrame, count: int, seed: int, source: str = "
                 "image_id": scene["image_id"],
                 "union_box": union_box(boxes[first], boxes[second]),
                 "prompt": relative_where_prompt(labels[first], labels[second]),
-                "target": pair_sides(boxes[first], boxes[second])[0],
+                "target": _answer(pair_sides(boxes[first], boxes[second])[0], labels[first], labels[second], answer),
                 "subj_label": labels[first],
                 "obj_label": labels[second],
                 "image_path": scene["image_path"],
@@ -68,9 +73,15 @@ def replay_examples(scenes: pd.DataFrame, count: int, seed: int, source: str = "
     return pd.DataFrame(rows, columns=columns)
 
 
-def with_replay(examples: pd.DataFrame, scenes: pd.DataFrame, replay: float, seed: int, source: str = "scenes") -> pd.DataFrame:
+def _answer(side: str, first_label: str, second_label: str, answer: str) -> str:
+    return side if answer == "side" else f"{first_label} {DIRECTION_PHRASES[side]} {second_label}"
+
+
+def with_replay(
+    examples: pd.DataFrame, scenes: pd.DataFrame, replay: float, seed: int, source: str = "scenes", answer: str = "side"
+) -> pd.DataFrame:
     """The relation examples followed by their replay questions (`examples` unchanged when `replay` is 0)."""
     count = replay_count(len(examples), replay)
     if count == 0:
         return examples
-    return pd.concat([examples, replay_examples(scenes, count, seed, source)], ignore_index=True)
+    return pd.concat([examples, replay_examples(scenes, count, seed, source, answer)], ignore_index=True)

@@ -58,6 +58,8 @@ class TrainSettings:
     # relation tuning: pretraining's relative-where questions asked besides, this fraction of the relation
     # examples (reltune.models.replay; 0: off), so the tuned model keeps reading where two named objects are
     replay: float = 0.0
+    # side: replayed questions answer as pretraining does ("top"); direction: "{a} above {b}" (from the boxes)
+    replay_answer: str = "side"
     image_cache_mb: int = 1024
     device: str = ""  # "" = CUDA when available, else CPU
     # CPU threads per process (0 = torch's default). Measured on the shared 2-core machine: with 2
@@ -69,6 +71,11 @@ class TrainSettings:
         """Identity of a run for resuming: everything but the crash hook and the logging cadence."""
         relevant = {k: v for k, v in asdict(self).items() if k not in ("stop_after_steps", "log_every", "checkpoint_every", "cpu_threads", "allow_long_warmup")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+# what a replayed where-question's answer says (reltune.models.replay): the first object's side, as
+# pretraining answers ("top"), or a sentence with the English direction phrase ("cup above plate")
+REPLAY_ANSWERS = ("side", "direction")
 
 
 def replay_count(relation_examples: int, replay: float) -> int:
