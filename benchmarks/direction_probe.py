@@ -45,6 +45,15 @@ def direction_named(answer: str) -> str:
     return "other"
 
 
+def side_named(answer: str) -> str:
+    """The side a where-answer names: "top" as pretraining answers, or "cup above plate" (`replay_answer: direction`)."""
+    word = answer.strip().rstrip(".").lower()
+    if word in SIDES:
+        return word
+    phrase = direction_named(answer)
+    return next((side for side, direction in DIRECTION_PHRASES.items() if direction == phrase), "other")
+
+
 def direction_questions(instructions: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
     """The positive questions whose predicate is a direction, with their image paths."""
     chosen = instructions[(instructions["kind"] == "positive") & instructions["predicate"].isin(DIRECTIONS)].copy()
@@ -54,11 +63,11 @@ def direction_questions(instructions: pd.DataFrame, scenes: pd.DataFrame) -> pd.
 
 
 def where_probe(backbone: Backbone, scenes_dir: str, questions: int, seed: int) -> pd.DataFrame:
-    """Relative-where questions over the validation scenes with the greedy answer (a side, else "other")."""
+    """Relative-where questions over the validation scenes with the side the greedy answer names (else "other")."""
     scenes, vocab = read_scenes(scenes_dir, "val")
     asked = replay_examples(scenes, questions, seed, scenes_dir)
-    answers = [answer.strip().rstrip(".").lower() for answer in answer_questions(backbone, asked, Path(vocab["image_root"]))]
-    return asked.assign(answer=[answer if answer in SIDES else "other" for answer in answers])
+    answers = answer_questions(backbone, asked, Path(vocab["image_root"]))
+    return asked.assign(answer=[side_named(answer) for answer in answers])
 
 
 def direction_fit(backbone: Backbone, instructions_dir: str, scenes_dir: str, split: str) -> pd.DataFrame:

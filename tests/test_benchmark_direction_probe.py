@@ -42,3 +42,11 @@ def test_direction_questions_are_the_positive_direction_pairs_with_their_images(
     asked = probe.direction_questions(instructions, scenes)
     assert list(asked["predicate"]) == ["above", "right of"] and list(asked["image_path"]) == ["a.jpg", "b.jpg"]
     assert asked["union_box"].map(type).eq(list).all()
+
+
+@pytest.mark.parametrize(
+    "answer, side",
+    [("top", "top"), ("Left.", "left"), ("cup above plate", "top"), ("cup right of plate", "right"), ("Yes, cup on plate.", "other")],
+)
+def test_side_named_reads_both_replay_answers(probe, answer, side):
+    assert probe.side_named(answer) == side
