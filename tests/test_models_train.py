@@ -357,3 +357,24 @@ def test_train_replays_relative_where_questions_beside_the_relations(toy, tmp_pa
     assert metadata["training"]["replay_questions"] == replayed and metadata["training"]["examples"] == len(instructions) + 1
     assert metadata["training"]["settings"]["replay"] == replay
     assert f"replay: {replayed} relative-where questions besides {len(instructions)} relation examples" in capsys.readouterr().err
+
+
+def test_no_substitute_is_a_word_of_a_replayed_question(toy, tmp_path, monkeypatch):
+    from reltune.cli import main
+    from reltune.models import training
+
+    root, scenes_dir, _, _, instructions = toy
+    pools = []
+    # `reltune train` imports train_backbone when it runs: record the pool instead of training
+    monkeypatch.setattr(training, "train_backbone", lambda *args, name_pool=(), **kwargs: pools.append(set(name_pool)))
+    base = ["train", "--backbone", str(root / "tiny"), "--instructions", str(root / "train.parquet"), "--scenes", str(scenes_dir),
+            "--out", str(tmp_path / "never"), "--device", "cpu"]  # fmt: skip
+    assert main(base) == 0 and main([*base, "--replay", str(round(1.5 / len(instructions), 6))]) == 0
+    without, replayed = pools
+    from reltune.models.names import text_words
+    from reltune.models.replay import replay_examples
+
+    asked = replay_examples(read_scenes(scenes_dir, "train")[0], 1, seed=0)  # the one question `train --seed 0` replays
+    replay_words = text_words(asked["prompt"]) | text_words(asked["target"])
+    assert {"relative", "where"} <= without  # the sentence model's words, free without replay
+    assert replayed == without - replay_words and {"relative", "where"}.isdisjoint(replayed)

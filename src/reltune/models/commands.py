@@ -30,8 +30,7 @@ from reltune.models.schedule import NAME_SUBSTITUTION_MODES, REPLAY_ANSWERS, SCH
 # (its long run of tiny epochs is capped by max_steps, so the per-epoch LAVIS schedules do not fit it).
 TRAIN_DEFAULTS = asdict(TrainSettings())
 PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 2000, "train_all": True, "schedule": "warmup-cosine",
-                     "warmup_steps": 100, "cpu_threads": 2, "name_substitution": 0.0, "min_steps": 0,
-                     "replay": 0.0}
+                     "warmup_steps": 100, "cpu_threads": 2, "name_substitution": 0.0, "min_steps": 0}
 
 
 # One line per TrainSettings field: its flag's checked type and help (defaults come from the settings).
@@ -224,6 +223,8 @@ def run_pretrain_tiny(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from reltune.data.scenes import read_scenes
     from reltune.io import read_parquet
     from reltune.models.replay import with_replay
@@ -247,7 +248,9 @@ def run_train(args: argparse.Namespace) -> int:
     if len(examples) > relation_examples:
         log(f"replay: {len(examples) - relation_examples} relative-where questions besides {relation_examples} relation examples")
     validation = _validation_set(args, settings) if settings.select_best else None
-    pool = training_pool(instructions, args.exclude_names_of or args.scenes.parent) if settings.name_substitution > 0 else ()
+    # no substitute may be a word of any question asked, the replayed ones ("top", "relative") included
+    asked = pd.concat([instructions[["prompt", "target"]], examples[["prompt", "target"]]])
+    pool = training_pool(asked, args.exclude_names_of or args.scenes.parent) if settings.name_substitution > 0 else ()
     train_backbone(
         args.backbone, examples, vocab["image_root"], args.out, settings,
         live_dir=args.live_dir or None, source=str(args.instructions),

@@ -5,7 +5,9 @@ direction predicates by prior (README "Pretraining that binds both axes, then re
 Replay keeps asking "Where is the {a} relative to the {b}?" (answers left, right, top, bottom: the
 dominant axis of the two centres, as in pretraining) about objects of the same held-in training
 scenes, so the position of two named objects stays something the model must read from the crop.
-No question or answer names a predicate, and no validation, test or held-out image is read.
+No validation, test or held-out image is read. The side answers name no predicate; `train.replay_answer:
+direction` answers with the English direction phrase computed from the boxes ("cup above plate"),
+which may be a predicate name of the dataset (README "Replaying where things are": it did not help).
 """
 
 from __future__ import annotations
