@@ -12,13 +12,19 @@ Two greedy probes of one backbone directory, run in a workspace after `dvc repro
   validation pairs, both near the share of the most frequent direction, mean the model
   learned no direction from them.
 
+`--finetune-steps N` first trains a copy of the backbone on the training direction
+pairs alone (batch 32, every weight, no name substitution) and probes the copy: can
+the model learn the directions from those pairs when they are all it sees?
+
     .venv/bin/python benchmarks/direction_probe.py [--backbone models/round_final] [--questions 400] [--threads 1]
+        [--finetune-steps 400 --finetune-lr 1e-3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("RELTUNE_NO_PROGRESS", "1")
@@ -31,6 +37,8 @@ from reltune.io import read_parquet  # noqa: E402
 from reltune.models.backbone import Backbone, load_backbone  # noqa: E402
 from reltune.models.pretrain import answer_questions  # noqa: E402
 from reltune.models.replay import DIRECTION_PHRASES, replay_examples  # noqa: E402
+from reltune.models.schedule import TrainSettings  # noqa: E402
+from reltune.models.training import train_backbone  # noqa: E402
 
 DIRECTIONS = tuple(DIRECTION_PHRASES.values())
 SIDES = tuple(DIRECTION_PHRASES)
@@ -70,14 +78,31 @@ def where_probe(backbone: Backbone, scenes_dir: str, questions: int, seed: int) 
     return asked.assign(answer=[side_named(answer) for answer in answers])
 
 
-def direction_fit(backbone: Backbone, instructions_dir: str, scenes_dir: str, split: str) -> pd.DataFrame:
-    """The split's direction questions with the direction their greedy answer names."""
+def read_direction_questions(instructions_dir: str, scenes_dir: str, split: str) -> tuple[pd.DataFrame, str]:
+    """(the split's direction questions, image root)."""
     instructions = read_parquet(
         Path(instructions_dir) / f"{split}.parquet", ["image_id", "union_box", "kind", "predicate", "prompt", "target"]
     )
     scenes, vocab = read_scenes(scenes_dir, split)
-    asked = direction_questions(instructions, scenes)
-    answers = answer_questions(backbone, asked, Path(vocab["image_root"]))
+    return direction_questions(instructions, scenes), vocab["image_root"]
+
+
+def finetuned_on_directions(backbone_dir: str, instructions_dir: str, scenes_dir: str, steps: int, lr: float, out: Path) -> Path:
+    """A copy of the backbone trained on the training direction pairs alone (batch 32, warm-up 20, cosine)."""
+    examples, image_root = read_direction_questions(instructions_dir, scenes_dir, "train")
+    settings = TrainSettings(
+        epochs=10_000, max_steps=steps, batch_size=32, lr=lr, warmup_steps=20, schedule="warmup-cosine", train_all=True,
+        name_substitution=0.0, min_steps=0, checkpoint_every=0,
+    )  # fmt: skip
+    result = train_backbone(backbone_dir, examples, image_root, out, settings, source="training direction pairs")
+    print(f"fine-tuned on {len(examples)} training direction pairs: {steps} steps, lr {lr}, final loss {result.final_loss:.3f}")
+    return out
+
+
+def direction_fit(backbone: Backbone, instructions_dir: str, scenes_dir: str, split: str) -> pd.DataFrame:
+    """The split's direction questions with the direction their greedy answer names."""
+    asked, image_root = read_direction_questions(instructions_dir, scenes_dir, split)
+    answers = answer_questions(backbone, asked, Path(image_root))
     return asked.assign(answer=[direction_named(answer) for answer in answers])
 
 
@@ -94,14 +119,26 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=400, help="relative-where questions on validation crops")
     parser.add_argument("--seed", type=int, default=123, help="draw of those questions")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--finetune-steps", type=int, default=0, help="first train a copy on the training direction pairs (0: no)")
+    parser.add_argument("--finetune-lr", type=float, default=1e-3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    backbone = load_backbone(args.backbone)
+    with tempfile.TemporaryDirectory() as work:
+        backbone_dir, name = args.backbone, args.backbone
+        if args.finetune_steps > 0:
+            backbone_dir = str(finetuned_on_directions(
+                args.backbone, args.instructions, args.scenes, args.finetune_steps, args.finetune_lr, Path(work) / "finetuned"
+            ))  # fmt: skip
+            name = f"{args.backbone} + {args.finetune_steps} steps on training direction pairs"
+        probe(load_backbone(backbone_dir), name, args)
+
+
+def probe(backbone: Backbone, name: str, args: argparse.Namespace) -> None:
     where = where_probe(backbone, args.scenes, args.questions, args.seed)
-    report(f"{args.backbone}: where is the {{a}} relative to the {{b}}, validation crops", where["target"], where["answer"])
+    report(f"{name}: where is the {{a}} relative to the {{b}}, validation crops", where["target"], where["answer"])
     for split in ("train", "val"):
         fit = direction_fit(backbone, args.instructions, args.scenes, split)
-        report(f"{args.backbone}: direction fit, {split} direction pairs", fit["predicate"], fit["answer"])
+        report(f"{name}: direction fit, {split} direction pairs", fit["predicate"], fit["answer"])
 
 
 if __name__ == "__main__":
