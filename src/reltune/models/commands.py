@@ -248,9 +248,11 @@ def run_train(args: argparse.Namespace) -> int:
     if len(examples) > relation_examples:
         log(f"replay: {len(examples) - relation_examples} relative-where questions besides {relation_examples} relation examples")
     validation = _validation_set(args, settings) if settings.select_best else None
-    # no substitute may be a word of any question asked, the replayed ones ("top", "relative") included
-    asked = pd.concat([instructions[["prompt", "target"]], examples[["prompt", "target"]]])
-    pool = training_pool(asked, args.exclude_names_of or args.scenes.parent) if settings.name_substitution > 0 else ()
+    pool: tuple[str, ...] = ()
+    if settings.name_substitution > 0:
+        # no substitute may be a word of any question asked, the replayed ones ("top", "relative") included
+        asked = pd.concat([instructions[["prompt", "target"]], examples.iloc[relation_examples:][["prompt", "target"]]])
+        pool = training_pool(asked, args.exclude_names_of or args.scenes.parent)
     train_backbone(
         args.backbone, examples, vocab["image_root"], args.out, settings,
         live_dir=args.live_dir or None, source=str(args.instructions),
