@@ -291,6 +291,7 @@ class PlanInputs:
 
 def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int, list[RoundPlan]]:
     """(round budget, one RoundPlan per tuned model in chain order); refuses what cannot run."""
+    from reltune.models.repeats import repeated_counts
     from reltune.models.schedule import BatchPlan, Schedule, check_warmup, replay_count
 
     settings = train_settings(params, source)
@@ -299,7 +300,8 @@ def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int,
     plans = []
     for name, selection_round in sorted(models.items(), key=lambda item: (item[0] == "final", _sort_key(item[0]))):
         positives = sum(selected[selection_round].values())
-        questions = positives + math.floor(positives * inputs.negatives_per_positive)
+        asked = sum(repeated_counts(selected[selection_round], settings.repeat_threshold).values())  # rare ones repeated
+        questions = asked + math.floor(asked * inputs.negatives_per_positive)
         questions += replay_count(questions, settings.replay)  # replayed where-questions are renamed too
         examples = questions + renamed_copies(questions, settings)
         batch_plan = BatchPlan.of(settings, examples, inputs.processes)

@@ -66,6 +66,8 @@ TRAIN_ARGUMENTS = {
                       "besides, as a fraction of the relation examples (reltune.models.replay; 0: off)"),
     "replay_answer": Setting(choices=REPLAY_ANSWERS, help="side: replayed questions answer 'top' as pretraining "
                              "does; direction: '{a} above {b}' (left of, right of, above, below, from the boxes)"),
+    "repeat_threshold": Setting(non_negative_float, "train: LVIS repeat-factor threshold t: a predicate with share f of "
+                                "the positives is asked max(1, sqrt(t/f)) times as often (reltune.models.repeats; 0: off)"),
     "image_cache_mb": Setting(non_negative_int),
     "device": Setting(device, "cpu, cuda or cuda:N ('' = cuda when available)"),
     "cpu_threads": Setting(non_negative_int, "torch threads per process on CPU (0: torch default)"),
@@ -227,6 +229,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from reltune.data.scenes import read_scenes
     from reltune.io import read_parquet
+    from reltune.models.repeats import with_repeats
     from reltune.models.replay import with_replay
     from reltune.models.training import relation_training_examples, train_backbone
     from reltune.progress import log
@@ -235,15 +238,21 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError("--val", "--select-best true needs the validation instructions (--val)")
     settings = _train_settings(args)
     labels = ["subj_label", "obj_label"] if settings.name_substitution > 0 else []
+    predicate = ["predicate"] if settings.repeat_threshold > 0 else []
     instructions = read_parquet(
-        args.instructions, ["qid", "image_id", "union_box", "kind", "positive_qid", "prompt", "target", *labels]
+        args.instructions, ["qid", "image_id", "union_box", "kind", "positive_qid", "prompt", "target", *labels, *predicate]
     )
     scenes, vocab = read_scenes(args.scenes, args.scene_split)
     selection = read_parquet(args.selection, ["qid"]) if args.selection else None
     examples = relation_training_examples(
         instructions, scenes, selection, str(args.instructions), str(args.selection) if args.selection else "selection"
     )
+    distinct_examples = len(examples)
+    # rare predicates' questions repeated first, so replay keeps its share of the questions asked
+    examples = with_repeats(examples, instructions, settings.repeat_threshold, settings.seed, str(args.instructions))
     relation_examples = len(examples)
+    if relation_examples > distinct_examples:
+        log(f"repeats: {relation_examples} relation questions asked of {distinct_examples} (threshold {settings.repeat_threshold})")
     examples = with_replay(examples, scenes, settings.replay, settings.seed, str(args.scenes), settings.replay_answer)
     if len(examples) > relation_examples:
         log(f"replay: {len(examples) - relation_examples} relative-where questions besides {relation_examples} relation examples")
@@ -259,6 +268,7 @@ def run_train(args: argparse.Namespace) -> int:
         extra_metadata={
             "selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions),
             "replay_questions": len(examples) - relation_examples,
+            "repeated_questions": relation_examples - distinct_examples,
         },
         validation=validation, name_pool=pool,
     )  # fmt: skip

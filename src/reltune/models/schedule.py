@@ -60,6 +60,9 @@ class TrainSettings:
     replay: float = 0.0
     # side: replayed questions answer as pretraining does ("top"); direction: "{a} above {b}" (from the boxes)
     replay_answer: str = "side"
+    # relation tuning: LVIS's repeat-factor threshold t; a predicate of share f of the positives is asked
+    # max(1, sqrt(t / f)) times as often (reltune.models.repeats; 0: off), so rare predicates get the steps
+    repeat_threshold: float = 0.0
     image_cache_mb: int = 1024
     device: str = ""  # "" = CUDA when available, else CPU
     # CPU threads per process (0 = torch's default). Measured on the shared 2-core machine: with 2
