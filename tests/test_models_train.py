@@ -359,6 +359,25 @@ def test_train_replays_relative_where_questions_beside_the_relations(toy, tmp_pa
     assert f"replay: {replayed} relative-where questions besides {len(instructions)} relation examples" in capsys.readouterr().err
 
 
+def test_train_repeats_rare_predicates_questions_with_their_negatives(toy, tmp_path, capsys):
+    from reltune.cli import main
+
+    root, scenes_dir, _, _, instructions = toy
+    out = tmp_path / "repeated"
+    argv = ["train", "--backbone", str(root / "tiny"), "--instructions", str(root / "train.parquet"), "--scenes", str(scenes_dir),
+            "--out", str(out), "--max-steps", "1", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "0",
+            "--device", "cpu", "--name-substitution", "0", "--repeat-threshold", "0.5"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    counts = instructions.loc[instructions["kind"] == "positive", "predicate"].value_counts()
+    # LVIS: a predicate of share f is asked round(n x max(1, sqrt(0.5 / f))) times; each with its counter-negative
+    asked = sum(round(count * max(1.0, math.sqrt(0.5 / (count / counts.sum())))) for count in counts)
+    assert asked > counts.sum()  # the toy has rare predicates
+    metadata = json.loads((out / "reltune_backbone.json").read_text())
+    assert metadata["training"]["examples"] == 2 * asked and metadata["training"]["repeated_questions"] == 2 * (asked - counts.sum())
+    assert metadata["training"]["settings"]["repeat_threshold"] == 0.5
+    assert f"repeats: {2 * asked} relation questions asked of {len(instructions)}" in capsys.readouterr().err
+
+
 def test_no_substitute_is_a_word_of_a_replayed_question(toy, tmp_path, monkeypatch):
     from reltune.cli import main
     from reltune.models import training

@@ -192,3 +192,18 @@ def test_replayed_where_questions_count_in_every_round(tmp_path, capsys):
         # relations, then half as many replayed questions, then renamed copies of both
         questions = 2 * item["positives"] + math.floor(2 * item["positives"] * 0.5)
         assert item["examples"] == questions + math.floor(questions * share)
+
+
+def test_repeated_rare_predicates_count_in_the_plan_and_need_per_predicate_counts(tmp_path, capsys):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["sampling"].update(strategy="full", seed_strategy="full", rounds={})
+    params["train_on"] = {"final": 0}
+    params["train"].update(repeat_threshold=0.4, name_substitution=0.0, replay=0.0)
+    path, counts = tmp_path / "params.yaml", tmp_path / "counts.json"
+    path.write_text(yaml.safe_dump(params))
+    counts.write_text(json.dumps({"on": 900, "above": 100}))
+    (final,) = plan_json(capsys, "--params", str(path), "--counts", str(counts))["rounds"]
+    # f(above) = 0.1: LVIS r = sqrt(0.4 / 0.1) = 2, so 200 'above' questions; 'on' once; one negative each
+    assert final["positives"] == 1000 and final["examples"] == 2 * (900 + 200)
+    message = refusal(capsys, "--params", str(path), "--positives", "1000")
+    assert "train.repeat_threshold needs per-predicate counts" in message

@@ -2,8 +2,9 @@
 
 For every tuned model of the round chain (`sampling.rounds`, `train_on`) it
 prints the selected positives it trains on, its training examples (with their
-negatives and, with name substitution in mode `add`, the expected renamed
-copies), its epochs and optimizer steps for the given process count, the warm-up
+negatives, the rare predicates' repeats of `train.repeat_threshold`, the
+replayed where-questions of `train.replay` and, with name substitution in mode
+`add`, the expected renamed copies), its epochs and optimizer steps for the given process count, the warm-up
 share of those steps (`train.schedule`), the pool rows its score stage
 answers and the generate calls of that stage, and, given the throughput JSON
 of `benchmarks/gpu_shapes.py --json`, GPU hours per stage and in total.
@@ -279,6 +280,9 @@ def pool_rows(available: Mapping[str, int], budget: int, sampling: Mapping) -> i
 
 # ---------------------------------------------------------------- the plan
 
+# `--positives N` states one pseudo-predicate: enough unless a setting depends on the per-predicate split
+ALL_PREDICATES = "(all)"
+
 
 @dataclass(frozen=True)
 class PlanInputs:
@@ -295,6 +299,9 @@ def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int,
     from reltune.models.schedule import BatchPlan, Schedule, check_warmup, replay_count
 
     settings = train_settings(params, source)
+    if settings.repeat_threshold > 0 and set(inputs.counts) == {ALL_PREDICATES}:
+        raise InputError(source, "train.repeat_threshold needs per-predicate counts (--counts, --instructions or --scenes), "
+                         "not --positives", "train.repeat_threshold")  # fmt: skip
     rounds, models = round_chain(params, source)
     budget, selected = selections(inputs.counts, rounds, params["sampling"], source)
     plans = []
@@ -369,7 +376,7 @@ def _inputs(args: argparse.Namespace, params: Mapping) -> tuple[PlanInputs, str]
     val_positives = args.val_positives
     if args.positives is not None:
         # one pseudo-predicate: the per-predicate split only matters for a capped pool
-        counts, origin = {"(all)": args.positives}, f"{args.positives:,} positives (stated)"
+        counts, origin = {ALL_PREDICATES: args.positives}, f"{args.positives:,} positives (stated)"
     elif args.counts is not None:
         counts, origin = counts_from_json(args.counts), f"per-predicate counts of {args.counts}"
     elif args.instructions is not None:
