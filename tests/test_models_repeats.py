@@ -10,7 +10,7 @@ from reltune.models.repeats import copies_per_positive, repeat_factors, repeated
 
 
 def lvis_factor(count: int, total: int, threshold: float) -> float:
-    """LVIS Sec. 5.1 as printed: r(c) = max(1, sqrt(t / f(c))), f(c) the frequency of category c."""
+    """LVIS (arXiv v2+, Appendix B.2) as printed: r(c) = max(1, sqrt(t / f(c))), f(c) the frequency of category c."""
     return max(1.0, math.sqrt(threshold / (count / total)))
 
 

@@ -1,8 +1,9 @@
 """Repeat-factor sampling during relation tuning: the questions of rare predicates are asked more often.
 
-The rule is LVIS's (Gupta, Dollar, Girshick, "LVIS: A Dataset for Large Vocabulary Instance Segmentation",
-CVPR 2019, Sec. 5.1): a category of frequency f gets the repeat factor r = max(1, sqrt(t / f)) for a
-threshold t. Here the unit is the question, not the image: f is the share of the training positives
+The rule is LVIS's (Gupta, Dollar, Girshick, "LVIS: A Dataset for Large Vocabulary Instance
+Segmentation", CVPR 2019; arXiv v2 and later, Appendix B.2; detectron2's RepeatFactorTrainingSampler):
+a category of frequency f gets the repeat factor r = max(1, sqrt(t / f)) for a threshold t. Here the
+unit is the question, not the image: f is the share of the training positives
 whose predicate it is. Why: in relation tuning the direction pairs are 266 of 5018 positives and the
 tuned model fits not even its training ones, while the same pairs trained for ~48 epochs are learned
 (README "Replaying where things are", `benchmarks/direction_probe.py --finetune-steps`).
