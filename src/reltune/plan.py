@@ -4,8 +4,8 @@ For every tuned model of the round chain (`sampling.rounds`, `train_on`) it
 prints the selected positives it trains on, its training examples (with their
 negatives, the rare predicates' repeats of `train.repeat_threshold`, the
 replayed where-questions of `train.replay` and, with name substitution in mode
-`add`, the expected renamed copies), its epochs and optimizer steps for the given process count, the warm-up
-share of those steps (`train.schedule`), the pool rows its score stage
+`add`, the expected renamed copies), its epochs and optimizer steps for the
+given process count, the warm-up share of those steps (`train.schedule`), the pool rows its score stage
 answers and the generate calls of that stage, and, given the throughput JSON
 of `benchmarks/gpu_shapes.py --json`, GPU hours per stage and in total.
 
