@@ -28,17 +28,13 @@ from reltune.errors import InputError
 def repeat_factors(counts: Mapping[str, int], threshold: float) -> dict[str, float]:
     """LVIS's r(c) = max(1, sqrt(t / f(c))), f(c) = counts[c] / sum(counts), per predicate with questions."""
     total = sum(counts.values())
-    return {
-        predicate: max(1.0, math.sqrt(threshold * total / count)) if threshold > 0 else 1.0
-        for predicate, count in counts.items()
-        if count > 0
-    }
+    return {predicate: max(1.0, math.sqrt(threshold * total / count)) for predicate, count in counts.items() if count > 0}
 
 
 def repeated_counts(counts: Mapping[str, int], threshold: float) -> dict[str, int]:
-    """Questions of each predicate after repetition: round(n x r), never fewer than n."""
+    """Questions of each predicate after repetition: round(n x r) (never fewer than n, as r >= 1)."""
     factors = repeat_factors(counts, threshold)
-    return {predicate: max(count, round(count * factors[predicate])) for predicate, count in counts.items() if count > 0}
+    return {predicate: round(counts[predicate] * factor) for predicate, factor in factors.items()}
 
 
 def copies_per_positive(predicates: pd.Series, threshold: float, seed: int) -> pd.Series:
@@ -75,9 +71,6 @@ def with_repeats(
     is_positive = examples["kind"] == "positive"
     trained = qids[is_positive].values
     copies_of_qid = copies_per_positive(pd.Series([predicate_of[qid] for qid in trained], index=trained), threshold, seed)
-    # a negative whose positive is not trained (none such from relation_training_examples) is asked once
-    copies = [
-        int(copies_of_qid[qid]) if positive else int(copies_of_qid.get(positive_of.get(qid, ""), 1))
-        for qid, positive in zip(qids, is_positive)
-    ]
+    # relation_training_examples brings a negative only with its positive
+    copies = [int(copies_of_qid[qid if positive else positive_of[qid]]) for qid, positive in zip(qids, is_positive)]
     return examples.loc[examples.index.repeat(copies)].reset_index(drop=True)
