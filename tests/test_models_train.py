@@ -378,6 +378,37 @@ def test_train_repeats_rare_predicates_questions_with_their_negatives(toy, tmp_p
     assert f"repeats: {2 * asked} relation questions asked of {len(instructions)}" in capsys.readouterr().err
 
 
+def test_train_asks_direction_questions_again_with_subject_and_object_swapped(toy, tmp_path, capsys):
+    from reltune.cli import main
+
+    root, scenes_dir, _, _, instructions = toy
+    # the toy asks about every ordered pair: keep one order (the other one in train0002, so that each predicate stays),
+    # and both orders of one pair (whose questions have no converse)
+    positives = instructions[instructions["kind"] == "positive"]
+    one_order = (positives["subj"] < positives["obj"]) != (positives["image_id"] == "train0002")
+    kept = set(positives.loc[one_order, "qid"]) | {positives.loc[~one_order, "qid"].iloc[0]}
+    instructions = instructions[instructions["qid"].isin(kept) | instructions["positive_qid"].isin(kept)].reset_index(drop=True)
+    write_instruction_table(instructions, tmp_path / "train.parquet")
+    out = tmp_path / "converse"
+    argv = ["train", "--backbone", str(root / "tiny"), "--instructions", str(tmp_path / "train.parquet"), "--scenes", str(scenes_dir),
+            "--out", str(out), "--max-steps", "1", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "0",
+            "--device", "cpu", "--name-substitution", "0", "--converse-predicates", "above:below,left of:right of"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    # expected: every question whose swapped pair is not asked in its category (a negative only with its positive)
+    asked = set(zip(instructions["image_id"], instructions["subj"], instructions["obj"], instructions["category"]))
+    free = {row.qid for row in instructions.itertuples() if (row.image_id, row.obj, row.subj, row.category) not in asked}
+    positives = instructions[(instructions["kind"] == "positive") & instructions["qid"].isin(free)]
+    negatives = instructions[(instructions["kind"] == "negative") & instructions["qid"].isin(free)
+                             & instructions["positive_qid"].isin(set(positives["qid"]))]  # fmt: skip
+    converses = len(positives) + len(negatives)
+    assert converses > 0 and len(positives) < (instructions["kind"] == "positive").sum()  # the toy has both cases
+    metadata = json.loads((out / "reltune_backbone.json").read_text())
+    assert metadata["training"]["converse_questions"] == converses
+    assert metadata["training"]["examples"] == len(instructions) + converses
+    assert metadata["training"]["settings"]["converse_predicates"] == "above:below,left of:right of"
+    assert f"converses: {converses} questions with subject and object swapped" in capsys.readouterr().err
+
+
 def test_no_substitute_is_a_word_of_a_replayed_question(toy, tmp_path, monkeypatch):
     from reltune.cli import main
     from reltune.models import training

@@ -194,6 +194,23 @@ def test_replayed_where_questions_count_in_every_round(tmp_path, capsys):
         assert item["examples"] == questions + math.floor(questions * share)
 
 
+def test_converse_questions_count_in_the_plan_after_the_repeats(tmp_path, capsys):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["sampling"].update(strategy="full", seed_strategy="full", rounds={})
+    params["train_on"] = {"final": 0}
+    params["train"].update(repeat_threshold=0.4, name_substitution=0.0, replay=0.0, converse_predicates="above:below")
+    path, counts = tmp_path / "params.yaml", tmp_path / "counts.json"
+    path.write_text(yaml.safe_dump(params))
+    counts.write_text(json.dumps({"on": 850, "above": 100, "below": 50}))
+    (final,) = plan_json(capsys, "--params", str(path), "--counts", str(counts))["rounds"]
+    # LVIS at t = 0.4: above (f = 0.1) x 2 = 200, below (f = 0.05) x sqrt(8) = 141; each asked again swapped; one negative each
+    assert final["positives"] == 1000 and final["examples"] == 2 * (850 + 2 * (200 + 141))
+    params["train"]["repeat_threshold"] = 0.0
+    path.write_text(yaml.safe_dump(params))
+    message = refusal(capsys, "--params", str(path), "--positives", "1000")
+    assert "train.converse_predicates needs per-predicate counts" in message
+
+
 def test_repeated_rare_predicates_count_in_the_plan_and_need_per_predicate_counts(tmp_path, capsys):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["sampling"].update(strategy="full", seed_strategy="full", rounds={})

@@ -295,6 +295,7 @@ class PlanInputs:
 
 def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int, list[RoundPlan]]:
     """(round budget, one RoundPlan per tuned model in chain order); refuses what cannot run."""
+    from reltune.models.converses import converse_pairs
     from reltune.models.repeats import repeated_counts
     from reltune.models.schedule import BatchPlan, Schedule, check_warmup, replay_count
 
@@ -302,12 +303,18 @@ def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int,
     if settings.repeat_threshold > 0 and set(inputs.counts) == {ALL_PREDICATES}:
         raise InputError(source, "train.repeat_threshold needs per-predicate counts (--counts, --instructions or --scenes), "
                          "not --positives", "train.repeat_threshold")  # fmt: skip
+    converses = converse_pairs(settings.converse_predicates, "train.converse_predicates")
+    if converses and set(inputs.counts) == {ALL_PREDICATES}:
+        raise InputError(source, "train.converse_predicates needs per-predicate counts (--counts, --instructions or --scenes), "
+                         "not --positives", "train.converse_predicates")  # fmt: skip
     rounds, models = round_chain(params, source)
     budget, selected = selections(inputs.counts, rounds, params["sampling"], source)
     plans = []
     for name, selection_round in sorted(models.items(), key=lambda item: (item[0] == "final", _sort_key(item[0]))):
         positives = sum(selected[selection_round].values())
-        asked = sum(repeated_counts(selected[selection_round], settings.repeat_threshold).values())  # rare ones repeated
+        repeated = repeated_counts(selected[selection_round], settings.repeat_threshold)  # rare ones repeated
+        # each (repeated) question of a converse predicate asked again swapped: at most, as skips need the pairs
+        asked = sum(repeated.values()) + sum(count for predicate, count in repeated.items() if predicate in converses)
         questions = asked + math.floor(asked * inputs.negatives_per_positive)
         questions += replay_count(questions, settings.replay)  # replayed where-questions are renamed too
         examples = questions + renamed_copies(questions, settings)

@@ -68,6 +68,8 @@ TRAIN_ARGUMENTS = {
                              "does; direction: '{a} above {b}' (left of, right of, above, below, from the boxes)"),
     "repeat_threshold": Setting(non_negative_float, "train: LVIS repeat-factor threshold t: a predicate with share f of "
                                 "the positives is asked max(1, sqrt(t/f)) times as often (reltune.models.repeats; 0: off)"),
+    "converse_predicates": Setting(help="train: 'a:b,c:d', predicates each the converse of the other: a question of one "
+                                   "is asked again with subject and object swapped (reltune.models.converses; '': off)"),
     "image_cache_mb": Setting(non_negative_int),
     "device": Setting(device, "cpu, cuda or cuda:N ('' = cuda when available)"),
     "cpu_threads": Setting(non_negative_int, "torch threads per process on CPU (0: torch default)"),
@@ -229,6 +231,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from reltune.data.scenes import read_scenes
     from reltune.io import read_parquet
+    from reltune.models.converses import CONVERSE_COLUMNS, with_converses
     from reltune.models.repeats import with_repeats
     from reltune.models.replay import with_replay
     from reltune.models.training import relation_training_examples, train_backbone
@@ -239,9 +242,9 @@ def run_train(args: argparse.Namespace) -> int:
     settings = _train_settings(args)
     labels = ["subj_label", "obj_label"] if settings.name_substitution > 0 else []
     predicate = ["predicate"] if settings.repeat_threshold > 0 else []
-    instructions = read_parquet(
-        args.instructions, ["qid", "image_id", "union_box", "kind", "positive_qid", "prompt", "target", *labels, *predicate]
-    )
+    converse = CONVERSE_COLUMNS + ["subj_label", "obj_label"] if settings.converse_predicates else []
+    columns = ["qid", "image_id", "union_box", "kind", "positive_qid", "prompt", "target", *labels, *predicate, *converse]
+    instructions = read_parquet(args.instructions, list(dict.fromkeys(columns)))
     scenes, vocab = read_scenes(args.scenes, args.scene_split)
     selection = read_parquet(args.selection, ["qid"]) if args.selection else None
     examples = relation_training_examples(
@@ -250,9 +253,15 @@ def run_train(args: argparse.Namespace) -> int:
     distinct_examples = len(examples)
     # rare predicates' questions repeated first, so replay keeps its share of the questions asked
     examples = with_repeats(examples, instructions, settings.repeat_threshold, settings.seed, str(args.instructions))
+    repeated_examples = len(examples)
+    if repeated_examples > distinct_examples:
+        log(f"repeats: {repeated_examples} relation questions asked of {distinct_examples} (threshold {settings.repeat_threshold})")
+    # every copy of a repeated direction question gets its converse: both answers asked equally often
+    examples, skipped = with_converses(examples, instructions, settings.converse_predicates, str(args.instructions))
     relation_examples = len(examples)
-    if relation_examples > distinct_examples:
-        log(f"repeats: {relation_examples} relation questions asked of {distinct_examples} (threshold {settings.repeat_threshold})")
+    if settings.converse_predicates:
+        log(f"converses: {relation_examples - repeated_examples} questions with subject and object swapped "
+            f"({skipped} positives without one: the swapped pair is asked already)")
     examples = with_replay(examples, scenes, settings.replay, settings.seed, str(args.scenes), settings.replay_answer)
     if len(examples) > relation_examples:
         log(f"replay: {len(examples) - relation_examples} relative-where questions besides {relation_examples} relation examples")
@@ -268,7 +277,8 @@ def run_train(args: argparse.Namespace) -> int:
         extra_metadata={
             "selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions),
             "replay_questions": len(examples) - relation_examples,
-            "repeated_questions": relation_examples - distinct_examples,
+            "repeated_questions": repeated_examples - distinct_examples,
+            "converse_questions": relation_examples - repeated_examples,
         },
         validation=validation, name_pool=pool,
     )  # fmt: skip

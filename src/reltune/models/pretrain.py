@@ -371,6 +371,8 @@ def pretrain_tiny(
         raise InputError("--replay", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
     if train_settings.repeat_threshold > 0:  # generic questions have no predicate
         raise InputError("--repeat-threshold", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
+    if train_settings.converse_predicates:  # generic questions have no predicate
+        raise InputError("--converse-predicates", "applies to relation tuning (`reltune train`) only; pretraining takes ''")
     scenes, vocab = read_scenes(scenes_dir, "train")
     spec_file = str(world_spec_path)
     world_spec = read_json(world_spec_path)

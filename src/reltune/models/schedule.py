@@ -63,6 +63,9 @@ class TrainSettings:
     # relation tuning: LVIS's repeat-factor threshold t; a predicate of share f of the positives is asked
     # max(1, sqrt(t / f)) times as often (reltune.models.repeats; 0: off), so rare predicates get the steps
     repeat_threshold: float = 0.0
+    # relation tuning: "a:b,c:d", predicates each the converse of the other; a question of one is asked again with
+    # subject and object swapped, answered with the other (reltune.models.converses; '' off), so both answers balance
+    converse_predicates: str = ""
     image_cache_mb: int = 1024
     device: str = ""  # "" = CUDA when available, else CPU
     # CPU threads per process (0 = torch's default). Measured on the shared 2-core machine: with 2

@@ -1,0 +1,101 @@
+"""Converse questions during relation tuning: a direction question asked again with its objects swapped.
+
+Every training question "cup above plate" also holds read the other way: "plate below cup". With
+`train.converse_predicates: "above:below,left of:right of"` each selected positive of such a
+predicate is asked a second time about the same crop with subject and object swapped, answered with
+the converse predicate, and its negative likewise. Why: the training split's direction pairs are
+lopsided (128 above, 60 below, 42 left of, 36 right of) and the tuned model answers them by that
+prior, one axis leaning onto one answer (README "Repeating rare predicates"). With every direction
+question beside its converse, each answer is asked exactly as often as its opposite on the same
+crops, so neither can be learned without the other and only the image tells them apart.
+
+A converse is skipped when the instructions already ask about the swapped pair in that category (a
+second, possibly different answer to the same question would contradict it); the skipped count is
+reported. Nothing outside the training instructions is read.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from reltune.errors import InputError
+from reltune.instructions.templates import category_negative_answer, category_question, naive_question, positive_answer
+
+# the columns the converse of an instruction row needs (besides relation_training_examples' own)
+CONVERSE_COLUMNS = ["subj", "obj", "category", "predicate"]
+_SWAPPED = {"subj": "obj", "obj": "subj", "subj_label": "obj_label", "obj_label": "subj_label"}
+
+
+def converse_pairs(spec: str, option: str = "--converse-predicates") -> dict[str, str]:
+    """"above:below,left of:right of" -> each predicate's converse, both ways ('' -> {})."""
+    converses: dict[str, str] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        names = [name.strip() for name in item.split(":")]
+        if len(names) != 2 or not all(names) or names[0] == names[1]:
+            raise InputError(option, f"{item!r} is not two different predicates 'a:b'")
+        for name, converse in (names, names[::-1]):
+            if name in converses:
+                raise InputError(option, f"predicate {name!r} is named twice")
+            converses[name] = converse
+    return converses
+
+
+def _asked_keys(instructions: pd.DataFrame) -> set[tuple[str, int, int, str]]:
+    """(image, subject, object, category) of every question the instructions ask."""
+    return set(zip(instructions["image_id"].astype(str), instructions["subj"], instructions["obj"], instructions["category"]))
+
+
+def converse_instructions(instructions: pd.DataFrame, converses: dict[str, str], source: str = "instructions") -> tuple[pd.DataFrame, int]:
+    """(the converse of every positive of a `converses` predicate and of its negatives, indexed by the source qid; skipped).
+
+    The rows keep the instruction columns with subject and object swapped; the prompt and answer are
+    rebuilt with the instruction templates (the category question when the source has one).
+    """
+    positives = instructions[instructions["kind"] == "positive"]
+    named = set(positives["predicate"].dropna().astype(str))
+    unknown = sorted(set(converses) - named)
+    if unknown:
+        raise InputError(source, f"train.converse_predicates names {unknown}, which no training positive has")
+    asked = _asked_keys(instructions)
+    sources = positives[positives["predicate"].astype(str).isin(converses)]
+    swapped_keys = list(zip(sources["image_id"].astype(str), sources["obj"], sources["subj"], sources["category"]))
+    free = [key not in asked for key in swapped_keys]
+    sources = sources[free]
+    negatives = instructions[(instructions["kind"] == "negative") & instructions["positive_qid"].astype(str).isin(set(sources["qid"].astype(str)))]
+    # a negative's converse asks its category about the swapped pair: only where nothing else asks it
+    negatives = negatives[[key not in asked for key in zip(negatives["image_id"].astype(str), negatives["obj"], negatives["subj"], negatives["category"])]]
+    rows = pd.concat([sources, negatives]).rename(columns=_SWAPPED)
+    rows["source_qid"] = rows["qid"].astype(str)
+    rows["qid"] = rows["source_qid"] + "-converse"
+    is_positive = rows["kind"] == "positive"
+    rows.loc[is_positive, "predicate"] = rows.loc[is_positive, "predicate"].astype(str).map(converses)
+    has_category = rows["prompt"].astype(str).str.startswith("Is there a prominent ")
+    subjects, objects, categories = rows["subj_label"].astype(str), rows["obj_label"].astype(str), rows["category"].astype(str)
+    rows["prompt"] = category_question(categories, subjects, objects).where(has_category, naive_question(subjects, objects))
+    rows["target"] = positive_answer(subjects, rows["predicate"].astype(str), objects).where(
+        is_positive, category_negative_answer(categories, subjects, objects)
+    )
+    return rows.set_index("source_qid"), len(free) - sum(free)
+
+
+def with_converses(examples: pd.DataFrame, instructions: pd.DataFrame, spec: str, source: str = "instructions") -> tuple[pd.DataFrame, int]:
+    """(`examples` followed by the converse of each row that has one, every copy of a repeated row included; skipped).
+
+    Unchanged when `spec` is ''. `examples` are relation_training_examples' rows (after repeats).
+    """
+    converses = converse_pairs(spec)
+    if not converses:
+        return examples, 0
+    missing = [column for column in CONVERSE_COLUMNS if column not in instructions.columns]
+    if missing:
+        raise InputError(source, f"train.converse_predicates needs the instruction columns {missing}")
+    rows, skipped = converse_instructions(instructions, converses, source)
+    has_converse = examples["qid"].astype(str).isin(rows.index)
+    matched = rows.loc[examples.loc[has_converse, "qid"].astype(str)]
+    added = examples.loc[has_converse].copy()
+    for column in added.columns:
+        if column in matched.columns and column not in ("image_path", "union_box"):
+            added[column] = matched[column].to_numpy()
+    return pd.concat([examples, added], ignore_index=True), skipped
