@@ -90,3 +90,15 @@ def test_a_converse_predicate_that_no_positive_has_is_refused():
     instructions = _instructions()
     with pytest.raises(InputError, match=r"^train.parquet: train.converse_predicates names \['bellow'\], which no training"):
         with_converses(_examples(instructions, ["p1"]), instructions, "above:bellow", source="train.parquet")
+
+
+def test_the_train_command_refuses_a_malformed_converse_spec_before_any_work(tmp_path, capsys):
+    from reltune.cli import main
+
+    argv = ["train", "--backbone", str(tmp_path / "none"), "--instructions", str(tmp_path / "none.parquet"),
+            "--scenes", str(tmp_path), "--out", str(tmp_path / "out"), "--converse-predicates", "above:below,below:on"]  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert "argument --converse-predicates: predicate 'below' is named twice" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

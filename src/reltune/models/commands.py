@@ -33,6 +33,17 @@ PRETRAIN_DEFAULTS = {**TRAIN_DEFAULTS, "epochs": 1000, "max_steps": 2000, "train
                      "warmup_steps": 100, "cpu_threads": 2, "name_substitution": 0.0, "min_steps": 0}
 
 
+def converse_spec(text: str) -> str:
+    """`--converse-predicates` "a:b,c:d" checked before any work (reltune.models.converses.converse_pairs)."""
+    from reltune.models.converses import converse_pairs
+
+    try:
+        converse_pairs(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(error.problem) from None
+    return text
+
+
 # One line per TrainSettings field: its flag's checked type and help (defaults come from the settings).
 TRAIN_ARGUMENTS = {
     "epochs": Setting(positive_int),
@@ -68,7 +79,7 @@ TRAIN_ARGUMENTS = {
                              "does; direction: '{a} above {b}' (left of, right of, above, below, from the boxes)"),
     "repeat_threshold": Setting(non_negative_float, "train: LVIS repeat-factor threshold t: a predicate with share f of "
                                 "the positives is asked max(1, sqrt(t/f)) times as often (reltune.models.repeats; 0: off)"),
-    "converse_predicates": Setting(help="train: 'a:b,c:d', predicates each the converse of the other: a question of one "
+    "converse_predicates": Setting(converse_spec, "train: 'a:b,c:d', predicates each the converse of the other: a question of one "
                                    "is asked again with subject and object swapped (reltune.models.converses; '': off)"),
     "image_cache_mb": Setting(non_negative_int),
     "device": Setting(device, "cpu, cuda or cuda:N ('' = cuda when available)"),
