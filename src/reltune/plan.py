@@ -300,13 +300,12 @@ def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int,
     from reltune.models.schedule import BatchPlan, Schedule, check_warmup, replay_count
 
     settings = train_settings(params, source)
-    if settings.repeat_threshold > 0 and set(inputs.counts) == {ALL_PREDICATES}:
-        raise InputError(source, "train.repeat_threshold needs per-predicate counts (--counts, --instructions or --scenes), "
-                         "not --positives", "train.repeat_threshold")  # fmt: skip
     converses = converse_pairs(settings.converse_predicates, "train.converse_predicates")
-    if converses and set(inputs.counts) == {ALL_PREDICATES}:
-        raise InputError(source, "train.converse_predicates needs per-predicate counts (--counts, --instructions or --scenes), "
-                         "not --positives", "train.converse_predicates")  # fmt: skip
+    by_predicate = [name for name, on in (("train.repeat_threshold", settings.repeat_threshold > 0),
+                                          ("train.converse_predicates", bool(converses))) if on]  # fmt: skip
+    if by_predicate and set(inputs.counts) == {ALL_PREDICATES}:
+        raise InputError(source, f"{by_predicate[0]} needs per-predicate counts (--counts, --instructions or --scenes), "
+                         "not --positives", by_predicate[0])  # fmt: skip
     rounds, models = round_chain(params, source)
     budget, selected = selections(inputs.counts, rounds, params["sampling"], source)
     plans = []

@@ -42,9 +42,10 @@ def converse_pairs(spec: str, option: str = "--converse-predicates") -> dict[str
     return converses
 
 
-def _asked_keys(instructions: pd.DataFrame) -> set[tuple[str, int, int, str]]:
-    """(image, subject, object, category) of every question the instructions ask."""
-    return set(zip(instructions["image_id"].astype(str), instructions["subj"], instructions["obj"], instructions["category"]))
+def _question_keys(rows: pd.DataFrame, swapped: bool = False) -> list[tuple[str, int, int, str]]:
+    """(image, subject, object, category) of each row's question, or of its question with the objects swapped."""
+    first, second = ("obj", "subj") if swapped else ("subj", "obj")
+    return list(zip(rows["image_id"].astype(str), rows[first], rows[second], rows["category"]))
 
 
 def converse_instructions(instructions: pd.DataFrame, converses: dict[str, str], source: str = "instructions") -> tuple[pd.DataFrame, int]:
@@ -58,14 +59,14 @@ def converse_instructions(instructions: pd.DataFrame, converses: dict[str, str],
     unknown = sorted(set(converses) - named)
     if unknown:
         raise InputError(source, f"train.converse_predicates names {unknown}, which no training positive has")
-    asked = _asked_keys(instructions)
+    asked = set(_question_keys(instructions))
     sources = positives[positives["predicate"].astype(str).isin(converses)]
-    swapped_keys = list(zip(sources["image_id"].astype(str), sources["obj"], sources["subj"], sources["category"]))
-    free = [key not in asked for key in swapped_keys]
+    free = [key not in asked for key in _question_keys(sources, swapped=True)]
+    skipped = free.count(False)
     sources = sources[free]
     negatives = instructions[(instructions["kind"] == "negative") & instructions["positive_qid"].astype(str).isin(set(sources["qid"].astype(str)))]
     # a negative's converse asks its category about the swapped pair: only where nothing else asks it
-    negatives = negatives[[key not in asked for key in zip(negatives["image_id"].astype(str), negatives["obj"], negatives["subj"], negatives["category"])]]
+    negatives = negatives[[key not in asked for key in _question_keys(negatives, swapped=True)]]
     rows = pd.concat([sources, negatives]).rename(columns=_SWAPPED)
     rows["source_qid"] = rows["qid"].astype(str)
     rows["qid"] = rows["source_qid"] + "-converse"
@@ -77,7 +78,7 @@ def converse_instructions(instructions: pd.DataFrame, converses: dict[str, str],
     rows["target"] = positive_answer(subjects, rows["predicate"].astype(str), objects).where(
         is_positive, category_negative_answer(categories, subjects, objects)
     )
-    return rows.set_index("source_qid"), len(free) - sum(free)
+    return rows.set_index("source_qid"), skipped
 
 
 def with_converses(examples: pd.DataFrame, instructions: pd.DataFrame, spec: str, source: str = "instructions") -> tuple[pd.DataFrame, int]:
@@ -93,9 +94,7 @@ def with_converses(examples: pd.DataFrame, instructions: pd.DataFrame, spec: str
         raise InputError(source, f"train.converse_predicates needs the instruction columns {missing}")
     rows, skipped = converse_instructions(instructions, converses, source)
     has_converse = examples["qid"].astype(str).isin(rows.index)
-    matched = rows.loc[examples.loc[has_converse, "qid"].astype(str)]
-    added = examples.loc[has_converse].copy()
-    for column in added.columns:
-        if column in matched.columns and column not in ("image_path", "union_box"):
-            added[column] = matched[column].to_numpy()
+    # the converse rows carry every example column but the image path, which the source row has (same crop)
+    added = rows.loc[examples.loc[has_converse, "qid"].astype(str), [c for c in examples.columns if c != "image_path"]]
+    added = added.assign(image_path=examples.loc[has_converse, "image_path"].to_numpy())[list(examples.columns)]
     return pd.concat([examples, added], ignore_index=True), skipped
