@@ -1,4 +1,5 @@
-"""Relation-tuning replay of the pretraining's relative-where questions (`train.replay`, issue 16 part 3)."""
+"""Relation-tuning replay of the pretraining's relative-where questions (`train.replay`, issue 16 part 3)
+and of its copy questions (`train.copy_replay`, part 4)."""
 
 import math
 
@@ -6,7 +7,7 @@ import pandas as pd
 import pytest
 
 from reltune.errors import InputError
-from reltune.models.replay import replay_examples, with_replay
+from reltune.models.replay import copy_examples, replay_examples, with_copy_replay, with_replay
 
 # image a: cat top-left, dog to its right (a little lower), cup below the cat; image b: two leaves and a
 # frog, so only the frog is singled out by its name and image b has no pair to ask about
@@ -70,3 +71,34 @@ def test_direction_answers_say_the_side_with_the_relation_words_and_bad_kinds_ar
     assert list(phrases["prompt"]) == list(sides["prompt"])
     with pytest.raises(InputError, match="--replay-answer: 'sideways' is not one of"):
         replay_examples(SCENES, 2, seed=0, answer="sideways")
+
+
+SIZED_SCENES = SCENES.assign(width=[64, 80], height=[48, 60])
+NAMES = ["fox", "on", "sitting on", "cat"]
+
+
+def test_copy_questions_repeat_two_different_names_on_a_whole_image():
+    asked = copy_examples(SIZED_SCENES, NAMES, 40, seed=0)
+    assert list(asked["qid"]) == [f"copy-{number}" for number in range(40)] and set(asked["kind"]) == {"copy"}
+    for row in asked.itertuples():
+        assert row.subj_label != row.obj_label and {row.subj_label, row.obj_label} <= set(NAMES)
+        assert row.prompt == f"Repeat the words: {row.subj_label} {row.obj_label}."  # pretraining's wording
+        assert row.target == f"{row.subj_label} {row.obj_label}"
+        size = {"a": [0.0, 0.0, 64.0, 48.0], "b": [0.0, 0.0, 80.0, 60.0]}[row.image_id]
+        assert list(row.union_box) == size and row.image_path == f"{row.image_id}.jpg"
+    # both images and every name are drawn, multi-word names whole
+    assert set(asked["image_id"]) == {"a", "b"} and set(asked["subj_label"]) | set(asked["obj_label"]) == set(NAMES)
+    pd.testing.assert_frame_equal(asked, copy_examples(SIZED_SCENES, NAMES, 40, seed=0))  # seeded
+    assert not asked["prompt"].equals(copy_examples(SIZED_SCENES, NAMES, 40, seed=1)["prompt"])
+    assert copy_examples(SIZED_SCENES, NAMES, 0, seed=0).empty
+    with pytest.raises(InputError, match="names: train.copy_replay needs at least two names to copy, found 1"):
+        copy_examples(SIZED_SCENES, ["fox"], 3, seed=0)
+
+
+def test_with_copy_replay_counts_a_fraction_of_the_relation_examples_only():
+    relations = pd.DataFrame({"qid": [f"q{i}" for i in range(9)], "prompt": ["p"] * 9})
+    replayed = with_replay(relations, SIZED_SCENES, 0.5, seed=0)  # 4 where-questions after the relations
+    assert with_copy_replay(replayed, 9, SIZED_SCENES, NAMES, 0.0, seed=0) is replayed
+    mixed = with_copy_replay(replayed, 9, SIZED_SCENES, NAMES, 0.7, seed=0)
+    assert len(mixed) == 13 + math.floor(9 * 0.7)  # 6: of the 9 relation examples, not of the 13 before
+    assert list(mixed["qid"][:13]) == list(replayed["qid"]) and set(mixed["kind"][13:]) == {"copy"}

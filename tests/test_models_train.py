@@ -359,6 +359,25 @@ def test_train_replays_relative_where_questions_beside_the_relations(toy, tmp_pa
     assert f"replay: {replayed} relative-where questions besides {len(instructions)} relation examples" in capsys.readouterr().err
 
 
+def test_train_replays_copy_questions_over_every_datasets_names(toy, tmp_path, capsys):
+    from reltune.cli import main
+
+    root, scenes_dir, _, _, instructions = toy
+    out = tmp_path / "copied"
+    argv = ["train", "--backbone", str(root / "tiny"), "--instructions", str(root / "train.parquet"), "--scenes", str(scenes_dir),
+            "--out", str(out), "--max-steps", "1", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "0",
+            "--device", "cpu", "--name-substitution", "0", "--copy-replay", "0.3"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    copied = math.floor(len(instructions) * 0.3)
+    vocabularies = [json.loads(path.read_text()) for path in sorted(scenes_dir.parent.glob("*/vocab.json"))]
+    names = {name for vocab in vocabularies for name in vocab["objects"] + vocab["predicates"]}
+    metadata = json.loads((out / "reltune_backbone.json").read_text())
+    assert copied > 0 and metadata["training"]["copy_questions"] == copied and metadata["training"]["replay_questions"] == 0
+    assert metadata["training"]["examples"] == len(instructions) + copied
+    assert metadata["training"]["settings"]["copy_replay"] == 0.3
+    assert f"copy replay: {copied} 'Repeat the words' questions over {len(names)} dataset names" in capsys.readouterr().err
+
+
 def test_train_repeats_rare_predicates_questions_with_their_negatives(toy, tmp_path, capsys):
     from reltune.cli import main
 

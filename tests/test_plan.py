@@ -192,6 +192,14 @@ def test_replayed_where_questions_count_in_every_round(tmp_path, capsys):
         # relations, then half as many replayed questions, then renamed copies of both
         questions = 2 * item["positives"] + math.floor(2 * item["positives"] * 0.5)
         assert item["examples"] == questions + math.floor(questions * share)
+    params["train"]["copy_replay"] = 0.3
+    path.write_text(yaml.safe_dump(params))
+    copied = plan_json(capsys, "--params", str(path), "--positives", str(DEFAULT_POSITIVES))
+    for item in copied["rounds"]:
+        # the copy questions are a share of the relation examples, not of the replayed where-questions
+        relations = 2 * item["positives"]
+        questions = relations + math.floor(relations * 0.5) + math.floor(relations * 0.3)
+        assert item["examples"] == questions + math.floor(questions * share)
 
 
 def test_converse_questions_count_in_the_plan_after_the_repeats(tmp_path, capsys):

@@ -3,7 +3,8 @@
 For every tuned model of the round chain (`sampling.rounds`, `train_on`) it
 prints the selected positives it trains on, its training examples (with their
 negatives, the rare predicates' repeats of `train.repeat_threshold`, the
-replayed where-questions of `train.replay` and, with name substitution in mode
+replayed where-questions of `train.replay`, the copy questions of
+`train.copy_replay` and, with name substitution in mode
 `add`, the expected renamed copies), its epochs and optimizer steps for the
 given process count, the warm-up share of those steps (`train.schedule`), the pool rows its score stage
 answers and the generate calls of that stage, and, given the throughput JSON
@@ -315,7 +316,8 @@ def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int,
         # each (repeated) question of a converse predicate asked again swapped: at most, as skips need the pairs
         asked = sum(repeated.values()) + sum(count for predicate, count in repeated.items() if predicate in converses)
         questions = asked + math.floor(asked * inputs.negatives_per_positive)
-        questions += replay_count(questions, settings.replay)  # replayed where-questions are renamed too
+        # replayed where- and copy questions are renamed too
+        questions += replay_count(questions, settings.replay) + replay_count(questions, settings.copy_replay)
         examples = questions + renamed_copies(questions, settings)
         batch_plan = BatchPlan.of(settings, examples, inputs.processes)
         schedule = Schedule.of(settings, batch_plan)

@@ -77,6 +77,8 @@ TRAIN_ARGUMENTS = {
                       "besides, as a fraction of the relation examples (reltune.models.replay; 0: off)"),
     "replay_answer": Setting(choices=REPLAY_ANSWERS, help="side: replayed questions answer 'top' as pretraining "
                              "does; direction: '{a} above {b}' (left of, right of, above, below, from the boxes)"),
+    "copy_replay": Setting(non_negative_float, "train: pretraining's language-only 'Repeat the words: a b.' questions over "
+                           "every dataset's names (--exclude-names-of), a fraction of the relation examples (0: off)"),
     "repeat_threshold": Setting(non_negative_float, "train: LVIS repeat-factor threshold t: a predicate with share f of "
                                 "the positives is asked max(1, sqrt(t/f)) times as often (reltune.models.repeats; 0: off)"),
     "converse_predicates": Setting(converse_spec, "train: 'a:b,c:d', predicates each the converse of the other: a question of one "
@@ -244,7 +246,8 @@ def run_train(args: argparse.Namespace) -> int:
     from reltune.io import read_parquet
     from reltune.models.converses import CONVERSE_COLUMNS, with_converses
     from reltune.models.repeats import with_repeats
-    from reltune.models.replay import with_replay
+    from reltune.models.names import dataset_names
+    from reltune.models.replay import with_copy_replay, with_replay
     from reltune.models.training import relation_training_examples, train_backbone
     from reltune.progress import log
 
@@ -276,18 +279,25 @@ def run_train(args: argparse.Namespace) -> int:
     examples = with_replay(examples, scenes, settings.replay, settings.seed, str(args.scenes), settings.replay_answer)
     if len(examples) > relation_examples:
         log(f"replay: {len(examples) - relation_examples} relative-where questions besides {relation_examples} relation examples")
+    scene_root = args.exclude_names_of or args.scenes.parent
+    replayed_examples = len(examples)
+    if settings.copy_replay > 0:
+        names = dataset_names(scene_root)
+        examples = with_copy_replay(examples, relation_examples, scenes, names, settings.copy_replay, settings.seed, str(scene_root))
+        log(f"copy replay: {len(examples) - replayed_examples} 'Repeat the words' questions over {len(names)} dataset names")
     validation = _validation_set(args, settings) if settings.select_best else None
     pool: tuple[str, ...] = ()
     if settings.name_substitution > 0:
-        # no substitute may be a word of any question asked, the replayed ones ("top", "relative") included
+        # no substitute may be a word of any question asked, the replayed ones ("top", "relative", "repeat") included
         asked = pd.concat([instructions[["prompt", "target"]], examples.iloc[relation_examples:][["prompt", "target"]]])
-        pool = training_pool(asked, args.exclude_names_of or args.scenes.parent)
+        pool = training_pool(asked, scene_root)
     train_backbone(
         args.backbone, examples, vocab["image_root"], args.out, settings,
         live_dir=args.live_dir or None, source=str(args.instructions),
         extra_metadata={
             "selection": str(args.selection) if args.selection else "full", "instructions": str(args.instructions),
-            "replay_questions": len(examples) - relation_examples,
+            "replay_questions": replayed_examples - relation_examples,
+            "copy_questions": len(examples) - replayed_examples,
             "repeated_questions": repeated_examples - distinct_examples,
             "converse_questions": relation_examples - repeated_examples,
         },

@@ -52,21 +52,26 @@ def text_words(texts: Iterable[str]) -> set[str]:
     return words
 
 
-def dataset_name_words(scene_root: str | Path) -> set[str]:
-    """Words of every object and predicate name in `<scene_root>/*/vocab.json` (held-in and held-out datasets)."""
+def dataset_names(scene_root: str | Path) -> list[str]:
+    """Every object and predicate name in `<scene_root>/*/vocab.json` (held-in and held-out datasets), sorted, once each."""
     root = Path(scene_root)
     files = sorted(root.glob("*/vocab.json"))
     if not files:
         raise InputError(str(root), "no */vocab.json below it: give the scene root (data/scenes)")
-    names: list[str] = []
+    names: set[str] = set()
     for file in files:
         vocab = read_json(file)
         for key in ("objects", "predicates"):
             entries = vocab.get(key) if isinstance(vocab, dict) else None
             if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
                 raise InputError(str(file), f"'{key}' must be a list of names")
-            names += entries
-    return text_words(names)
+            names.update(entries)
+    return sorted(names)
+
+
+def dataset_name_words(scene_root: str | Path) -> set[str]:
+    """Words of every object and predicate name in `<scene_root>/*/vocab.json` (held-in and held-out datasets)."""
+    return text_words(dataset_names(scene_root))
 
 
 def sentence_model_words(vocabulary_file: str | Path | None = None) -> list[str]:

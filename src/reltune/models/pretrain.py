@@ -113,6 +113,11 @@ def _padded(box: Sequence[float], width: float, height: float, fraction: float =
     return [max(0.0, x1 - pad_x), max(0.0, y1 - pad_y), min(width, x2 + pad_x), min(height, y2 + pad_y)]
 
 
+def copy_prompt(phrase: str) -> str:
+    """The language-only question whose answer is `phrase` itself (pretraining and relation-tuning copy replay)."""
+    return f"Repeat the words: {phrase}."
+
+
 def relative_where_prompt(first_label: str, second_label: str) -> str:
     """The question whose answer is `pair_sides(first, second)[0]` (pretraining and relation-tuning replay)."""
     return f"Where is the {first_label} relative to the {second_label}?"
@@ -248,7 +253,7 @@ def image_questions(
     whole_image = [0.0, 0.0, float(width), float(height)]
     for _ in range(settings.copy_questions if len(words) >= 2 else 0):
         phrase = " ".join(rng.sample(list(words), 2))
-        add(whole_image, f"Repeat the words: {phrase}.", phrase, "copy")
+        add(whole_image, copy_prompt(phrase), phrase, "copy")
 
     count = len(boxes)
     add(whole_image, "How many objects are there?", NUMBER_WORDS[min(count, 10)], "count")
@@ -369,6 +374,8 @@ def pretrain_tiny(
         raise InputError("--name-substitution", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
     if train_settings.replay > 0:  # pretraining asks the replayed questions itself (relative_where)
         raise InputError("--replay", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
+    if train_settings.copy_replay > 0:  # pretraining asks its copy questions itself (copy_questions)
+        raise InputError("--copy-replay", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
     if train_settings.repeat_threshold > 0:  # generic questions have no predicate
         raise InputError("--repeat-threshold", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
     if train_settings.converse_predicates:  # generic questions have no predicate

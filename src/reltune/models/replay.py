@@ -1,4 +1,4 @@
-"""Replay during relation tuning: the pretraining's relative-where questions asked beside the relations.
+"""Replay during relation tuning: pretraining's relative-where and copy questions asked beside the relations.
 
 Relation tuning alone undoes what a binding pretraining taught: after it, the model answers the
 direction predicates by prior (README "Pretraining that binds both axes, then relation tuning").
@@ -8,6 +8,12 @@ scenes, so the position of two named objects stays something the model must read
 No validation, test or held-out image is read. The side answers name no predicate; `train.replay_answer:
 direction` answers with the English direction phrase computed from the boxes ("cup above plate"),
 which may be a predicate name of the dataset (README "Replaying where things are": it did not help).
+
+Copy replay (`train.copy_replay`) asks pretraining's language-only question "Repeat the words: a b."
+over the object and predicate names of every dataset, held-out ones included as words (never their
+images or relations). Why: after relation tuning the model no longer writes a name that no training
+answer has; asked about a fox on a box it answers "Yes, ball on box.", which does not parse. The
+image of a copy question is a whole training image and plays no part in its answer.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import numpy as np
 import pandas as pd
 
 from reltune.errors import InputError
-from reltune.models.pretrain import pair_sides, relative_where_prompt, union_box
+from reltune.models.pretrain import copy_prompt, pair_sides, relative_where_prompt, union_box
 from reltune.models.schedule import REPLAY_ANSWERS, replay_count
 
 REPLAY_KIND = "replay"
+COPY_KIND = "copy"
+EXAMPLE_COLUMNS = ["qid", "kind", "image_id", "union_box", "prompt", "target", "subj_label", "obj_label", "image_path"]
 # train.replay_answer "direction": the English phrase of each side, the words relation answers use
 DIRECTION_PHRASES = {"left": "left of", "right": "right of", "top": "above", "bottom": "below"}
 
@@ -40,9 +48,8 @@ def replay_examples(scenes: pd.DataFrame, count: int, seed: int, source: str = "
     """
     if answer not in REPLAY_ANSWERS:
         raise InputError("--replay-answer", f"{answer!r} is not one of {REPLAY_ANSWERS}")
-    columns = ["qid", "kind", "image_id", "union_box", "prompt", "target", "subj_label", "obj_label", "image_path"]
     if count <= 0:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=EXAMPLE_COLUMNS)
     candidates = [
         (position, first, second)
         for position, labels in enumerate(scenes["labels"])
@@ -72,7 +79,41 @@ def replay_examples(scenes: pd.DataFrame, count: int, seed: int, source: str = "
                 "image_path": scene["image_path"],
             }
         )
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+
+
+def copy_examples(scenes: pd.DataFrame, names: list[str], count: int, seed: int, source: str = "names") -> pd.DataFrame:
+    """`count` copy questions "Repeat the words: {a} {b}." answered "{a} {b}", each on a whole training image.
+
+    A seeded draw: per question an image of `scenes` (columns image_id, image_path, width, height) and two
+    different `names`, in drawn order. The rows have the relation examples' columns, `kind` "copy" and the
+    two names as subject and object labels (so name substitution may replace them too).
+    """
+    if count <= 0:
+        return pd.DataFrame(columns=EXAMPLE_COLUMNS)
+    if len(names) < 2:
+        raise InputError(source, f"train.copy_replay needs at least two names to copy, found {len(names)}")
+    rng = np.random.default_rng(seed)
+    images = rng.integers(len(scenes), size=count)
+    rows = []
+    for number, position in enumerate(images):
+        scene = scenes.iloc[int(position)]
+        first, second = (names[int(index)] for index in rng.choice(len(names), size=2, replace=False))
+        phrase = f"{first} {second}"
+        rows.append(
+            {
+                "qid": f"copy-{number}",
+                "kind": COPY_KIND,
+                "image_id": scene["image_id"],
+                "union_box": [0.0, 0.0, float(scene["width"]), float(scene["height"])],
+                "prompt": copy_prompt(phrase),
+                "target": phrase,
+                "subj_label": first,
+                "obj_label": second,
+                "image_path": scene["image_path"],
+            }
+        )
+    return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
 
 
 def _answer(side: str, first_label: str, second_label: str, answer: str) -> str:
@@ -87,3 +128,13 @@ def with_replay(
     if count == 0:
         return examples
     return pd.concat([examples, replay_examples(scenes, count, seed, source, answer)], ignore_index=True)
+
+
+def with_copy_replay(
+    examples: pd.DataFrame, relation_examples: int, scenes: pd.DataFrame, names: list[str], copy_replay: float, seed: int, source: str = "names"
+) -> pd.DataFrame:
+    """`examples` followed by `copy_replay` times `relation_examples` copy questions (unchanged when that is 0)."""
+    count = replay_count(relation_examples, copy_replay)
+    if count == 0:
+        return examples
+    return pd.concat([examples, copy_examples(scenes, names, count, seed, source)], ignore_index=True)

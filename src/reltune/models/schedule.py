@@ -60,6 +60,10 @@ class TrainSettings:
     replay: float = 0.0
     # side: replayed questions answer as pretraining does ("top"); direction: "{a} above {b}" (from the boxes)
     replay_answer: str = "side"
+    # relation tuning: pretraining's language-only copy questions ("Repeat the words: fox on.") over every dataset's
+    # names, this fraction of the relation examples (reltune.models.replay; 0: off), so the tuned model can still
+    # write a name no training answer has (a held-out class) instead of the seen name its picture recalls
+    copy_replay: float = 0.0
     # relation tuning: LVIS's repeat-factor threshold t; a predicate of share f of the positives is asked
     # max(1, sqrt(t / f)) times as often (reltune.models.repeats; 0: off), so rare predicates get the steps
     repeat_threshold: float = 0.0
