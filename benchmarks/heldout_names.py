@@ -1,0 +1,154 @@
+"""Does a tuned backbone miss held-out pairs for the relation or for the names? (issue 16, part 4)
+
+An answer parses only when it opens with the asked subject name and closes with the asked object
+name (DESIGN §6). On the held-out dataset the tiny model answers "Yes, ball on cake." about a fox
+on a cake: the relation is read, the unseen name is not written, and the pair gets no prediction.
+This asks every annotated test pair of `--scenes` its category questions (greedy answers, the
+question set `predict` asks) and prints:
+
+- the answers by kind (yes / no / malformed), all questions and the pair's own category only;
+- of the malformed answers, how many write a held-in object name where an asked name belongs,
+  and the most frequent such swaps (asked -> written);
+- for own-category questions of pairs whose predicate the held-in data has: the share answered
+  with that predicate and the asked names (parsed, right), with that predicate between other
+  names (relation right, names not written), "No", or anything else;
+- a copy probe: "Repeat the words: a b." over every dataset's names (pretraining's language-only
+  question, `train.copy_replay`), exact answers, for names of the held-out dataset only and for
+  the others.
+
+    .venv/bin/python benchmarks/heldout_names.py [--backbone models/round_final] [--scenes data/scenes/synthetic-ood]
+        [--held-in data/scenes/synthetic] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("RELTUNE_NO_PROGRESS", "1")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from reltune.data.scenes import read_scenes  # noqa: E402
+from reltune.inference.answers import parse_answer  # noqa: E402
+from reltune.inference.predict import candidate_pairs, categories_to_ask, pair_questions  # noqa: E402
+from reltune.models.backbone import load_backbone  # noqa: E402
+from reltune.models.names import dataset_names  # noqa: E402
+from reltune.models.pretrain import answer_questions, copy_prompt  # noqa: E402
+from reltune.text import normalise_predicate  # noqa: E402
+
+
+def asked_questions(scenes: pd.DataFrame, vocab: dict) -> pd.DataFrame:
+    """Every category question `predict` asks of the annotated pairs, with each pair's ground-truth predicates."""
+    pairs = candidate_pairs(scenes, "annotated")
+    truth: dict[tuple[str, int, int], set[str]] = {}
+    for image_id, relations in zip(scenes["image_id"], scenes["relations"]):
+        for relation in relations:
+            truth.setdefault((str(image_id), int(relation["subj"]), int(relation["obj"])), set()).add(str(relation["predicate"]))
+    questions = pair_questions(pairs, categories_to_ask(vocab, "vocab"))
+    questions["truth"] = [truth[key] for key in zip(questions["image_id"], questions["subj"], questions["obj"])]
+    paths = dict(zip(scenes["image_id"].astype(str), scenes["image_path"]))
+    return questions.assign(image_path=questions["image_id"].map(paths))
+
+
+def written_name(words: list[str], names: set[str], from_start: bool) -> str | None:
+    """The longest of `names` that opens (or closes) the answer's words."""
+    for length in (3, 2, 1):
+        part = words[:length] if from_start else words[-length:]
+        if len(part) == length and " ".join(part) in names:
+            return " ".join(part)
+    return None
+
+
+def classify(questions: pd.DataFrame, answers: list[str], categories: dict[str, str], seen_objects: set[str]) -> pd.DataFrame:
+    """One row per question: answer kind, own category, held-in names written instead of asked ones, outcome."""
+    rows = []
+    for row, answer in zip(questions.itertuples(), answers):
+        parsed = parse_answer(answer, row.subj_label, row.obj_label)
+        words = parsed.remainder.split()
+        own = {predicate for predicate in row.truth if categories.get(predicate) == row.category}
+        swaps = []
+        if parsed.kind == "malformed" and words[:1] != ["no"]:
+            for asked, from_start in ((row.subj_label, True), (row.obj_label, False)):
+                written = written_name(words, seen_objects, from_start)
+                if written is not None and written != normalise_predicate(asked):
+                    swaps.append(f"{asked} -> {written}")
+        said = f" {parsed.remainder} "
+        relation_inside = any(f" {normalise_predicate(predicate)} " in said for predicate in own)
+        if parsed.kind == "yes" and parsed.predicate in {normalise_predicate(p) for p in own}:
+            outcome = "right"
+        elif parsed.kind == "malformed" and relation_inside:
+            outcome = "relation right, names not written"
+        elif parsed.kind == "no":
+            outcome = "no"
+        else:
+            outcome = "other"
+        rows.append({"kind": parsed.kind, "own": bool(own), "own_predicates": own, "swaps": swaps, "outcome": outcome})
+    return pd.DataFrame(rows)
+
+
+def copy_probe(backbone, scenes: pd.DataFrame, image_root: Path, names: list[str], held_out: set[str], count: int) -> dict[str, float]:
+    """Exact-answer share of "Repeat the words: a b." questions; by whether a held-out name is among the two."""
+    rng = random.Random(0)
+    phrases = [rng.sample(names, 2) for _ in range(count)]
+    images = scenes.sample(n=count, replace=True, random_state=0)
+    asked = pd.DataFrame(
+        {
+            "image_path": images["image_path"].to_numpy(),
+            "union_box": [[0.0, 0.0, float(w), float(h)] for w, h in zip(images["width"], images["height"])],
+            "prompt": [copy_prompt(" ".join(pair)) for pair in phrases],
+        }
+    )
+    answers = answer_questions(backbone, asked, image_root)
+    right = [normalise_predicate(answer) == normalise_predicate(" ".join(pair)) for answer, pair in zip(answers, phrases)]
+    unseen = [bool(set(pair) & held_out) for pair in phrases]
+    share = lambda chosen: sum(r for r, c in zip(right, chosen) if c) / max(1, sum(chosen))  # noqa: E731
+    return {"all": share([True] * count), "with a held-out name": share(unseen), "held-in names only": share([not u for u in unseen])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="models/round_final")
+    parser.add_argument("--scenes", default="data/scenes/synthetic-ood", help="the held-out scene directory")
+    parser.add_argument("--held-in", default="data/scenes/synthetic", help="the held-in scene directory (seen names)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--copy-questions", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scenes, vocab = read_scenes(args.scenes, args.split)
+    _, held_in_vocab = read_scenes(args.held_in, "train")
+    seen_objects = {normalise_predicate(name) for name in held_in_vocab["objects"]}
+    seen_predicates = set(held_in_vocab["predicates"])
+    backbone = load_backbone(args.backbone)
+    questions = asked_questions(scenes, vocab)
+    answers = answer_questions(backbone, questions, Path(vocab["image_root"]))
+    table = classify(questions, answers, vocab.get("categories", {}), seen_objects)
+
+    print(f"{args.backbone} on {args.scenes} ({args.split}): {len(questions)} questions, greedy answers")
+    print("answers by kind (all questions):", table["kind"].value_counts().to_dict())
+    print("answers by kind (own category):", table.loc[table["own"], "kind"].value_counts().to_dict())
+    malformed = table[table["kind"] == "malformed"]
+    swapped = malformed["swaps"].map(bool)
+    print(f"malformed answers writing a held-in object name where an asked name belongs: {int(swapped.sum())} of {len(malformed)}")
+    print("  most frequent:", Counter(swap for swaps in malformed["swaps"] for swap in swaps).most_common(6))
+    seen = table["own"] & table["own_predicates"].map(lambda own: bool(own & seen_predicates))
+    outcomes = table.loc[seen, "outcome"].value_counts()
+    print(f"own-category questions of pairs with a seen predicate ({int(seen.sum())}):",
+          {name: f"{count} ({count / seen.sum():.3f})" for name, count in outcomes.items()})  # fmt: skip
+    names = dataset_names(Path(args.scenes).parent)
+    held_out = {normalise_predicate(name) for name in vocab["objects"] + vocab["predicates"]} - seen_objects - {
+        normalise_predicate(name) for name in seen_predicates
+    }
+    held_in_scenes, _ = read_scenes(args.held_in, "val")
+    probe = copy_probe(backbone, held_in_scenes, Path(held_in_vocab["image_root"]), names, held_out, args.copy_questions)
+    print("copy probe ('Repeat the words: a b.', exact):", {key: round(value, 3) for key, value in probe.items()})
+
+
+if __name__ == "__main__":
+    main()

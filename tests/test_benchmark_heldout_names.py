@@ -1,0 +1,41 @@
+"""benchmarks/heldout_names.py: which held-out misses are names not written rather than relations not read."""
+
+import pandas as pd
+import pytest
+
+from benchmark_helpers import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def names():
+    return load_benchmark("heldout_names")
+
+
+def test_written_name_takes_the_longest_known_name_at_either_end(names):
+    known = {"ball", "traffic light", "box"}
+    assert names.written_name("traffic light on box".split(), known, from_start=True) == "traffic light"
+    assert names.written_name("fox on traffic light".split(), known, from_start=False) == "traffic light"
+    assert names.written_name("fox on moon".split(), known, from_start=True) is None
+
+
+def test_classify_tells_a_relation_read_under_other_names_from_a_wrong_relation(names):
+    questions = pd.DataFrame(
+        {
+            "subj_label": ["fox"] * 5,
+            "obj_label": ["cake"] * 5,
+            "category": ["spatial", "spatial", "spatial", "spatial", "semantic"],
+            "truth": [{"on"}] * 5,
+        }
+    )
+    answers = [
+        "Yes, fox on cake.",  # parsed, the pair's predicate
+        "Yes, ball on cake.",  # the relation, a held-in name written for the unseen one
+        "Yes, ball under cake.",  # another relation, also under the held-in name
+        "No, there is no prominent spatial relation between fox and cake.",
+        "Yes, fox eating cake.",  # not the pair's own category
+    ]
+    table = names.classify(questions, answers, {"on": "spatial", "under": "spatial", "eating": "semantic"}, {"ball", "cake"})
+    assert list(table["kind"]) == ["yes", "malformed", "malformed", "no", "yes"]
+    assert list(table["outcome"]) == ["right", "relation right, names not written", "other", "no", "other"]
+    assert list(table["own"]) == [True, True, True, True, False]
+    assert list(table["swaps"]) == [[], ["fox -> ball"], ["fox -> ball"], [], []]
