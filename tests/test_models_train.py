@@ -340,15 +340,20 @@ def test_best_epoch_survives_a_crash_and_resume(toy, tmp_path, monkeypatch):
         assert torch.allclose(expected[name], actual[name], atol=1e-6), name
 
 
+def _one_step_argv(root: Path, instructions: Path, scenes_dir: Path, out: Path, *extra: str) -> list[str]:
+    """`reltune train` for one optimizer step of batch 4 on the toy, with `extra` arguments."""
+    return ["train", "--backbone", str(root / "tiny"), "--instructions", str(instructions), "--scenes", str(scenes_dir),
+            "--out", str(out), "--max-steps", "1", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "0",
+            "--device", "cpu", *extra]  # fmt: skip
+
+
 def test_train_replays_relative_where_questions_beside_the_relations(toy, tmp_path, capsys):
     from reltune.cli import main
 
     root, scenes_dir, _, _, instructions = toy
     out = tmp_path / "replayed"
     replay = round(1.5 / len(instructions), 6)  # the toy scenes single out few pairs by name: ask for one
-    argv = ["train", "--backbone", str(root / "tiny"), "--instructions", str(root / "train.parquet"), "--scenes", str(scenes_dir),
-            "--out", str(out), "--max-steps", "1", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "0",
-            "--device", "cpu", "--replay", str(replay)]  # fmt: skip
+    argv = _one_step_argv(root, root / "train.parquet", scenes_dir, out, "--replay", str(replay))
     assert main(argv) == 0, capsys.readouterr().err
     replayed = math.floor(len(instructions) * replay)
     assert replayed == 1
@@ -364,9 +369,7 @@ def test_train_replays_copy_questions_over_every_datasets_names(toy, tmp_path, c
 
     root, scenes_dir, _, _, instructions = toy
     out = tmp_path / "copied"
-    argv = ["train", "--backbone", str(root / "tiny"), "--instructions", str(root / "train.parquet"), "--scenes", str(scenes_dir),
-            "--out", str(out), "--max-steps", "1", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "0",
-            "--device", "cpu", "--name-substitution", "0", "--copy-replay", "0.3"]  # fmt: skip
+    argv = _one_step_argv(root, root / "train.parquet", scenes_dir, out, "--name-substitution", "0", "--copy-replay", "0.3")
     assert main(argv) == 0, capsys.readouterr().err
     copied = math.floor(len(instructions) * 0.3)
     vocabularies = [json.loads(path.read_text()) for path in sorted(scenes_dir.parent.glob("*/vocab.json"))]
@@ -383,9 +386,7 @@ def test_train_repeats_rare_predicates_questions_with_their_negatives(toy, tmp_p
 
     root, scenes_dir, _, _, instructions = toy
     out = tmp_path / "repeated"
-    argv = ["train", "--backbone", str(root / "tiny"), "--instructions", str(root / "train.parquet"), "--scenes", str(scenes_dir),
-            "--out", str(out), "--max-steps", "1", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "0",
-            "--device", "cpu", "--name-substitution", "0", "--repeat-threshold", "0.5"]  # fmt: skip
+    argv = _one_step_argv(root, root / "train.parquet", scenes_dir, out, "--name-substitution", "0", "--repeat-threshold", "0.5")
     assert main(argv) == 0, capsys.readouterr().err
     counts = instructions.loc[instructions["kind"] == "positive", "predicate"].value_counts()
     # LVIS: a predicate of share f is asked round(n x max(1, sqrt(0.5 / f))) times; each with its counter-negative
@@ -409,9 +410,8 @@ def test_train_asks_direction_questions_again_with_subject_and_object_swapped(to
     instructions = instructions[instructions["qid"].isin(kept) | instructions["positive_qid"].isin(kept)].reset_index(drop=True)
     write_instruction_table(instructions, tmp_path / "train.parquet")
     out = tmp_path / "converse"
-    argv = ["train", "--backbone", str(root / "tiny"), "--instructions", str(tmp_path / "train.parquet"), "--scenes", str(scenes_dir),
-            "--out", str(out), "--max-steps", "1", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "0",
-            "--device", "cpu", "--name-substitution", "0", "--converse-predicates", "above:below,left of:right of"]  # fmt: skip
+    argv = _one_step_argv(root, tmp_path / "train.parquet", scenes_dir, out, "--name-substitution", "0",
+                          "--converse-predicates", "above:below,left of:right of")
     assert main(argv) == 0, capsys.readouterr().err
     # expected: every question whose swapped pair is not asked in its category (a negative only with its positive)
     asked = set(zip(instructions["image_id"], instructions["subj"], instructions["obj"], instructions["category"]))

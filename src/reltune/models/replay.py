@@ -131,7 +131,13 @@ def with_replay(
 
 
 def with_copy_replay(
-    examples: pd.DataFrame, relation_examples: int, scenes: pd.DataFrame, names: list[str], copy_replay: float, seed: int, source: str = "names"
+    examples: pd.DataFrame,
+    relation_examples: int,
+    scenes: pd.DataFrame,
+    names: list[str],
+    copy_replay: float,
+    seed: int,
+    source: str = "names",
 ) -> pd.DataFrame:
     """`examples` followed by `copy_replay` times `relation_examples` copy questions (unchanged when that is 0)."""
     count = replay_count(relation_examples, copy_replay)
