@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -133,3 +134,21 @@ def test_compare_run_does_not_count_its_own_shell_as_a_running_experiment(tmp_pa
         make.communicate()
         pytest.fail("compare-run kept waiting with no experiment running: it counted its own shell")
     assert make.returncode == 0, stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_profile_given_as_exp_args_reaches_every_queued_experiment_with_its_quotes():
+    """README: make compare EXP_ARGS="$(reltune profile-args profiles/tiny-candidate.yaml)"."""
+    import yaml
+
+    from reltune.profiles import profile_overrides
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    profile = yaml.safe_load((ROOT / "profiles" / "tiny-candidate.yaml").read_text())
+    arguments = " ".join(f"-S {shlex.quote(item)}" for item in profile_overrides(params, profile))
+    commands = queued_commands("art full", f"EXP_ARGS={arguments}", "EXP_SUFFIX=-candidate")
+    assert set(commands) == {"art-candidate-seed3", "full-candidate-seed3"}
+    for command in commands.values():
+        # the recipe's shell removed the shell quotes and kept Hydra's: one override, comma and spaces inside
+        assert " -S train.converse_predicates='above:below,left of:right of' " in command + " "
+        assert " -S train.copy_replay=0.1" in command and " -S instructions.negatives='random'" in command

@@ -114,3 +114,22 @@ def test_real_profile_commands_parse_and_data_stages_run(tmp_path):
     positives = pd.read_parquet(repo / "data" / "instructions" / "vg150" / "train.parquet").query("kind == 'positive'")
     assert len(positives) == 3 and len(selection) == round(0.5 * 3)
     assert set(selection["reason"]) == {"balanced"} and set(selection["qid"]) <= set(positives["qid"])
+
+
+def test_the_candidate_profile_applies_through_hydra_with_its_comma_value_whole(tmp_path):
+    """`dvc exp run $(reltune profile-args profiles/tiny-candidate.yaml)`: unquoted, Hydra would read the
+    comma of converse_predicates as a sweep over two values."""
+    from dvc.utils.hydra import apply_overrides
+
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    profile = yaml.safe_load((PROJECT / "profiles" / "tiny-candidate.yaml").read_text())
+    overrides = profile_overrides(params, profile)
+    assert "train.converse_predicates='above:below,left of:right of'" in overrides
+    target = tmp_path / "params.yaml"
+    target.write_text(yaml.safe_dump(params, sort_keys=False))
+    apply_overrides(target, overrides)
+    applied = yaml.safe_load(target.read_text())
+    assert applied == merge_profile(params, profile)
+    assert applied["train"]["converse_predicates"] == "above:below,left of:right of"
+    assert applied["instructions"]["negatives"] == "random" and applied["pretrain_tiny"]["tiny"]["relative_where"] is True
+    assert applied["world"] == params["world"]  # the synthetic world stays

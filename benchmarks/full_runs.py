@@ -1,0 +1,145 @@
+"""Issue 16's parts 3 and 4 on `full` runs made by `dvc repro` in their own workspaces.
+
+`issue16_targets.py` reads the experiments of `make compare` from git. A run
+made instead with a plain `dvc repro` in a git worktree (one per seed, sharing
+a DVC cache; README "Replaying the copy questions") leaves its results in that
+worktree's `metrics/`. This script reads them there and prints, per run:
+
+- held-in and held-out R / mR / mgR @20, mR@20's bootstrap standard error over
+  test images, and the held-out blind control's mgR@20;
+- the held-in predicates below part 3's 80 and the two lowest;
+- part 3's and part 4's checks, the same `Check`s as `issue16_targets.py`.
+
+With `--against`, one baseline workspace per run (the same seed, in the same
+order): the paired mR@20 difference run - baseline, bootstrapped over test
+images, per pair and over all pairs (`paired_difference`), held in and held out.
+
+Usage (from the repository root):
+    .venv/bin/python benchmarks/full_runs.py /work/wt_s3 /work/wt_s4 [--against /work/wt_b3 /work/wt_b4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from issue16_targets import Check, predicate_checks, print_summary, transfer_checks, transfer_ratios  # benchmarks/ is on sys.path when run
+from reltune.errors import InputError
+from reltune.evaluation.compare import PAIRED_K
+from reltune.evaluation.per_image import read_per_image
+from reltune.evaluation.report_data import dataset_chance_levels
+from reltune.evaluation.statistics import AlignedRecalls, align_per_image, paired_difference, test_image_standard_errors
+
+KEYS = ("R@20", "mR@20", "mgR@20")
+
+
+def run_datasets(run: Path) -> tuple[str, str, str]:
+    """(held-in dataset, held-out dataset, evaluated split) from the run's own params.yaml."""
+    params = yaml.safe_load((run / "params.yaml").read_text())
+    held_in = str(params["held_in"])
+    held_out = next((name for name in params["scenes"]["datasets"] if name != held_in), None)
+    if held_out is None:
+        raise InputError(str(run / "params.yaml"), "no held-out dataset besides held_in")
+    return held_in, held_out, str((params.get("evaluate") or {}).get("split", "test"))
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(str(path), "missing: has `dvc repro` finished in this workspace?")
+    return json.loads(path.read_text())
+
+
+def per_image(run: Path, dataset: str) -> AlignedRecalls:
+    path = run / "metrics" / "per_image" / f"{dataset}.json"
+    return align_per_image([read_per_image(read_json(path), str(path), PAIRED_K)], [str(path)])
+
+
+def per_predicate(run: Path, dataset: str) -> pd.DataFrame:
+    path = run / "metrics" / "per_predicate" / f"{dataset}.csv"
+    if not path.is_file():
+        raise InputError(str(path), "missing: has `dvc repro` finished in this workspace?")
+    return pd.read_csv(path)
+
+
+def summary_line(run: Path, held_in: str, held_out: str) -> str:
+    """Held-in and held-out R / mR / mgR @20 with mR's standard error over test images, and blind mgR@20."""
+    parts = []
+    for dataset in (held_in, held_out):
+        metrics = read_json(run / "metrics" / f"{dataset}.json")
+        standard_error = float(test_image_standard_errors(per_image(run, dataset))[0])
+        values = " / ".join(f"{float(metrics[key]):.2f}" for key in KEYS)
+        parts.append(f"{dataset} R / mR / mgR @20 {values} (mR SE {standard_error:.2f})")
+    blind = read_json(run / "metrics" / f"{held_out}_blind.json")
+    return f"{run}: " + "; ".join(parts) + f"; {held_out} blind mgR@20 {float(blind['mgR@20']):.2f}"
+
+
+def run_checks(run: Path) -> tuple[str, list[Check]]:
+    held_in, held_out, split = run_datasets(run)
+    held_in_table = per_predicate(run, held_in)
+    lowest = held_in_table.sort_values("R@20").head(2)
+    lowest_text = ", ".join(f"{predicate} {recall:.1f}" for predicate, recall in zip(lowest["predicate"], lowest["R@20"]))
+    levels, problems = dataset_chance_levels(run / "data" / "scenes", held_in, split, [held_out], [20])
+    if held_out not in levels:
+        raise InputError(str(run / "data" / "scenes"), "; ".join(problems) or f"no chance level of {held_out}")
+    name = str(run)
+    checks = predicate_checks(name, held_in_table, float(read_json(run / "metrics" / f"{held_in}.json")["mR@20"]))
+    ratios = transfer_ratios(held_in_table, per_predicate(run, held_out))
+    held_out_mgr = float(read_json(run / "metrics" / f"{held_out}.json")["mgR@20"])
+    blind_mgr = float(read_json(run / "metrics" / f"{held_out}_blind.json")["mgR@20"])
+    checks += transfer_checks(name, ratios, held_out_mgr, blind_mgr, float(levels[held_out]["mgR@20"]))
+    ratio_text = ", ".join(f"{predicate} {ratio:.2f}" for predicate, ratio in ratios.items())
+    return f"{summary_line(run, held_in, held_out)}\n  lowest held-in: {lowest_text}; ratios: {ratio_text}", checks
+
+
+def stacked(runs: list[Path], dataset: str) -> AlignedRecalls:
+    """Per-image recalls of the runs on one dataset, one row per run (they must share the test set)."""
+    paths = [run / "metrics" / "per_image" / f"{dataset}.json" for run in runs]
+    return align_per_image([read_per_image(read_json(path), str(path), PAIRED_K) for path in paths], [str(path) for path in paths])
+
+
+def paired_lines(runs: list[Path], baselines: list[Path], datasets: tuple[str, str]) -> list[str]:
+    """mR@20 run - baseline per pair and over all pairs, with 95% bootstrap intervals over test images."""
+    lines = []
+    for dataset in datasets:
+        first, second = stacked(runs, dataset), stacked(baselines, dataset)
+        for index, (run, baseline) in enumerate(zip(runs, baselines)):
+            one = paired_difference(select(first, index), select(second, index))
+            lines.append(f"{dataset} mR@20 {run} - {baseline}: {one.mean:+.2f} [{one.low:+.2f}, {one.high:+.2f}] {one.verdict()}")
+        if len(runs) > 1:
+            pooled = paired_difference(first, second)
+            lines.append(f"{dataset} mR@20 over {len(runs)} pairs: {pooled.mean:+.2f} [{pooled.low:+.2f}, {pooled.high:+.2f}] {pooled.verdict()}")
+    return lines
+
+
+def select(recalls: AlignedRecalls, index: int) -> AlignedRecalls:
+    return AlignedRecalls(recalls.fractions[index : index + 1], recalls.present, recalls.image_ids, recalls.predicates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="workspaces of finished `full` runs (their metrics/)")
+    parser.add_argument("--against", nargs="*", type=Path, default=[], help="one baseline workspace per run, same order: paired mR@20 differences")
+    args = parser.parse_args()
+    if args.against and len(args.against) != len(args.runs):
+        parser.error(f"--against needs one workspace per run ({len(args.runs)}), got {len(args.against)}")
+    checks: list[Check] = []
+    for run in args.runs:
+        text, run_checks_list = run_checks(run)
+        print(text)
+        checks += run_checks_list
+    print("\n| part | run | check | value | target | |\n|---|---|---|---|---|---|")
+    for check in checks:
+        print("| " + check.line() + " |")
+    print_summary(checks)
+    if args.against:
+        held_in, held_out, _ = run_datasets(args.runs[0])
+        print()
+        print("\n".join(paired_lines(args.runs, args.against, (held_in, held_out))))
+
+
+if __name__ == "__main__":
+    main()

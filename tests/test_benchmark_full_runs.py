@@ -1,0 +1,100 @@
+"""benchmarks/full_runs.py: issue 16's parts 3-4 and paired differences on crafted run workspaces."""
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from benchmark_helpers import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def full_runs():
+    return load_benchmark("full_runs")
+
+
+HELD_IN_TABLE = pd.DataFrame(
+    {"predicate": ["on", "near", "left of"], "gt_relations": [100, 50, 20], "seen_in_training": [True] * 3, "R@20": [100.0, 80.0, 75.0]}
+)
+HELD_OUT_TABLE = pd.DataFrame(
+    {"predicate": ["on", "near", "hug"], "gt_relations": [40, 20, 12], "seen_in_training": [True, True, False], "R@20": [75.0, 40.0, 0.0]}
+)
+
+
+def per_image_document(rows: list[tuple[str, str, int, int]]) -> dict:
+    """(image_id, predicate, gt, recalled@20) rows -> an `evaluate --per-image` document."""
+    columns = list(zip(*rows))
+    return {"format": "reltune-per-image/1", "ks": [20], "image_id": list(columns[0]), "predicate": list(columns[1]), "gt": list(columns[2]), "recalled@20": list(columns[3])}
+
+
+def scene(image_id: str, labels: list[str], relations: list[tuple[int, int, str]]) -> dict:
+    boxes = [[10.0 * i, 0.0, 10.0 * i + 8.0, 8.0] for i in range(len(labels))]
+    relation_rows = [{"subj": s, "obj": o, "predicate": p} for s, o, p in relations]
+    return {"image_id": image_id, "image_path": f"{image_id}.png", "width": 100, "height": 100, "boxes": boxes, "labels": labels, "relations": relation_rows}
+
+
+def make_run(root, name: str, held_in_recalled: list[int], held_out_recalled: list[int]):
+    """A workspace as `dvc repro` leaves it: params.yaml, the scenes chance reads, metrics/."""
+    run = root / name
+    (run / "metrics" / "per_predicate").mkdir(parents=True)
+    (run / "metrics" / "per_image").mkdir()
+    params = {"held_in": "syn", "scenes": {"datasets": {"syn": {}, "ood": {}}}, "evaluate": {"split": "test"}}
+    (run / "params.yaml").write_text(yaml.safe_dump(params))
+    (run / "data" / "scenes" / "syn").mkdir(parents=True)
+    (run / "data" / "scenes" / "ood").mkdir(parents=True)
+    (run / "data" / "scenes" / "syn" / "vocab.json").write_text(json.dumps({"predicates": ["on", "near", "left of", "has"]}))
+    # one annotated pair per image, one of 4 training predicates: chance R = mgR@20 = 25 on `on` alone
+    ood_scenes = [scene("o1", ["fox", "cake"], [(0, 1, "on")]), scene("o2", ["fox", "box"], [(0, 1, "on")])]
+    pd.DataFrame(ood_scenes).to_parquet(run / "data" / "scenes" / "ood" / "test.parquet")
+    metrics = {"syn": {"R@20": 95.0, "mR@20": 92.5, "mgR@20": 93.0}, "ood": {"R@20": 50.0, "mR@20": 40.0, "mgR@20": 80.0}, "ood_blind": {"R@20": 5.0, "mR@20": 4.0, "mgR@20": 20.0}}
+    for dataset, values in metrics.items():
+        (run / "metrics" / f"{dataset}.json").write_text(json.dumps(values))
+    HELD_IN_TABLE.to_csv(run / "metrics" / "per_predicate" / "syn.csv", index=False)
+    HELD_OUT_TABLE.to_csv(run / "metrics" / "per_predicate" / "ood.csv", index=False)
+    # three images x two predicates held in; two images of `on` held out
+    held_in_rows = [(f"i{n}", predicate, 2, recalled) for n, (predicate, recalled) in enumerate(zip(["on", "near"] * 3, held_in_recalled))]
+    held_out_rows = [(f"o{n + 1}", "on", 1, recalled) for n, recalled in enumerate(held_out_recalled)]
+    (run / "metrics" / "per_image" / "syn.json").write_text(json.dumps(per_image_document(held_in_rows)))
+    (run / "metrics" / "per_image" / "ood.json").write_text(json.dumps(per_image_document(held_out_rows)))
+    return run
+
+
+def test_checks_read_the_workspace_metrics_and_its_own_chance_level(full_runs, tmp_path):
+    run = make_run(tmp_path, "wt_s3", [2, 1, 2, 0, 1, 2], [1, 0])
+    text, checks = full_runs.run_checks(run)
+    by_what = {check.what.split(" (")[0]: check for check in checks}
+    assert by_what["lowest held-in predicate R@20"].value == 75.0 and not by_what["lowest held-in predicate R@20"].met
+    assert by_what["held-in mR@20"].met
+    assert by_what["held-out / held-in R@20 of on"].value == pytest.approx(0.75) and by_what["held-out / held-in R@20 of on"].met
+    assert by_what["held-out / held-in R@20 of near"].value == pytest.approx(0.5) and not by_what["held-out / held-in R@20 of near"].met
+    assert "held-out / held-in R@20 of hug" not in by_what  # never seen in training
+    assert by_what["held-out mgR@20 / blind control"].value == pytest.approx(4.0)
+    assert by_what["held-out mgR@20 / chance"].value == pytest.approx(80.0 / 25.0)
+    assert "lowest held-in: left of 75.0, near 80.0" in text
+    assert "syn R / mR / mgR @20 95.00 / 92.50 / 93.00" in text and "ood blind mgR@20 20.00" in text
+
+
+def test_paired_lines_difference_each_pair_and_pool_them(full_runs, tmp_path):
+    runs = [make_run(tmp_path, "a0", [2, 2, 2, 2, 2, 2], [1, 1]), make_run(tmp_path, "a1", [2, 1, 2, 1, 2, 1], [1, 1])]
+    baselines = [make_run(tmp_path, "b0", [1, 1, 1, 1, 1, 1], [0, 1]), make_run(tmp_path, "b1", [2, 1, 2, 1, 2, 1], [1, 1])]
+    lines = full_runs.paired_lines(runs, baselines, ("syn", "ood"))
+    # held in: a0 recalls everything (mR 100), b0 half (50); a1 = b1 (on 100, near 50)
+    assert lines[0].startswith(f"syn mR@20 {runs[0]} - {baselines[0]}: +50.00 [+50.00, +50.00] ahead")
+    assert lines[1].startswith(f"syn mR@20 {runs[1]} - {baselines[1]}: +0.00")
+    assert lines[2].startswith("syn mR@20 over 2 pairs: +25.00")
+    # held out: a0 100, b0 50 (one of two `on` images)
+    assert lines[3].startswith(f"ood mR@20 {runs[0]} - {baselines[0]}: +50.00")
+    assert len(lines) == 6
+
+
+def test_a_missing_metric_names_the_file(full_runs, tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path, "wt", [2] * 6, [1, 1])
+    (run / "metrics" / "ood_blind.json").unlink()
+    with pytest.raises(Exception, match="ood_blind.json"):
+        full_runs.run_checks(run)
+    monkeypatch.setattr(sys, "argv", ["full_runs.py", str(run), "--against", str(run), str(run)])
+    with pytest.raises(SystemExit):
+        full_runs.main()
+    assert "--against needs one workspace per run (1), got 2" in capsys.readouterr().err
