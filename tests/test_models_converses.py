@@ -86,6 +86,19 @@ def test_each_direction_question_and_its_negative_get_the_swapped_question_with_
     assert unchanged is examples and none_skipped == 0
 
 
+def test_a_naive_question_gets_a_naive_converse_and_a_prompt_of_neither_template_is_refused():
+    instructions = _instructions()
+    naive = "Is there a relation between cup (subject) and plate (object) in the image?"
+    instructions.loc[instructions["qid"] == "p1", "prompt"] = naive
+    result, _ = with_converses(_examples(instructions, ["p1"]), instructions, "above:below")
+    assert result["prompt"].tolist() == [naive, "Is there a relation between plate (subject) and cup (object) in the image?"]
+    assert result["target"].tolist()[1] == "Yes, plate below cup."
+    # a category question about another pair than its row's (a hand-edited file): which template to swap is unknown
+    instructions.loc[instructions["qid"] == "p1", "prompt"] = _question("spatial", "cup", "dog")
+    with pytest.raises(InputError, match=r"^train.parquet \[qid p1\]: the prompt is neither the category nor the naive"):
+        with_converses(_examples(instructions, ["p1"]), instructions, "above:below", source="train.parquet")
+
+
 def test_a_converse_predicate_that_no_positive_has_is_refused():
     instructions = _instructions()
     with pytest.raises(InputError, match=r"^train.parquet: train.converse_predicates names \['bellow'\], which no training"):

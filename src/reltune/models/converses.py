@@ -72,13 +72,26 @@ def converse_instructions(instructions: pd.DataFrame, converses: dict[str, str],
     rows["qid"] = rows["source_qid"] + "-converse"
     is_positive = rows["kind"] == "positive"
     rows.loc[is_positive, "predicate"] = rows.loc[is_positive, "predicate"].astype(str).map(converses)
-    has_category = rows["prompt"].astype(str).str.startswith("Is there a prominent ")
     subjects, objects, categories = rows["subj_label"].astype(str), rows["obj_label"].astype(str), rows["category"].astype(str)
-    rows["prompt"] = category_question(categories, subjects, objects).where(has_category, naive_question(subjects, objects))
+    rows["prompt"] = _swapped_questions(rows, subjects, objects, categories, source)
     rows["target"] = positive_answer(subjects, rows["predicate"].astype(str), objects).where(
         is_positive, category_negative_answer(categories, subjects, objects)
     )
     return rows.set_index("source_qid"), skipped
+
+
+def _swapped_questions(rows: pd.DataFrame, subjects: pd.Series, objects: pd.Series, categories: pd.Series, source: str) -> pd.Series:
+    """Each swapped row's question in its source's template: the category question where the source asked
+    one, the naive question where it asked that; a prompt that is neither is refused, naming its qid."""
+    prompts = rows["prompt"].astype(str)
+    # the source asked about the swapped row's (object, subject)
+    asked_category = prompts == category_question(categories, objects, subjects)
+    asked_naive = prompts == naive_question(objects, subjects)
+    unknown = ~(asked_category | asked_naive)
+    if unknown.any():
+        qid = str(rows.loc[unknown, "source_qid"].iloc[0])
+        raise InputError(source, "the prompt is neither the category nor the naive question of its pair: no converse can be asked", where=f"qid {qid}")
+    return category_question(categories, subjects, objects).where(asked_category, naive_question(subjects, objects))
 
 
 def with_converses(examples: pd.DataFrame, instructions: pd.DataFrame, spec: str, source: str = "instructions") -> tuple[pd.DataFrame, int]:
