@@ -8,7 +8,10 @@ worktree's `metrics/`. This script reads them there and prints, per run:
 - held-in and held-out R / mR / mgR @20, mR@20's bootstrap standard error over
   test images, and the held-out blind control's mgR@20;
 - the held-in predicates below part 3's 80 and the two lowest;
-- part 3's and part 4's checks, the same `Check`s as `issue16_targets.py`.
+- part 3's and part 4's checks, the same `Check`s as `issue16_targets.py`;
+- per axis of the direction predicates, how many held-in test pairs get a
+  top-scored predicate on their axis and, of those, the share naming the
+  true end (always `above` gives 0.68 on the synthetic world, a coin 0.5).
 
 With `--against`, one baseline workspace per run (the same seed, in the same
 order): the paired mR@20 difference run - baseline, bootstrapped over test
@@ -35,6 +38,9 @@ from reltune.evaluation.report_data import dataset_chance_levels
 from reltune.evaluation.statistics import AlignedRecalls, align_per_image, paired_difference, test_image_standard_errors
 
 KEYS = ("R@20", "mR@20", "mgR@20")
+# the direction predicates by axis: which end of it each names
+DIRECTION_AXES = {"above": "vertical", "below": "vertical", "left of": "horizontal", "right of": "horizontal"}
+PAIR = ["image_id", "subj", "obj"]
 
 
 def run_datasets(run: Path) -> tuple[str, str, str]:
@@ -95,6 +101,29 @@ def run_checks(run: Path) -> tuple[str, list[Check]]:
     return f"{summary_line(run, held_in, held_out)}\n  lowest held-in: {lowest_text}; ratios: {ratio_text}", checks
 
 
+def direction_right_ends(run: Path) -> str:
+    """Per axis: held-in test direction pairs whose top-scored predicate (ties in file order) is on their axis,
+    and the share of those naming the true end, from `data/predictions/<held_in>.parquet`."""
+    held_in, _, split = run_datasets(run)
+    predictions_path = run / "data" / "predictions" / f"{held_in}.parquet"
+    scenes_path = run / "data" / "scenes" / held_in / f"{split}.parquet"
+    for path in (predictions_path, scenes_path):
+        if not path.is_file():
+            raise InputError(str(path), "missing: has `dvc repro` finished in this workspace?")
+    scenes = pd.read_parquet(scenes_path, columns=["image_id", "relations"])
+    truth = pd.DataFrame([{"image_id": image_id, **relation} for image_id, relations in zip(scenes["image_id"], scenes["relations"]) for relation in relations])
+    predictions = pd.read_parquet(predictions_path, columns=PAIR + ["predicate", "score"])
+    top = predictions.sort_values("score", ascending=False, kind="stable").drop_duplicates(PAIR)
+    answered = truth.merge(top.rename(columns={"predicate": "answer"}), on=PAIR, how="left")
+    parts = []
+    for axis in ("vertical", "horizontal"):
+        on_axis_truth = answered[answered["predicate"].map(DIRECTION_AXES) == axis]
+        on_axis = on_axis_truth[on_axis_truth["answer"].map(DIRECTION_AXES) == axis]
+        right_end = f"{(on_axis['answer'] == on_axis['predicate']).mean():.2f}" if len(on_axis) else "-"
+        parts.append(f"{axis} {len(on_axis)} of {len(on_axis_truth)} answered on the axis, right end {right_end}")
+    return "directions: " + "; ".join(parts)
+
+
 def stacked(runs: list[Path], dataset: str) -> AlignedRecalls:
     """Per-image recalls of the runs on one dataset, one row per run (they must share the test set)."""
     paths = [run / "metrics" / "per_image" / f"{dataset}.json" for run in runs]
@@ -130,6 +159,7 @@ def main() -> None:
     for run in args.runs:
         text, run_checks_list = run_checks(run)
         print(text)
+        print(f"  {direction_right_ends(run)}")
         checks += run_checks_list
     print("\n| part | run | check | value | target | |\n|---|---|---|---|---|---|")
     for check in checks:

@@ -98,3 +98,31 @@ def test_a_missing_metric_names_the_file(full_runs, tmp_path, monkeypatch, capsy
     with pytest.raises(SystemExit):
         full_runs.main()
     assert "--against needs one workspace per run (1), got 2" in capsys.readouterr().err
+
+
+def test_direction_right_ends_count_top_answers_on_each_axis(full_runs, tmp_path):
+    run = make_run(tmp_path, "wt", [2] * 6, [1, 1])
+    held_in = [
+        scene("i1", ["cup", "table"], [(0, 1, "above")]),
+        scene("i2", ["cup", "table"], [(0, 1, "below")]),
+        scene("i3", ["cup", "table"], [(0, 1, "left of"), (1, 0, "right of")]),
+        scene("i4", ["cup", "table"], [(0, 1, "on")]),
+    ]
+    pd.DataFrame(held_in).to_parquet(run / "data" / "scenes" / "syn" / "test.parquet")
+    (run / "data" / "predictions").mkdir()
+    predictions = pd.DataFrame(
+        [
+            ("i1", 0, 1, "below", 0.4), ("i1", 0, 1, "above", 0.9),  # the top one is right
+            ("i2", 0, 1, "above", 0.8), ("i2", 0, 1, "below", 0.8),  # a tie: the first in file order, the wrong end
+            ("i3", 0, 1, "on", 0.7), ("i3", 0, 1, "left of", 0.6),  # off the axis
+            ("i3", 1, 0, "right of", 0.5),  # the converse pair, answered right
+            ("i4", 0, 1, "left of", 0.9),  # not a direction pair
+        ],
+        columns=["image_id", "subj", "obj", "predicate", "score"],
+    )
+    predictions.to_parquet(run / "data" / "predictions" / "syn.parquet")
+    line = full_runs.direction_right_ends(run)
+    assert line == "directions: vertical 2 of 2 answered on the axis, right end 0.50; horizontal 1 of 2 answered on the axis, right end 1.00"
+    (run / "data" / "predictions" / "syn.parquet").unlink()
+    with pytest.raises(Exception, match="syn.parquet"):
+        full_runs.direction_right_ends(run)
