@@ -36,6 +36,7 @@ from reltune.evaluation.compare import PAIRED_K
 from reltune.evaluation.per_image import read_per_image
 from reltune.evaluation.report_data import dataset_chance_levels
 from reltune.evaluation.statistics import AlignedRecalls, align_per_image, paired_difference, test_image_standard_errors
+from reltune.instructions.relations import explode_relations
 
 KEYS = ("R@20", "mR@20", "mgR@20")
 # the direction predicates by axis: which end of it each names
@@ -53,10 +54,15 @@ def run_datasets(run: Path) -> tuple[str, str, str]:
     return held_in, held_out, str((params.get("evaluate") or {}).get("split", "test"))
 
 
-def read_json(path: Path) -> dict:
+def required(path: Path) -> Path:
+    """`path`, or a one-line error naming it when the run has not written it."""
     if not path.is_file():
         raise InputError(str(path), "missing: has `dvc repro` finished in this workspace?")
-    return json.loads(path.read_text())
+    return path
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(required(path).read_text())
 
 
 def per_image(run: Path, dataset: str) -> AlignedRecalls:
@@ -65,10 +71,7 @@ def per_image(run: Path, dataset: str) -> AlignedRecalls:
 
 
 def per_predicate(run: Path, dataset: str) -> pd.DataFrame:
-    path = run / "metrics" / "per_predicate" / f"{dataset}.csv"
-    if not path.is_file():
-        raise InputError(str(path), "missing: has `dvc repro` finished in this workspace?")
-    return pd.read_csv(path)
+    return pd.read_csv(required(run / "metrics" / "per_predicate" / f"{dataset}.csv"))
 
 
 def summary_line(run: Path, held_in: str, held_out: str) -> str:
@@ -105,14 +108,9 @@ def direction_right_ends(run: Path) -> str:
     """Per axis: held-in test direction pairs whose top-scored predicate (ties in file order) is on their axis,
     and the share of those naming the true end, from `data/predictions/<held_in>.parquet`."""
     held_in, _, split = run_datasets(run)
-    predictions_path = run / "data" / "predictions" / f"{held_in}.parquet"
-    scenes_path = run / "data" / "scenes" / held_in / f"{split}.parquet"
-    for path in (predictions_path, scenes_path):
-        if not path.is_file():
-            raise InputError(str(path), "missing: has `dvc repro` finished in this workspace?")
-    scenes = pd.read_parquet(scenes_path, columns=["image_id", "relations"])
-    truth = pd.DataFrame([{"image_id": image_id, **relation} for image_id, relations in zip(scenes["image_id"], scenes["relations"]) for relation in relations])
-    predictions = pd.read_parquet(predictions_path, columns=PAIR + ["predicate", "score"])
+    scenes_path = required(run / "data" / "scenes" / held_in / f"{split}.parquet")
+    truth = explode_relations(pd.read_parquet(scenes_path), str(scenes_path))[PAIR + ["predicate"]]
+    predictions = pd.read_parquet(required(run / "data" / "predictions" / f"{held_in}.parquet"), columns=PAIR + ["predicate", "score"])
     top = predictions.sort_values("score", ascending=False, kind="stable").drop_duplicates(PAIR)
     answered = truth.merge(top.rename(columns={"predicate": "answer"}), on=PAIR, how="left")
     parts = []
