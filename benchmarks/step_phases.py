@@ -28,8 +28,16 @@ import yaml  # noqa: E402
 from reltune.data.scenes import read_scenes  # noqa: E402
 from reltune.errors import InputError  # noqa: E402
 from reltune.io import read_parquet  # noqa: E402
-from reltune.models.backbone import Backbone, load_backbone  # noqa: E402
-from reltune.models.training import ImageCache, TrainSettings, collate_batch, example_views, relation_training_examples  # noqa: E402
+from reltune.models.backbone import Backbone  # noqa: E402
+from reltune.models.training import (  # noqa: E402
+    ImageCache,
+    TrainSettings,
+    _load_trainable_backbone,
+    _optimizer,
+    collate_batch,
+    example_views,
+    relation_training_examples,
+)
 
 PHASES = ("views", "collate", "forward", "backward", "optimizer")
 
@@ -38,12 +46,12 @@ def phase_times(
     backbone: Backbone, examples: pd.DataFrame, image_root: Path, batch_size: int, steps: int, bf16: bool, seed: int = 0
 ) -> dict[str, float]:
     """Mean milliseconds per phase over `steps` training steps, after one untimed step (caches, allocator)."""
-    settings = TrainSettings(batch_size=batch_size, device="cpu", name_substitution=0.0)
+    settings = TrainSettings(batch_size=batch_size, device="cpu", name_substitution=0.0, train_all=True)
     images = ImageCache(image_root, settings.image_cache_mb)
     model = backbone.model
     model.train()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = _optimizer(model, settings)  # the training loop's AdamW (no decay on biases and norms)
     totals = dict.fromkeys(PHASES, 0.0)
     rng = random.Random(seed)
     for step in range(steps + 1):
@@ -96,9 +104,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     examples, image_root = workspace_inputs(args.workspace)
     for bf16 in (False, True) if args.bf16 else (False,):
-        backbone = load_backbone(str(args.workspace / args.backbone), device="cpu")
-        for parameter in backbone.model.parameters():
-            parameter.requires_grad_(True)  # the tiny default trains every weight (model.train_all)
+        # the tiny default trains every weight (model.train_all), as the training stage loads it
+        backbone, _ = _load_trainable_backbone(args.workspace / args.backbone, TrainSettings(train_all=True), "cpu")
         times = phase_times(backbone, examples, image_root, args.batch_size, args.steps, bf16)
         total = sum(times.values())
         label = "bf16 autocast" if bf16 else "float32"
