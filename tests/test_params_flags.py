@@ -188,3 +188,20 @@ def test_score_and_select_share_the_sampling_defaults():
     assert score_defaults["budget_fraction"] == settings.budget_fraction
     assert score_defaults["pool_cap_factor"] == settings.pool_cap_factor
     assert score_defaults["seed"] == settings.seed
+
+
+def test_the_tiny_model_sizes_in_params_reach_the_pretraining_sizes(tmp_path):
+    """`dvc exp run -S pretrain_tiny.tiny.text_d_model=64` builds a 64-wide language model: the size
+    params pass through DVC's interpolation and the parser to the sizes pretrain-tiny builds with."""
+    from reltune.models.backbone import TinySizes
+    from reltune.models.commands import _sizes
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    defaults = TinySizes()
+    wired = ("vision_layers", "qformer_layers", "text_d_model", "text_d_ff", "text_layers")
+    assert {name: params["pretrain_tiny"]["tiny"][name] for name in wired} == {name: getattr(defaults, name) for name in wired}
+    params["pretrain_tiny"]["tiny"].update(vision_layers=1, qformer_layers=3, text_d_model=64, text_d_ff=96, text_layers=4)
+    command = stage_commands(scratch_project(tmp_path / "project", params))["pretrain-tiny@tiny"]
+    sizes = _sizes(build_parser(subcommand(command)).parse_args(reltune_arguments(command)))
+    assert {name: sizes[name] for name in wired} == dict(vision_layers=1, qformer_layers=3, text_d_model=64, text_d_ff=96, text_layers=4)
+    assert sizes["vision_hidden"] == defaults.vision_hidden  # the sizes not in params keep their defaults
