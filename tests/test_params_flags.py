@@ -200,8 +200,9 @@ def test_the_tiny_model_sizes_in_params_reach_the_pretraining_sizes(tmp_path):
     defaults = TinySizes()
     wired = ("vision_layers", "qformer_layers", "text_d_model", "text_d_ff", "text_layers")
     assert {name: params["pretrain_tiny"]["tiny"][name] for name in wired} == {name: getattr(defaults, name) for name in wired}
-    params["pretrain_tiny"]["tiny"].update(vision_layers=1, qformer_layers=3, text_d_model=64, text_d_ff=96, text_layers=4)
+    changed = dict(vision_layers=1, qformer_layers=3, text_d_model=64, text_d_ff=96, text_layers=4)
+    params["pretrain_tiny"]["tiny"].update(changed)
     command = stage_commands(scratch_project(tmp_path / "project", params))["pretrain-tiny@tiny"]
     sizes = _sizes(build_parser(subcommand(command)).parse_args(reltune_arguments(command)))
-    assert {name: sizes[name] for name in wired} == dict(vision_layers=1, qformer_layers=3, text_d_model=64, text_d_ff=96, text_layers=4)
+    assert {name: sizes[name] for name in wired} == changed
     assert sizes["vision_hidden"] == defaults.vision_hidden  # the sizes not in params keep their defaults
