@@ -7,7 +7,7 @@ then has the same prompt, so only the image can answer; in the union crop
 the two cases look different (near objects fill the crop, far ones sit in
 its corners with background between them).
 
-Why this world, measured on this CPU (200 steps of batch 32, ~6k examples,
+Why this world, measured on one CPU (200 steps of batch 32, ~6k examples,
 the 45 s budget, tiny model trained end to end):
 - the toy world's own directions (left of / above ...) with its six names:
   test-positive accuracy 0.25 with real and with grey images alike (the
@@ -16,8 +16,14 @@ the 45 s budget, tiny model trained end to end):
   budget goes into copying the names into the answer);
 - near / far with one name: 0.82 real vs 0.50 blind (below).
 
+One short training is a coin, though: another processor (an Intel Xeon
+against that AMD EPYC) gave 0.61 for the same seed, and over training seeds
+0-4 at 200 steps 0.61, 0.75, 0.69, 0.79 and 0.50 (seed 4 learned nothing).
+At 300 steps seeds 0-5 give 0.83, 0.71, 0.80, 0.77, 0.67, 0.80 (blind 0.50
+each), so the test trains three seeds of 300 steps and reads their mean.
+
 The run: build the tiny backbone, train every weight for a fixed number of
-steps with a fixed seed, then answer the held-out test positives through the
+steps with each seed, then answer the held-out test positives through the
 scoring code (`model_answer_source` + `validation_recall`) once with the real
 images and once with `CropLoader(blind=True)`. Trained on grey copies of the
 images instead (checked by hand, not kept), the same run gives 0.50 / 0.50
@@ -26,6 +32,7 @@ and the last test fails.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -59,12 +66,13 @@ TINY_SIZES = {
     "qformer_intermediate": 128,
 }
 TRAIN = TrainSettings(
-    epochs=1000, max_steps=200, batch_size=32, lr=3e-3, warmup_steps=10, checkpoint_every=0, train_all=True,
+    epochs=1000, max_steps=300, batch_size=32, lr=3e-3, warmup_steps=10, checkpoint_every=0, train_all=True,
     flip_probability=0.0, box_jitter=0.0, device="cpu", cpu_threads=1, seed=0,
     name_substitution=0.0,  # one class name ("shape") for every object: nothing to learn from renaming it
     schedule="warmup-cosine",  # a step budget inside one long epoch: per-epoch (lavis-*) decay would never start
 )  # fmt: skip
 GREEDY = GenerationSettings(num_beams=1, max_new_tokens=16)
+TRAINING_SEEDS = (0, 1, 2)  # one short training is a coin (module docstring): three, read by their mean
 
 
 def distance_predicate(subject_box: list[float], object_box: list[float]) -> str:
@@ -101,7 +109,8 @@ def distance_world(root: Path, images: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def learnt(tmp_path_factory):
-    """Train the tiny model on the distance world; the test positives answered with real and with grey images."""
+    """Train the tiny model on the distance world once per seed; the test positives answered with real and with
+    grey images: (positives, one {"real": recall, "blind": recall} per seed)."""
     root = tmp_path_factory.mktemp("learning")
     scene_dir = distance_world(root, images=120, seed=0)
     train_scenes, vocab = read_scenes(scene_dir, "train")
@@ -110,15 +119,19 @@ def learnt(tmp_path_factory):
     test_questions = build_instructions(test_scenes, DISTANCE_PREDICATES, dataset="toy", split="test").table
     build_tiny(list(train_questions["prompt"]) + list(train_questions["target"]), root / "tiny", seed=0, **TINY_SIZES)
     examples = relation_training_examples(train_questions, train_scenes, None)
-    train_backbone(root / "tiny", examples, vocab["image_root"], root / "tuned", TRAIN)
-    backbone = load_backbone(str(root / "tuned"))
     positives = test_questions[test_questions["kind"] == "positive"].reset_index(drop=True)
     image_paths = dict(zip(test_scenes["image_id"], test_scenes["image_path"]))
-    recalls = {}
-    for variant, blind in (("real", False), ("blind", True)):
-        loader = CropLoader(image_paths, vocab["image_root"], backbone.image_size, blind=blind)
-        recalls[variant], _ = validation_recall(positives, model_answer_source(backbone, loader, GREEDY, variant))
-    return positives, recalls
+    per_seed = []
+    for seed in TRAINING_SEEDS:
+        tuned = root / f"tuned-{seed}"
+        train_backbone(root / "tiny", examples, vocab["image_root"], tuned, dataclasses.replace(TRAIN, seed=seed))
+        backbone = load_backbone(str(tuned))
+        recalls = {}
+        for variant, blind in (("real", False), ("blind", True)):
+            loader = CropLoader(image_paths, vocab["image_root"], backbone.image_size, blind=blind)
+            recalls[variant], _ = validation_recall(positives, model_answer_source(backbone, loader, GREEDY, variant))
+        per_seed.append(recalls)
+    return positives, per_seed
 
 
 def test_the_world_needs_the_image(learnt):
@@ -134,10 +147,17 @@ def test_the_world_needs_the_image(learnt):
 
 
 def test_short_training_beats_the_blind_control(learnt):
-    _, recalls = learnt
-    real, blind = recalls["real"], recalls["blind"]
+    _, per_seed = learnt
+
+    def seed_mean(variant: str, key: str) -> float:
+        return sum(recalls[variant][key] for recalls in per_seed) / len(per_seed)
+
     # Blind: the grey crop and the prompt are the same for every question, hence one answer for all
-    # (measured: real 0.82 mean recall, blind 0.50).
-    assert real["mean_recall"] >= blind["mean_recall"] + 0.2, (real, blind)
-    assert real["recall"] >= blind["recall"] + 0.15, (real, blind)
-    assert min(real["per_predicate"].values()) > 0.5, real
+    # (measured: mean recall 0.50 blind; real 0.71-0.83 per seed, 0.78 over seeds 0-2).
+    assert seed_mean("real", "mean_recall") >= seed_mean("blind", "mean_recall") + 0.15, per_seed
+    assert seed_mean("real", "recall") >= seed_mean("blind", "recall") + 0.15, per_seed
+    # every seed reads the image (lowest measured 0.67), not only their mean
+    assert all(recalls["real"]["mean_recall"] >= recalls["blind"]["mean_recall"] + 0.1 for recalls in per_seed), per_seed
+    # both answers are given from the image: the constant blind answer has recall 0 on one predicate
+    for predicate in DISTANCE_PREDICATES:
+        assert sum(recalls["real"]["per_predicate"][predicate] for recalls in per_seed) / len(per_seed) > 0.5, per_seed
