@@ -65,10 +65,17 @@ compare: compare-queue
 # The shared pretraining runs first, in the workspace with every core: the experiments take it from
 # the run cache. Left to the queue, the first JOBS experiments each pretrain, with pretrain_tiny's
 # cpu_threads each: 400 of 2000 steps in 23 min for two on 2 cores, against 10 min for all of it alone.
+# With EXP_ARGS (a profile may change pretrain_tiny) it runs as a temporary experiment of that stage
+# with the same arguments, which fills the same run cache, and the experiment is then removed.
 # ([e]: the pattern must not match the recipe's own shell, whose command line holds it)
 RUNNING_EXPERIMENTS ?= pgrep -fc '[e]xp exec-run --infofile $(CURDIR)/.dvc/tmp/exps/'
+SHARED_PRETRAINING = pretrain$(EXP_SUFFIX)-shared
 compare-run: $(STAMP)
-	@if $(DVC) stage list --name-only 2>/dev/null | grep -q '^pretrain-tiny@'; then $(DVC) repro pretrain-tiny; fi
+	@if $(DVC) stage list --name-only 2>/dev/null | grep -q '^pretrain-tiny@'; then \
+	  $(if $(strip $(EXP_ARGS)),$(call REMOVE_EXPERIMENT,$(SHARED_PRETRAINING)); \
+	    $(DVC) exp run --temp -n $(SHARED_PRETRAINING) pretrain-tiny $(EXP_ARGS) || exit 1; \
+	    $(call REMOVE_EXPERIMENT,$(SHARED_PRETRAINING)),$(DVC) repro pretrain-tiny || exit 1); \
+	fi
 	@export OMP_NUM_THREADS=$(THREADS_PER_JOB); \
 	while $(DVC) queue status 2>/dev/null | grep -q ' Queued$$'; do \
 	  if [ "$$($(RUNNING_EXPERIMENTS))" -lt $(JOBS) ]; then $(DVC) queue start -j $(JOBS) >/dev/null 2>&1; fi; \
@@ -78,6 +85,9 @@ compare-run: $(STAMP)
 	@$(DVC) queue status | grep -v ' Success$$'
 	@! $(DVC) queue status | grep -q ' Failed$$' || echo "compare-run: some experiments failed, above (dvc queue logs <task>)" >&2
 
+# Removes the experiment $(1) of this commit, if any (by its full ref, see above)
+REMOVE_EXPERIMENT = ref=refs/exps/$$(git rev-parse HEAD | sed 's|^\(..\)|\1/|')/$(1); \
+	  if git show-ref -q --verify $$ref; then $(DVC) exp remove -q $$ref >/dev/null 2>&1 || true; fi
 compare-queue: $(STAMP)
 	@for seed in $(SEEDS); do for strategy in $(STRATEGIES); do \
 	  case $$strategy in random) first=random;; full) first=full;; *) first=balanced;; esac; \
@@ -85,8 +95,7 @@ compare-queue: $(STAMP)
 	    balanced@1|random@1) rounds="$(ROUND_REMOVALS) -S train_on.final=0 -S sampling.budget_fraction=$(ONE_SHOT_FRACTION)";; \
 	    *) rounds="";; esac; \
 	  name=$$strategy$(EXP_SUFFIX)-seed$$seed; \
-	  ref=refs/exps/$$(git rev-parse HEAD | sed 's|^\(..\)|\1/|')/$$name; \
-	  if git show-ref -q --verify $$ref; then $(DVC) exp remove -q $$ref >/dev/null 2>&1 || true; fi; \
+	  $(call REMOVE_EXPERIMENT,$$name); \
 	  $(DVC) exp run --queue -n $$name -S sampling.strategy=$$strategy \
 	    -S sampling.seed_strategy=$$first -S sampling.seed=$$seed -S train.seed=$$seed $$rounds $(EXP_ARGS) || exit 1; \
 	done; done

@@ -66,6 +66,20 @@ def test_the_shared_pretraining_runs_once_in_the_workspace_before_the_queue_star
     assert "grep -q '^pretrain-tiny@'" in planned
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_with_exp_args_the_shared_pretraining_is_a_temporary_experiment_with_those_arguments_then_removed():
+    """A profile may change pretrain_tiny: the workspace's params.yaml would pretrain another backbone."""
+    exp_args = "-S pretrain_tiny.tiny.seed=1 -S 'train.converse_predicates=above:below,left of:right of'"
+    planned = subprocess.run(["make", "-n", "--no-print-directory", "compare-run", "EXP_SUFFIX=-candidate",
+                              f"EXP_ARGS={exp_args}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    pretraining = planned.find(f"dvc exp run --temp -n pretrain-candidate-shared pretrain-tiny {exp_args} ")
+    assert 0 <= pretraining < planned.find("queue start"), planned
+    assert "dvc repro pretrain-tiny" not in planned
+    # removed before (a leftover of an interrupted run) and after: it is no compared experiment
+    removals = [index for index in range(len(planned)) if planned.startswith("/pretrain-candidate-shared; if git show-ref", index)]
+    assert len(removals) == 2 and removals[0] < pretraining < removals[1] < planned.find("queue start"), planned
+
+
 FAKE_DVC = """#!/bin/sh
 # stands in for dvc: `queue status` moves to the next canned state and says whether anything is queued
 case "$1 $2" in
