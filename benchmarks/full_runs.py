@@ -11,7 +11,11 @@ worktree's `metrics/`. This script reads them there and prints, per run:
 - part 3's and part 4's checks, the same `Check`s as `issue16_targets.py`;
 - per axis of the direction predicates, how many held-in test pairs get a
   top-scored predicate on their axis and, of those, the share naming the
-  true end (always `above` gives 0.68 on the synthetic world, a coin 0.5).
+  true end (always `above` gives 0.68 on the synthetic world, a coin 0.5);
+- per predicate that part 4 carries over, the held-out test relations whose
+  pair's top-scored predicate is theirs, apart for pairs of two classes the
+  held-in vocabulary has and pairs with an unseen class: whether transfer
+  is lost on the relation or on the unseen name.
 
 With `--against`, one baseline workspace per run (the same seed, in the same
 order): the paired mR@20 difference run - baseline, bootstrapped over test
@@ -104,15 +108,21 @@ def run_checks(run: Path) -> tuple[str, list[Check]]:
     return f"{summary_line(run, held_in, held_out)}\n  lowest held-in: {lowest_text}; ratios: {ratio_text}", checks
 
 
+def top_answers(run: Path, dataset: str, split: str) -> pd.DataFrame:
+    """The dataset's annotated test relations (with their class names) and each pair's top-scored predicate
+    (`answer`; ties in file order, NaN where the pair has none) from `data/predictions/<dataset>.parquet`."""
+    scenes_path = required(run / "data" / "scenes" / dataset / f"{split}.parquet")
+    truth = explode_relations(pd.read_parquet(scenes_path), str(scenes_path))[PAIR + ["predicate", "subj_label", "obj_label"]]
+    predictions = pd.read_parquet(required(run / "data" / "predictions" / f"{dataset}.parquet"), columns=PAIR + ["predicate", "score"])
+    top = predictions.sort_values("score", ascending=False, kind="stable").drop_duplicates(PAIR)
+    return truth.merge(top.rename(columns={"predicate": "answer"}), on=PAIR, how="left")
+
+
 def direction_right_ends(run: Path) -> str:
     """Per axis: held-in test direction pairs whose top-scored predicate (ties in file order) is on their axis,
     and the share of those naming the true end, from `data/predictions/<held_in>.parquet`."""
     held_in, _, split = run_datasets(run)
-    scenes_path = required(run / "data" / "scenes" / held_in / f"{split}.parquet")
-    truth = explode_relations(pd.read_parquet(scenes_path), str(scenes_path))[PAIR + ["predicate"]]
-    predictions = pd.read_parquet(required(run / "data" / "predictions" / f"{held_in}.parquet"), columns=PAIR + ["predicate", "score"])
-    top = predictions.sort_values("score", ascending=False, kind="stable").drop_duplicates(PAIR)
-    answered = truth.merge(top.rename(columns={"predicate": "answer"}), on=PAIR, how="left")
+    answered = top_answers(run, held_in, split)
     parts = []
     for axis in ("vertical", "horizontal"):
         on_axis_truth = answered[answered["predicate"].map(DIRECTION_AXES) == axis]
@@ -120,6 +130,28 @@ def direction_right_ends(run: Path) -> str:
         right_end = f"{(on_axis['answer'] == on_axis['predicate']).mean():.2f}" if len(on_axis) else "-"
         parts.append(f"{axis} {len(on_axis)} of {len(on_axis_truth)} answered on the axis, right end {right_end}")
     return "directions: " + "; ".join(parts)
+
+
+def unseen_class_answers(run: Path) -> str:
+    """Held-out test relations of each predicate part 4 carries over: how many get it as their pair's top
+    answer, apart for pairs of two classes the held-in vocabulary has and pairs with a class it lacks
+    (does transfer fail on the relation or on the unseen name?)."""
+    held_in, held_out, split = run_datasets(run)
+    predicates = list(transfer_ratios(per_predicate(run, held_in), per_predicate(run, held_out)).index)
+    vocab_path = required(run / "data" / "scenes" / held_in / "vocab.json")
+    seen_classes = set(read_json(vocab_path).get("objects") or [])
+    if not seen_classes:
+        raise InputError(str(vocab_path), "no `objects` list: which classes are seen is unknown")
+    answered = top_answers(run, held_out, split)
+    answered = answered[answered["predicate"].isin(predicates)]
+    both_seen = answered["subj_label"].isin(seen_classes) & answered["obj_label"].isin(seen_classes)
+    right = answered["answer"] == answered["predicate"]
+    parts = []
+    for predicate in predicates:
+        mine = answered["predicate"] == predicate
+        counts = [f"{int((right & mine & group).sum())}/{int((mine & group).sum())}" for group in (both_seen, ~both_seen)]
+        parts.append(f"{predicate} {counts[0]} of two seen classes, {counts[1]} with an unseen class")
+    return "held-out top answers right: " + "; ".join(parts)
 
 
 def stacked(runs: list[Path], dataset: str) -> AlignedRecalls:
@@ -158,6 +190,7 @@ def main() -> None:
         text, run_checks_list = run_checks(run)
         print(text)
         print(f"  {direction_right_ends(run)}")
+        print(f"  {unseen_class_answers(run)}")
         checks += run_checks_list
     print("\n| part | run | check | value | target | |\n|---|---|---|---|---|---|")
     for check in checks:

@@ -126,3 +126,35 @@ def test_direction_right_ends_count_top_answers_on_each_axis(full_runs, tmp_path
     (run / "data" / "predictions" / "syn.parquet").unlink()
     with pytest.raises(Exception, match="syn.parquet"):
         full_runs.direction_right_ends(run)
+
+
+def test_unseen_class_answers_split_each_transferred_predicate_by_whether_its_classes_were_seen(full_runs, tmp_path):
+    run = make_run(tmp_path, "wt", [2] * 6, [1, 1])
+    vocab = run / "data" / "scenes" / "syn" / "vocab.json"
+    vocab.write_text(json.dumps({"predicates": ["on", "near", "left of", "has"], "objects": ["cake", "box"]}))
+    held_out = [
+        scene("o1", ["cake", "box"], [(0, 1, "on"), (1, 0, "near")]),  # two seen classes
+        scene("o2", ["fox", "box"], [(0, 1, "on"), (1, 0, "hug")]),  # an unseen class; `hug` is not transferred
+        scene("o3", ["cake", "fox"], [(0, 1, "on")]),
+    ]
+    pd.DataFrame(held_out).to_parquet(run / "data" / "scenes" / "ood" / "test.parquet")
+    (run / "data" / "predictions").mkdir()
+    predictions = pd.DataFrame(
+        [
+            ("o1", 0, 1, "near", 0.3), ("o1", 0, 1, "on", 0.8),  # the top one is right
+            ("o1", 1, 0, "on", 0.9),  # `near` missed
+            ("o2", 0, 1, "on", 0.6),  # right, with the unseen fox
+            ("o2", 1, 0, "hug", 0.9),
+            # o3's pair has no answer: missed
+        ],
+        columns=["image_id", "subj", "obj", "predicate", "score"],
+    )
+    predictions.to_parquet(run / "data" / "predictions" / "ood.parquet")
+    line = full_runs.unseen_class_answers(run)
+    assert line == (
+        "held-out top answers right: on 1/1 of two seen classes, 1/2 with an unseen class; "
+        "near 0/1 of two seen classes, 0/0 with an unseen class"
+    )
+    vocab.write_text(json.dumps({"predicates": ["on"]}))
+    with pytest.raises(Exception, match="vocab.json"):
+        full_runs.unseen_class_answers(run)
