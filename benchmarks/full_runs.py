@@ -148,8 +148,8 @@ def unseen_class_answers(run: Path) -> str:
     right = answered["answer"] == answered["predicate"]
     parts = []
     for predicate in predicates:
-        mine = answered["predicate"] == predicate
-        counts = [f"{int((right & mine & group).sum())}/{int((mine & group).sum())}" for group in (both_seen, ~both_seen)]
+        of_predicate = answered["predicate"] == predicate
+        counts = [f"{int((right & of_predicate & group).sum())}/{int((of_predicate & group).sum())}" for group in (both_seen, ~both_seen)]
         parts.append(f"{predicate} {counts[0]} of two seen classes, {counts[1]} with an unseen class")
     return "held-out top answers right: " + "; ".join(parts)
 
