@@ -32,7 +32,8 @@ from transformers import (
 
 from reltune.errors import InputError
 from reltune.io import atomic_directory, read_json, write_json
-from reltune.models.tokenizer import EOS_ID, IMAGE_TOKEN, PAD_ID, train_bpe_tokenizer, wrap_fast_tokenizer
+from reltune.models.token_prior import TOKEN_PRIORS, apply_sentence_prior, token_texts
+from reltune.models.tokenizer import EOS_ID, IMAGE_TOKEN, PAD_ID, SPECIAL_TOKENS, train_bpe_tokenizer, wrap_fast_tokenizer
 
 BACKBONE_FILE = "reltune_backbone.json"
 # Hub ids of the real presets: what a user downloads for `model.path`.
@@ -59,6 +60,8 @@ class Backbone:
     trainable: tuple[str, ...] = DEFAULT_TRAINABLE
     lora: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # parameters kept frozen whatever `set_trainable` is asked (the tiny model's token prior)
+    frozen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class TinyInit:
     position_amplitude: float = 1.0
     # std of the Q-Former cross-attention query/key weights (0: transformers' 0.02); 0.2 gives logits of std ~2.5
     cross_attention_std: float = 0.2
+    # sentence: word embeddings from the sentence model's embedding of each token, frozen (reltune.models.token_prior)
+    token_prior: str = "none"
 
 
 def sincos_position_table(grid: int, width: int, amplitude: float) -> torch.Tensor:
@@ -245,9 +250,16 @@ def build_tiny(corpus: Iterable[str], out_dir: str | Path, seed: int = 0, init: 
     check_tiny_sizes(tiny_sizes)
     if init.position_amplitude and tiny_sizes.vision_hidden % 4:
         raise InputError("--vision-hidden", f"{tiny_sizes.vision_hidden} is not divisible by 4 (needed by --position-amplitude)")
+    if init.token_prior not in TOKEN_PRIORS:
+        raise InputError("--token-prior", f"{init.token_prior!r} is not one of {list(TOKEN_PRIORS)}")
     processor = build_tiny_processor(corpus, tiny_sizes)
     tokenizer = processor.tokenizer
     model = build_tiny_model(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tiny_sizes, seed, init)
+    frozen: tuple[str, ...] = ()
+    if init.token_prior == "sentence":
+        from reltune.embedding import shared_embedder
+
+        frozen = apply_sentence_prior(model, token_texts(tokenizer, SPECIAL_TOKENS), shared_embedder().embed)
     device = torch.device("cpu")
     backbone = Backbone(
         model=model,
@@ -256,6 +268,7 @@ def build_tiny(corpus: Iterable[str], out_dir: str | Path, seed: int = 0, init: 
         preset="tiny",
         device=device,
         dtype=dtype_for(device),
+        frozen=frozen,
     )
     set_trainable(backbone)
     save_backbone(backbone, out_dir)
@@ -271,7 +284,7 @@ def set_trainable(
 ) -> tuple[str, ...]:
     """Freeze per DESIGN §8 (or train everything) and optionally add LoRA to the LM.
 
-    Returns the trainable part names, also stored on the backbone.
+    The backbone's `frozen` parameters stay frozen either way. Returns the trainable part names, also stored on the backbone.
     """
     model = backbone.model
     if train_all:
@@ -291,6 +304,9 @@ def set_trainable(
         add_lora(model, lora_r, lora_alpha, lora_dropout)
         backbone.lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout}
         parts = (*parts, "lora")
+    parameters = dict(model.named_parameters())
+    for name in backbone.frozen:
+        parameters[name].requires_grad_(False)
     backbone.trainable = parts
     return parts
 
@@ -346,6 +362,7 @@ def save_backbone(backbone: Backbone, out_dir: str | Path, extra_dirs: dict[str,
                 "language_model": language_model_family(backbone.model),
                 "trainable": list(backbone.trainable),
                 "lora_merged": backbone.lora if merged else None,
+                "frozen_parameters": list(backbone.frozen),
                 **backbone.extra,
             },
             temporary / BACKBONE_FILE,
@@ -415,6 +432,18 @@ def load_backbone(path: str, preset: str | None = None, device: str | None = Non
         preset=chosen,
         device=target_device,
         dtype=dtype,
+        frozen=_frozen_parameters(path, metadata, model),
     )
     set_trainable(backbone)
     return backbone
+
+
+def _frozen_parameters(path: str, metadata: dict[str, Any] | None, model: torch.nn.Module) -> tuple[str, ...]:
+    """The parameter names `reltune_backbone.json` keeps frozen (checked against the model)."""
+    names = (metadata or {}).get("frozen_parameters") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise InputError(str(Path(path) / BACKBONE_FILE), "frozen_parameters must be a list of parameter names")
+    unknown = sorted(set(names) - {name for name, _ in model.named_parameters()})
+    if unknown:
+        raise InputError(str(Path(path) / BACKBONE_FILE), f"frozen_parameters names no parameter of the model: {unknown[0]!r}")
+    return tuple(names)
