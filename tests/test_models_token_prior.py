@@ -42,7 +42,8 @@ def toy(tmp_path_factory):
     scenes, vocab = read_scenes(scenes_dir, "train")
     instructions = build_instructions(scenes, TOY_PREDICATES, dataset="toy", split="train").table
     corpus = list(instructions["prompt"]) + list(instructions["target"]) + [NAMES] * 3
-    build_tiny(corpus, root / "prior", seed=0, init=TinyInit(token_prior="sentence"), **SMALL)
+    build_tiny(corpus, root / "prior", seed=0, init=TinyInit(token_prior="sentence-frozen"), **SMALL)
+    build_tiny(corpus, root / "trained", seed=0, init=TinyInit(token_prior="sentence"), **SMALL)
     build_tiny(corpus, root / "random", seed=0, **SMALL)
     return root, scenes, vocab, instructions
 
@@ -58,19 +59,24 @@ def test_an_unseen_name_starts_next_to_the_names_it_means_and_special_tokens_kee
     tokenizer = prior.processor.tokenizer
     assert tokenizer.get_vocab() == random.processor.tokenizer.get_vocab()
     for name in TOKEN_EMBEDDINGS:
-        weight = prior.model.get_parameter(name)
+        weight = prior.model.get_parameter(name).detach()
         # the all-MiniLM-L6-v2 sentence vectors: a fox is an animal like a bear, not a moon
         assert _cosine(weight, tokenizer, "Ġfox", "Ġbear") > _cosine(weight, tokenizer, "Ġfox", "Ġmoon") + 0.15, name
-        initial = random.model.get_parameter(name)
+        initial = random.model.get_parameter(name).detach()
         special = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
         assert torch.equal(weight[special], initial[special]), name
         assert float(weight.std()) == pytest.approx(float(initial.std()), rel=0.1), name
         assert not torch.allclose(weight[tokenizer.convert_tokens_to_ids("Ġfox")], initial[tokenizer.convert_tokens_to_ids("Ġfox")])
     # the random model's words are unrelated: the same pair is no closer than any other
     assert abs(_cosine(random.model.language_model.shared.weight, tokenizer, "Ġfox", "Ġbear")) < 0.5
+    # `sentence` starts from the same vectors and freezes nothing
+    trained = load_backbone(str(root / "trained"))
+    assert trained.frozen == () and all(
+        torch.equal(trained.model.get_parameter(name), prior.model.get_parameter(name)) for name in TOKEN_EMBEDDINGS
+    )
 
 
-def test_the_prior_stays_frozen_through_training_with_every_other_weight(toy, tmp_path):
+def test_a_frozen_prior_stays_through_training_with_every_other_weight(toy, tmp_path):
     root, scenes, vocab, instructions = toy
     metadata = json.loads((root / "prior" / BACKBONE_FILE).read_text())
     assert metadata["frozen_parameters"] == list(TOKEN_EMBEDDINGS)
@@ -88,6 +94,10 @@ def test_the_prior_stays_frozen_through_training_with_every_other_weight(toy, tm
     assert not torch.equal(before["language_model.encoder.block.0.layer.0.SelfAttention.q.weight"],
                            after["language_model.encoder.block.0.layer.0.SelfAttention.q.weight"])
     assert json.loads((tmp_path / "tuned" / BACKBONE_FILE).read_text())["frozen_parameters"] == list(TOKEN_EMBEDDINGS)
+    # unfrozen (`sentence`), the same training moves them
+    train_backbone(root / "trained", examples, vocab["image_root"], tmp_path / "moved", settings)
+    moved = load_file(str(tmp_path / "moved" / "model.safetensors"))
+    assert not torch.equal(before["language_model.shared.weight"], moved["language_model.shared.weight"])
 
 
 def test_a_frozen_list_naming_no_parameter_is_refused_with_the_file(toy, tmp_path):

@@ -101,7 +101,8 @@ class TinyInit:
     position_amplitude: float = 1.0
     # std of the Q-Former cross-attention query/key weights (0: transformers' 0.02); 0.2 gives logits of std ~2.5
     cross_attention_std: float = 0.2
-    # sentence: word embeddings from the sentence model's embedding of each token, frozen (reltune.models.token_prior)
+    # sentence: word embeddings start from the sentence model's embedding of each token (sentence-frozen: and stay
+    # there); reltune.models.token_prior
     token_prior: str = "none"
 
 
@@ -256,10 +257,11 @@ def build_tiny(corpus: Iterable[str], out_dir: str | Path, seed: int = 0, init: 
     tokenizer = processor.tokenizer
     model = build_tiny_model(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tiny_sizes, seed, init)
     frozen: tuple[str, ...] = ()
-    if init.token_prior == "sentence":
+    if init.token_prior != "none":
         from reltune.embedding import shared_embedder
 
-        frozen = apply_sentence_prior(model, token_texts(tokenizer, SPECIAL_TOKENS), shared_embedder().embed)
+        embedded = apply_sentence_prior(model, token_texts(tokenizer, SPECIAL_TOKENS), shared_embedder().embed)
+        frozen = embedded if init.token_prior == "sentence-frozen" else ()
     device = torch.device("cpu")
     backbone = Backbone(
         model=model,

@@ -110,8 +110,8 @@ SIZE_ARGUMENTS = {name: Setting(positive_int) for name in TinySizes.__dataclass_
 INIT_ARGUMENTS = {
     "position_amplitude": Setting(float_in(0.0), "vision position table: 2-D sine/cosine times this (0: transformers' random init)"),
     "cross_attention_std": Setting(float_in(0.0), "init std of the Q-Former cross-attention query/key weights (0: transformers' 0.02)"),
-    "token_prior": Setting(choices=TOKEN_PRIORS, help="sentence: word embeddings from the sentence model's embedding of each "
-                           "token's text (PCA to the width), frozen in pretraining and tuning; none: random, trained"),
+    "token_prior": Setting(choices=TOKEN_PRIORS, help="sentence: word embeddings start from the sentence model's embedding of "
+                           "each token's text (PCA to the width); sentence-frozen: and stay frozen; none: random"),
 }
 
 

@@ -9,10 +9,13 @@ one collapse (README "Where held-out transfer is lost: the unseen names").
 Here each token of the tiny BPE vocabulary starts from the sentence model's
 embedding of its text (all-MiniLM-L6-v2, shipped offline), reduced to the
 model's width by PCA (scikit-learn) and scaled to the std of transformers'
-init. Those embeddings are then frozen, in pretraining and in tuning, so the
-geometry (fox next to bear and bird) is not lost for the names training sees
-and kept for the ones it does not. Only language is used: token texts, never
-an image or a relation answer.
+init (fox next to bear and bird). `sentence` then trains them as any weight;
+`sentence-frozen` keeps them frozen in pretraining and tuning, so the geometry
+is not lost for the names training sees. transformers ties T5's output head to
+its input embeddings, so frozen ones are the output head too: measured, the
+pretrained model then cannot tell "yes" from "no" (README "A language prior
+for unseen names"). Only language is used: token texts, never an image or a
+relation answer.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 
 from reltune.errors import InputError
 
-TOKEN_PRIORS = ("none", "sentence")
+TOKEN_PRIORS = ("none", "sentence", "sentence-frozen")
 # The tiny model's word-embedding matrices: the LM's (tied to its output head) and the Q-Former's.
 TOKEN_EMBEDDINGS = ("language_model.shared.weight", "qformer.embeddings.word_embeddings.weight")
 
@@ -50,7 +53,7 @@ def prior_vectors(vectors: np.ndarray, width: int, std: float) -> np.ndarray:
 def apply_sentence_prior(
     model: torch.nn.Module, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray]
 ) -> tuple[str, ...]:
-    """Set the word embeddings of tokens with text from `embed(texts)`; returns the parameter names to keep frozen.
+    """Set the word embeddings of tokens with text from `embed(texts)`; returns the parameter names set.
 
     Special and blank tokens keep their random init (at the same scale), the rest share one projection per matrix.
     """
