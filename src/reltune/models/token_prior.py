@@ -12,10 +12,10 @@ model's width by PCA (scikit-learn) and scaled to the std of transformers'
 init (fox next to bear and bird). `sentence` then trains them as any weight;
 `sentence-frozen` keeps them frozen in pretraining and tuning, so the geometry
 is not lost for the names training sees. transformers ties T5's output head to
-its input embeddings, so frozen ones are the output head too: measured, the
-pretrained model then cannot tell "yes" from "no" (README "A language prior
-for unseen names"). Only language is used: token texts, never an image or a
-relation answer.
+its input embeddings, so frozen ones are the output head too; measured, that
+pretraining answers yes/no questions at chance, while `sentence` keeps the
+geometry anyway (README "A language prior for unseen names"). Only language
+is used: token texts, never an image or a relation answer.
 """
 
 from __future__ import annotations
