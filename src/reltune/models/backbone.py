@@ -32,7 +32,7 @@ from transformers import (
 
 from reltune.errors import InputError
 from reltune.io import atomic_directory, read_json, write_json
-from reltune.models.token_prior import TOKEN_PRIORS, apply_sentence_prior, token_texts
+from reltune.models.token_prior import TOKEN_EMBEDDINGS, TOKEN_PRIORS, apply_sentence_prior, token_texts
 from reltune.models.tokenizer import EOS_ID, IMAGE_TOKEN, PAD_ID, SPECIAL_TOKENS, train_bpe_tokenizer, wrap_fast_tokenizer
 
 BACKBONE_FILE = "reltune_backbone.json"
@@ -260,8 +260,8 @@ def build_tiny(corpus: Iterable[str], out_dir: str | Path, seed: int = 0, init: 
     if init.token_prior != "none":
         from reltune.embedding import shared_embedder
 
-        embedded = apply_sentence_prior(model, token_texts(tokenizer, SPECIAL_TOKENS), shared_embedder().embed)
-        frozen = embedded if init.token_prior == "sentence-frozen" else ()
+        apply_sentence_prior(model, token_texts(tokenizer, SPECIAL_TOKENS), shared_embedder().embed)
+        frozen = TOKEN_EMBEDDINGS if init.token_prior == "sentence-frozen" else ()
     device = torch.device("cpu")
     backbone = Backbone(
         model=model,
@@ -306,9 +306,8 @@ def set_trainable(
         add_lora(model, lora_r, lora_alpha, lora_dropout)
         backbone.lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout}
         parts = (*parts, "lora")
-    parameters = dict(model.named_parameters())
     for name in backbone.frozen:
-        parameters[name].requires_grad_(False)
+        model.get_parameter(name).requires_grad_(False)
     backbone.trainable = parts
     return parts
 

@@ -23,9 +23,9 @@ from reltune.argtypes import (
 )
 from reltune.arguments import Setting, add_settings, settings_from_args
 from reltune.models.backbone import PRESETS, TinyInit, TinySizes, check_tiny_sizes
-from reltune.models.token_prior import TOKEN_PRIORS
 from reltune.models.names import training_pool
 from reltune.models.schedule import NAME_SUBSTITUTION_MODES, REPLAY_ANSWERS, SCHEDULES, TrainSettings
+from reltune.models.token_prior import TOKEN_PRIORS
 
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
 # (its long run of tiny epochs is capped by max_steps, so the per-epoch LAVIS schedules do not fit it).

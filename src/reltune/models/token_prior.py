@@ -50,21 +50,17 @@ def prior_vectors(vectors: np.ndarray, width: int, std: float) -> np.ndarray:
     return (projected * (std / projected.std())).astype(np.float32)
 
 
-def apply_sentence_prior(
-    model: torch.nn.Module, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray]
-) -> tuple[str, ...]:
-    """Set the word embeddings of tokens with text from `embed(texts)`; returns the parameter names set.
+def apply_sentence_prior(model: torch.nn.Module, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> None:
+    """Set the word embeddings (TOKEN_EMBEDDINGS) of tokens with text from `embed(texts)`.
 
     Special and blank tokens keep their random init (at the same scale), the rest share one projection per matrix.
     """
     with_text = [index for index, text in enumerate(texts) if text]
     vectors = embed([texts[index] for index in with_text])
-    parameters = dict(model.named_parameters())
     with torch.no_grad():
         for name in TOKEN_EMBEDDINGS:
-            weight = parameters[name]
+            weight = model.get_parameter(name)
             if weight.shape[0] != len(texts):
                 raise InputError(name, f"{weight.shape[0]} rows for a vocabulary of {len(texts)} tokens")
             prior = prior_vectors(vectors, weight.shape[1], float(weight.std()))
             weight[with_text] = torch.from_numpy(prior).to(weight.dtype)
-    return TOKEN_EMBEDDINGS
