@@ -70,9 +70,14 @@ compare: compare-queue
 # ([e]: the pattern must not match the recipe's own shell, whose command line holds it)
 RUNNING_EXPERIMENTS ?= pgrep -fc '[e]xp exec-run --infofile $(CURDIR)/.dvc/tmp/exps/'
 SHARED_PRETRAINING = pretrain$(EXP_SUFFIX)-shared
+# That temporary experiment reads every output of the workspace's dvc.lock from the cache (DVC reads the
+# report's plots of the lock even for one stage): without them it fails after pretraining. Refused before.
+LOCK_OUTPUTS_CACHED = if $(DVC) data status --json | grep -q '"not_in_cache"'; then \
+	  echo "make compare-run: outputs of dvc.lock are not in the DVC cache (dvc data status); run make repro first" >&2; \
+	  exit 1; fi
 compare-run: $(STAMP)
 	@if $(DVC) stage list --name-only 2>/dev/null | grep -q '^pretrain-tiny@'; then \
-	  $(if $(strip $(EXP_ARGS)),$(call REMOVE_EXPERIMENT,$(SHARED_PRETRAINING)); \
+	  $(if $(strip $(EXP_ARGS)),$(LOCK_OUTPUTS_CACHED); $(call REMOVE_EXPERIMENT,$(SHARED_PRETRAINING)); \
 	    $(DVC) exp run --temp -n $(SHARED_PRETRAINING) pretrain-tiny $(EXP_ARGS) || exit 1; \
 	    $(call REMOVE_EXPERIMENT,$(SHARED_PRETRAINING)),$(DVC) repro pretrain-tiny || exit 1); \
 	fi

@@ -166,3 +166,40 @@ def test_a_profile_given_as_exp_args_reaches_every_queued_experiment_with_its_qu
         # the recipe's shell removed the shell quotes and kept Hydra's: one override, comma and spaces inside
         assert " -S train.converse_predicates='above:below,left of:right of' " in command + " "
         assert " -S train.copy_replay=0.1" in command and " -S instructions.negatives='random'" in command
+
+
+# stands in for dvc in a workspace whose dvc.lock outputs are, or are not, in the cache; logs every call
+FAKE_DVC_CACHE = """#!/bin/sh
+echo "$*" >> {log}
+case "$1 $2" in
+  "stage list") echo "pretrain-tiny@tiny";;
+  "data status") cat {status};;
+  "queue status") echo "Task  Name  Created  Status";;  # nothing queued
+esac
+"""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("cached", [False, True])
+def test_with_exp_args_compare_run_refuses_before_pretraining_when_the_lock_outputs_are_not_cached(tmp_path, cached):
+    """The temporary pretraining experiment reads the lock's outputs from the cache: it would fail after pretraining."""
+    status = tmp_path / "status.json"
+    status.write_text('{"committed": {"modified": ["params.yaml"]}}' if cached else
+                      '{"not_in_cache": ["report/", "models/round_final/"], "committed": {}}')  # fmt: skip
+    log = tmp_path / "dvc.log"
+    fake_dvc = executable(tmp_path / "dvc", FAKE_DVC_CACHE.format(log=log, status=status))
+    directory = makefile_copy(tmp_path / "project")
+    # the leftover experiment of an interrupted run is looked up under the commit
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(directory)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "workspace"], check=True)
+    made = subprocess.run(["make", "--no-print-directory", "compare-run", "QUEUE_POLL=0", f"DVC={fake_dvc}",
+                           "RUNNING_EXPERIMENTS=echo 0", "EXP_ARGS=-S pretrain_tiny.tiny.seed=1"], cwd=directory,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    pretrained = [line for line in log.read_text().splitlines() if line.startswith("exp run --temp")]
+    if cached:
+        assert made.returncode == 0, made.stderr
+        assert pretrained == ["exp run --temp -n pretrain-shared pretrain-tiny -S pretrain_tiny.tiny.seed=1"]
+    else:
+        assert made.returncode != 0 and pretrained == []
+        assert "not in the DVC cache" in made.stderr and "make repro" in made.stderr
