@@ -7,7 +7,9 @@ worktree's `metrics/`. This script reads them there and prints, per run:
 
 - held-in and held-out R / mR / mgR @20, mR@20's bootstrap standard error over
   test images, and the held-out blind control's mgR@20;
-- the held-in predicates below part 3's 80 and the two lowest;
+- the held-in predicates below part 3's 80 and the two lowest, each with a 95%
+  percentile bootstrap interval over its test images (a test split with ~20
+  relations of a predicate cannot tell 0.7 from 0.85);
 - part 3's and part 4's checks, the same `Check`s as `issue16_targets.py`;
 - per axis of the direction predicates, how many held-in test pairs get a
   top-scored predicate on their axis and, of those, the share naming the
@@ -31,7 +33,9 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import scipy.stats
 import yaml
 
 from issue16_targets import Check, predicate_checks, print_summary, transfer_checks, transfer_ratios  # benchmarks/ is on sys.path when run
@@ -78,6 +82,22 @@ def per_predicate(run: Path, dataset: str) -> pd.DataFrame:
     return pd.read_csv(required(run / "metrics" / "per_predicate" / f"{dataset}.csv"))
 
 
+def predicate_recall_interval(recalls: AlignedRecalls, predicate: str, source: str = "per-image recalls") -> tuple[float, float, float]:
+    """A predicate's R@20 in one run's per-image recalls (the mean over its test images of recalled / GT,
+    as the per-predicate CSV) and its 95% percentile bootstrap interval over those images."""
+    if predicate not in recalls.predicates:
+        raise InputError(source, f"no test image annotates {predicate!r}")
+    column = recalls.predicates.index(predicate)
+    per_image_recall = recalls.fractions[0, recalls.present[:, column], column] * 100.0
+    point = float(per_image_recall.mean())
+    if np.ptp(per_image_recall) == 0.0:  # every image alike: no resample differs (scipy would warn and give NaN)
+        return point, point, point
+    result = scipy.stats.bootstrap(
+        (per_image_recall,), np.mean, confidence_level=0.95, method="percentile", n_resamples=9999, random_state=0
+    )
+    return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def summary_line(run: Path, held_in: str, held_out: str) -> str:
     """Held-in and held-out R / mR / mgR @20 with mR's standard error over test images, and blind mgR@20."""
     parts = []
@@ -94,7 +114,6 @@ def run_checks(run: Path) -> tuple[str, list[Check]]:
     held_in, held_out, split = run_datasets(run)
     held_in_table = per_predicate(run, held_in)
     lowest = held_in_table.sort_values("R@20").head(2)
-    lowest_text = ", ".join(f"{predicate} {recall:.1f}" for predicate, recall in zip(lowest["predicate"], lowest["R@20"]))
     levels, problems = dataset_chance_levels(run / "data" / "scenes", held_in, split, [held_out], [20])
     if held_out not in levels:
         raise InputError(str(run / "data" / "scenes"), "; ".join(problems) or f"no chance level of {held_out}")
@@ -104,6 +123,12 @@ def run_checks(run: Path) -> tuple[str, list[Check]]:
     held_out_mgr = float(read_json(run / "metrics" / f"{held_out}.json")["mgR@20"])
     blind_mgr = float(read_json(run / "metrics" / f"{held_out}_blind.json")["mgR@20"])
     checks += transfer_checks(name, ratios, held_out_mgr, blind_mgr, float(levels[held_out]["mgR@20"]))
+    held_in_images = per_image(run, held_in)
+    source = str(run / "metrics" / "per_image" / f"{held_in}.json")
+    lowest_text = ", ".join(
+        "{} {:.1f} (95% [{:.1f}, {:.1f}])".format(predicate, recall, *predicate_recall_interval(held_in_images, predicate, source)[1:])
+        for predicate, recall in zip(lowest["predicate"], lowest["R@20"])
+    )
     ratio_text = ", ".join(f"{predicate} {ratio:.2f}" for predicate, ratio in ratios.items())
     return f"{summary_line(run, held_in, held_out)}\n  lowest held-in: {lowest_text}; ratios: {ratio_text}", checks
 
@@ -165,6 +190,8 @@ def paired_lines(runs: list[Path], baselines: list[Path], datasets: tuple[str, s
     lines = []
     for dataset in datasets:
         first, second = stacked(runs, dataset), stacked(baselines, dataset)
+        if first.image_ids != second.image_ids or first.predicates != second.predicates:
+            raise InputError(str(baselines[0] / "metrics" / "per_image" / f"{dataset}.json"), f"other test images or predicates than {runs[0]}'s: a paired difference needs one test set")
         for index, (run, baseline) in enumerate(zip(runs, baselines)):
             one = paired_difference(select(first, index), select(second, index))
             lines.append(f"{dataset} mR@20 {run} - {baseline}: {one.mean:+.2f} [{one.low:+.2f}, {one.high:+.2f}] {one.verdict()}")
@@ -179,6 +206,13 @@ def select(recalls: AlignedRecalls, index: int) -> AlignedRecalls:
 
 
 def main() -> None:
+    try:
+        report()
+    except InputError as error:  # one line naming the file, not a traceback
+        raise SystemExit(f"full_runs.py: {error}") from None
+
+
+def report() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="workspaces of finished `full` runs (their metrics/)")
     parser.add_argument("--against", nargs="*", type=Path, default=[], help="one baseline workspace per run, same order: paired mR@20 differences")

@@ -35,7 +35,7 @@ def scene(image_id: str, labels: list[str], relations: list[tuple[int, int, str]
     return {"image_id": image_id, "image_path": f"{image_id}.png", "width": 100, "height": 100, "boxes": boxes, "labels": labels, "relations": relation_rows}
 
 
-def make_run(root, name: str, held_in_recalled: list[int], held_out_recalled: list[int]):
+def make_run(root, name: str, held_in_recalled: list[int], held_out_recalled: list[int], more_held_in_rows: list | None = None):
     """A workspace as `dvc repro` leaves it: params.yaml, the scenes chance reads, metrics/."""
     run = root / name
     (run / "metrics" / "per_predicate").mkdir(parents=True)
@@ -55,6 +55,7 @@ def make_run(root, name: str, held_in_recalled: list[int], held_out_recalled: li
     HELD_OUT_TABLE.to_csv(run / "metrics" / "per_predicate" / "ood.csv", index=False)
     # three images x two predicates held in; two images of `on` held out
     held_in_rows = [(f"i{n}", predicate, 2, recalled) for n, (predicate, recalled) in enumerate(zip(["on", "near"] * 3, held_in_recalled))]
+    held_in_rows += more_held_in_rows or []
     held_out_rows = [(f"o{n + 1}", "on", 1, recalled) for n, recalled in enumerate(held_out_recalled)]
     (run / "metrics" / "per_image" / "syn.json").write_text(json.dumps(per_image_document(held_in_rows)))
     (run / "metrics" / "per_image" / "ood.json").write_text(json.dumps(per_image_document(held_out_rows)))
@@ -62,7 +63,8 @@ def make_run(root, name: str, held_in_recalled: list[int], held_out_recalled: li
 
 
 def test_checks_read_the_workspace_metrics_and_its_own_chance_level(full_runs, tmp_path):
-    run = make_run(tmp_path, "wt_s3", [2, 1, 2, 0, 1, 2], [1, 0])
+    left_of_rows = [(f"l{n}", "left of", 1, recalled) for n, recalled in enumerate([1, 1, 1, 0])]
+    run = make_run(tmp_path, "wt_s3", [2, 1, 2, 0, 1, 2], [1, 0], left_of_rows)
     text, checks = full_runs.run_checks(run)
     by_what = {check.what.split(" (")[0]: check for check in checks}
     assert by_what["lowest held-in predicate R@20"].value == 75.0 and not by_what["lowest held-in predicate R@20"].met
@@ -72,8 +74,26 @@ def test_checks_read_the_workspace_metrics_and_its_own_chance_level(full_runs, t
     assert "held-out / held-in R@20 of hug" not in by_what  # never seen in training
     assert by_what["held-out mgR@20 / blind control"].value == pytest.approx(4.0)
     assert by_what["held-out mgR@20 / chance"].value == pytest.approx(80.0 / 25.0)
-    assert "lowest held-in: left of 75.0, near 80.0" in text
+    # each lowest predicate with its bootstrap interval over its test images: left of 1, 1, 1, 0
+    # (a resample's mean is 0 with probability 0.004, at most 0.25 with 0.051: the 2.5th percentile is 25)
+    assert "lowest held-in: left of 75.0 (95% [25.0, 100.0]), near 80.0 (95% [" in text
     assert "syn R / mR / mgR @20 95.00 / 92.50 / 93.00" in text and "ood blind mgR@20 20.00" in text
+
+
+def test_predicate_interval_is_the_mean_over_its_images_and_agrees_with_the_normal_approximation(full_runs):
+    from reltune.evaluation.statistics import align_per_image
+    from reltune.evaluation.per_image import read_per_image
+
+    # 400 images of `left of` (300 recalled) and 5 of `on`, all recalled
+    rows = [(f"i{n}", "left of", 1, int(n < 300)) for n in range(400)] + [(f"o{n}", "on", 1, 1) for n in range(5)]
+    recalls = align_per_image([read_per_image(per_image_document(rows), "syn.json", 20)], ["syn.json"])
+    point, low, high = full_runs.predicate_recall_interval(recalls, "left of")
+    assert point == pytest.approx(75.0)
+    half_width = 1.96 * (0.75 * 0.25 / 400) ** 0.5 * 100.0  # Wald: 4.24 points
+    assert low == pytest.approx(75.0 - half_width, abs=0.6) and high == pytest.approx(75.0 + half_width, abs=0.6)
+    assert full_runs.predicate_recall_interval(recalls, "on") == (100.0, 100.0, 100.0)  # no resample differs
+    with pytest.raises(Exception, match="syn.json.*'near'"):
+        full_runs.predicate_recall_interval(recalls, "near", "syn.json")
 
 
 def test_paired_lines_difference_each_pair_and_pool_them(full_runs, tmp_path):
@@ -158,3 +178,16 @@ def test_unseen_class_answers_split_each_transferred_predicate_by_whether_its_cl
     vocab.write_text(json.dumps({"predicates": ["on"]}))
     with pytest.raises(Exception, match="vocab.json"):
         full_runs.unseen_class_answers(run)
+
+
+def test_paired_runs_on_other_test_images_fail_in_one_line(full_runs, tmp_path, monkeypatch):
+    left_of_rows = [("l0", "left of", 1, 1)]
+    run = make_run(tmp_path, "wt", [2] * 6, [1, 1], left_of_rows)
+    baseline = make_run(tmp_path, "other_test_set", [2] * 6, [1, 1], left_of_rows + [("extra", "on", 1, 1)])  # one image more
+    with pytest.raises(Exception, match="other_test_set.*syn.json: other test images or predicates than .*wt's"):
+        full_runs.paired_lines([run], [baseline], ("syn", "ood"))
+    # main turns the project's input errors into one line naming the file
+    (run / "metrics" / "ood_blind.json").unlink()
+    monkeypatch.setattr(sys, "argv", ["full_runs.py", str(run)])
+    with pytest.raises(SystemExit, match=r"^full_runs.py: .*ood_blind.json"):
+        full_runs.main()

@@ -53,6 +53,21 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(world, tmp_pat
     assert third["synthetic/VG_100K/1.jpg"] != first["synthetic/VG_100K/1.jpg"]
 
 
+def test_larger_test_splits_keep_the_training_and_validation_scenes(world, tmp_path):
+    """benchmarks/larger_test.py re-tests trained models on a world with more test images: each split is
+    drawn from its own seed, so the training and validation images a model learned from stay the same."""
+    larger = tmp_path / "larger"
+    generate_world(larger, seed=3, size=WorldSize(train_images=40, test_images=30, ood_images=50, image_size=96))
+    before = import_scenes("vg150", world / "synthetic", dataset="synthetic", val_size=5)
+    after = import_scenes("vg150", larger / "synthetic", dataset="synthetic", val_size=5)
+    for split in ("train", "val"):
+        assert after.splits[split].to_pylist() == before.splits[split].to_pylist()
+    assert len(after.splits["test"]) == 30 and len(before.splits["test"]) == 12
+    train_images = [f"synthetic/VG_100K/{number}.jpg" for number in range(1, 41)]  # the test images follow them
+    assert all((larger / name).read_bytes() == (world / name).read_bytes() for name in train_images)
+    assert (larger / "synthetic/VG_100K/41.jpg").read_bytes() != (world / "synthetic/VG_100K/41.jpg").read_bytes()
+
+
 def test_importers_read_back_the_drawn_boxes_exactly(world):
     held_in = import_scenes("vg150", world / "synthetic", dataset="synthetic", val_size=5)
     scenes = generate_scenes("train", SMALL.train_images, 3, SMALL) + generate_scenes("test", SMALL.test_images, 3, SMALL)

@@ -132,4 +132,6 @@ def test_the_candidate_profile_applies_through_hydra_with_its_comma_value_whole(
     assert applied == merge_profile(params, profile)
     assert applied["train"]["converse_predicates"] == "above:below,left of:right of"
     assert applied["instructions"]["negatives"] == "random" and applied["pretrain_tiny"]["tiny"]["relative_where"] is True
-    assert applied["world"] == params["world"]  # the synthetic world stays
+    # the synthetic world stays, with larger test splits only: the same training and validation images
+    larger_tests = {**params["world"]["synthetic"], "test_images": 5000, "ood_images": 2000}
+    assert applied["world"] == {"synthetic": larger_tests}
