@@ -191,7 +191,8 @@ def paired_lines(runs: list[Path], baselines: list[Path], datasets: tuple[str, s
     for dataset in datasets:
         first, second = stacked(runs, dataset), stacked(baselines, dataset)
         if first.image_ids != second.image_ids or first.predicates != second.predicates:
-            raise InputError(str(baselines[0] / "metrics" / "per_image" / f"{dataset}.json"), f"other test images or predicates than {runs[0]}'s: a paired difference needs one test set")
+            path = baselines[0] / "metrics" / "per_image" / f"{dataset}.json"
+            raise InputError(str(path), f"other test images or predicates than {runs[0]}'s: a paired difference needs one test set")
         for index, (run, baseline) in enumerate(zip(runs, baselines)):
             one = paired_difference(select(first, index), select(second, index))
             lines.append(f"{dataset} mR@20 {run} - {baseline}: {one.mean:+.2f} [{one.low:+.2f}, {one.high:+.2f}] {one.verdict()}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import os
 import shlex
 import shutil
@@ -111,10 +112,23 @@ def check_same_training_scenes(run: Path, world_root: Path, held_in: str) -> Non
             raise InputError(str(theirs), f"differs from the larger world's {ours}: the run's model was trained on other scenes")
 
 
+def check_world_size(world_root: Path, test_images: int, ood_images: int) -> None:
+    """An existing OUT/world must be the one asked for, not a world of other sizes built before."""
+    specs = sorted((world_root / "data" / "raw").glob("*/world_spec.json"))
+    if len(specs) != 1:
+        raise InputError(str(world_root), "not a world built by this script (no single data/raw/*/world_spec.json)")
+    size = json.loads(specs[0].read_text())["size"]
+    if (size["test_images"], size["ood_images"]) != (test_images, ood_images):
+        raise InputError(str(specs[0]), f"has {size['test_images']} test / {size['ood_images']} held-out images, not "
+                         f"{test_images} / {ood_images}: choose another --out")
+
+
 def run_commands(commands: list[list[str]], cwd: Path) -> None:
     for command in commands:
         print("+ " + shlex.join(command), flush=True)
-        subprocess.run(command, cwd=cwd, check=True, env={**os.environ, "RELTUNE_NO_PROGRESS": "1"})
+        finished = subprocess.run(command, cwd=cwd, env={**os.environ, "RELTUNE_NO_PROGRESS": "1"})
+        if finished.returncode:  # its own one-line error is above; no traceback of this script
+            raise SystemExit(f"larger_test.py: reltune {' '.join(command[3:5])} in {cwd} failed with exit status {finished.returncode}")
 
 
 def retest(run: Path, out: Path, world_root: Path) -> Path:
@@ -142,9 +156,13 @@ def main() -> None:
     parser.add_argument("--ood-images", type=int, default=2000)
     parser.add_argument("--out", type=Path, required=True, help="OUT/world (built once) and OUT/<run name> per run")
     args = parser.parse_args()
+    if min(args.test_images, args.ood_images) <= 0:
+        parser.error("--test-images and --ood-images must be positive")
     try:
         world_root = args.out / "world"
-        if not world_root.is_dir():
+        if world_root.is_dir():
+            check_world_size(world_root, args.test_images, args.ood_images)
+        else:
             partial = args.out / "world.partial"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)

@@ -1,5 +1,6 @@
 """benchmarks/larger_test.py: re-testing runs on a larger world runs dvc.yaml's own commands."""
 
+import json
 import shutil
 
 import pytest
@@ -62,3 +63,12 @@ def test_a_run_trained_on_other_scenes_is_refused(larger_test, tmp_path):
     shutil.rmtree(run / "data")
     with pytest.raises(Exception, match="train.parquet: missing"):
         larger_test.check_same_training_scenes(run, world, "syn")
+
+
+def test_an_existing_world_of_other_sizes_is_refused(larger_test, tmp_path):
+    spec = tmp_path / "world" / "data" / "raw" / "synthetic" / "world_spec.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({"size": {"test_images": 5000, "ood_images": 2000}}))
+    larger_test.check_world_size(tmp_path / "world", 5000, 2000)  # the one asked for: reused
+    with pytest.raises(Exception, match=r"world_spec.json: has 5000 test / 2000 held-out images, not 3000 / 2000"):
+        larger_test.check_world_size(tmp_path / "world", 3000, 2000)
