@@ -123,15 +123,17 @@ def check_world_size(world_root: Path, test_images: int, ood_images: int) -> Non
                          f"{test_images} / {ood_images}: choose another --out")
 
 
-def run_commands(commands: list[list[str]], cwd: Path) -> None:
+def run_commands(commands: list[list[str]], cwd: Path, threads: int) -> None:
+    # torch's threads pinned: beside a training run, two threads each made prediction 20x slower here
+    environment = {**os.environ, "RELTUNE_NO_PROGRESS": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     for command in commands:
         print("+ " + shlex.join(command), flush=True)
-        finished = subprocess.run(command, cwd=cwd, env={**os.environ, "RELTUNE_NO_PROGRESS": "1"})
+        finished = subprocess.run(command, cwd=cwd, env=environment)
         if finished.returncode:  # its own one-line error is above; no traceback of this script
             raise SystemExit(f"larger_test.py: reltune {' '.join(command[3:5])} in {cwd} failed with exit status {finished.returncode}")
 
 
-def retest(run: Path, out: Path, world_root: Path) -> Path:
+def retest(run: Path, out: Path, world_root: Path, threads: int) -> Path:
     params = run_params(run)
     check_same_training_scenes(run, world_root, str(params["held_in"]))
     workspace = out / run.resolve().name
@@ -144,7 +146,7 @@ def retest(run: Path, out: Path, world_root: Path) -> Path:
     for link, target in (("models", run.resolve() / "models"), ("data/raw", world_root.resolve() / "data" / "raw"),
                          ("data/scenes", world_root.resolve() / "data" / "scenes")):
         (partial / link).symlink_to(target, target_is_directory=True)
-    run_commands(evaluation_commands(params), partial)
+    run_commands(evaluation_commands(params), partial, threads)
     partial.rename(workspace)  # only a finished re-test has the run's name
     return workspace
 
@@ -154,10 +156,11 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="finished run workspaces of the synthetic world")
     parser.add_argument("--test-images", type=int, default=5000)
     parser.add_argument("--ood-images", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each step (OMP_NUM_THREADS; 1: runs at once share the cores)")
     parser.add_argument("--out", type=Path, required=True, help="OUT/world (built once) and OUT/<run name> per run")
     args = parser.parse_args()
-    if min(args.test_images, args.ood_images) <= 0:
-        parser.error("--test-images and --ood-images must be positive")
+    if min(args.test_images, args.ood_images, args.threads) <= 0:
+        parser.error("--test-images, --ood-images and --threads must be positive")
     try:
         world_root = args.out / "world"
         if world_root.is_dir():
@@ -166,10 +169,10 @@ def main() -> None:
             partial = args.out / "world.partial"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            run_commands(world_commands(run_params(args.runs[0]), args.test_images, args.ood_images), partial)
+            run_commands(world_commands(run_params(args.runs[0]), args.test_images, args.ood_images), partial, args.threads)
             partial.rename(world_root)
         for run in args.runs:
-            print(f"re-tested {run} -> {retest(run, args.out, world_root)}", flush=True)
+            print(f"re-tested {run} -> {retest(run, args.out, world_root, args.threads)}", flush=True)
     except InputError as error:
         raise SystemExit(f"larger_test.py: {error}") from None
 
