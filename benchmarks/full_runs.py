@@ -98,12 +98,12 @@ def predicate_recall_interval(recalls: AlignedRecalls, predicate: str, source: s
     return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def summary_line(run: Path, held_in: str, held_out: str) -> str:
+def summary_line(run: Path, held_in: str, held_out: str, recalls: dict[str, AlignedRecalls]) -> str:
     """Held-in and held-out R / mR / mgR @20 with mR's standard error over test images, and blind mgR@20."""
     parts = []
     for dataset in (held_in, held_out):
         metrics = read_json(run / "metrics" / f"{dataset}.json")
-        standard_error = float(test_image_standard_errors(per_image(run, dataset))[0])
+        standard_error = float(test_image_standard_errors(recalls[dataset])[0])
         values = " / ".join(f"{float(metrics[key]):.2f}" for key in KEYS)
         parts.append(f"{dataset} R / mR / mgR @20 {values} (mR SE {standard_error:.2f})")
     blind = read_json(run / "metrics" / f"{held_out}_blind.json")
@@ -123,14 +123,14 @@ def run_checks(run: Path) -> tuple[str, list[Check]]:
     held_out_mgr = float(read_json(run / "metrics" / f"{held_out}.json")["mgR@20"])
     blind_mgr = float(read_json(run / "metrics" / f"{held_out}_blind.json")["mgR@20"])
     checks += transfer_checks(name, ratios, held_out_mgr, blind_mgr, float(levels[held_out]["mgR@20"]))
-    held_in_images = per_image(run, held_in)
+    recalls = {dataset: per_image(run, dataset) for dataset in (held_in, held_out)}  # read once: SE and intervals
     source = str(run / "metrics" / "per_image" / f"{held_in}.json")
     lowest_text = ", ".join(
-        "{} {:.1f} (95% [{:.1f}, {:.1f}])".format(predicate, recall, *predicate_recall_interval(held_in_images, predicate, source)[1:])
+        "{} {:.1f} (95% [{:.1f}, {:.1f}])".format(predicate, recall, *predicate_recall_interval(recalls[held_in], predicate, source)[1:])
         for predicate, recall in zip(lowest["predicate"], lowest["R@20"])
     )
     ratio_text = ", ".join(f"{predicate} {ratio:.2f}" for predicate, ratio in ratios.items())
-    return f"{summary_line(run, held_in, held_out)}\n  lowest held-in: {lowest_text}; ratios: {ratio_text}", checks
+    return f"{summary_line(run, held_in, held_out, recalls)}\n  lowest held-in: {lowest_text}; ratios: {ratio_text}", checks
 
 
 def top_answers(run: Path, dataset: str, split: str) -> pd.DataFrame:

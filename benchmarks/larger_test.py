@@ -35,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from full_runs import required  # a sibling script: benchmarks/ is on sys.path when run
 from reltune.errors import InputError
 
 # this interpreter's reltune, whatever PATH says (the stages' `python -m reltune.cli` form)
@@ -106,9 +107,7 @@ def evaluation_commands(params: dict) -> list[list[str]]:
 def check_same_training_scenes(run: Path, world_root: Path, held_in: str) -> None:
     for name in TRAINING_SCENE_FILES:
         theirs, ours = run / "data" / "scenes" / held_in / name, world_root / "data" / "scenes" / held_in / name
-        if not theirs.is_file():
-            raise InputError(str(theirs), "missing: has `dvc repro` finished in this workspace?")
-        if not filecmp.cmp(theirs, ours, shallow=False):
+        if not filecmp.cmp(required(theirs), ours, shallow=False):
             raise InputError(str(theirs), f"differs from the larger world's {ours}: the run's model was trained on other scenes")
 
 
@@ -166,10 +165,11 @@ def main() -> None:
         if world_root.is_dir():
             check_world_size(world_root, args.test_images, args.ood_images)
         else:
+            commands = world_commands(run_params(args.runs[0]), args.test_images, args.ood_images)  # before any directory
             partial = args.out / "world.partial"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            run_commands(world_commands(run_params(args.runs[0]), args.test_images, args.ood_images), partial, args.threads)
+            run_commands(commands, partial, args.threads)
             partial.rename(world_root)
         for run in args.runs:
             print(f"re-tested {run} -> {retest(run, args.out, world_root, args.threads)}", flush=True)
