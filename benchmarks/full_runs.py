@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 import yaml
 
 from issue16_targets import Check, predicate_checks, print_summary, transfer_checks, transfer_ratios  # benchmarks/ is on sys.path when run
@@ -43,7 +42,13 @@ from reltune.errors import InputError
 from reltune.evaluation.compare import PAIRED_K
 from reltune.evaluation.per_image import read_per_image
 from reltune.evaluation.report_data import dataset_chance_levels
-from reltune.evaluation.statistics import AlignedRecalls, align_per_image, paired_difference, test_image_standard_errors
+from reltune.evaluation.statistics import (
+    AlignedRecalls,
+    align_per_image,
+    paired_difference,
+    predicate_recall_interval,
+    test_image_standard_errors,
+)
 from reltune.instructions.relations import explode_relations
 
 KEYS = ("R@20", "mR@20", "mgR@20")
@@ -82,22 +87,6 @@ def per_predicate(run: Path, dataset: str) -> pd.DataFrame:
     return pd.read_csv(required(run / "metrics" / "per_predicate" / f"{dataset}.csv"))
 
 
-def predicate_recall_interval(recalls: AlignedRecalls, predicate: str, source: str = "per-image recalls") -> tuple[float, float, float]:
-    """A predicate's R@20 in one run's per-image recalls (the mean over its test images of recalled / GT,
-    as the per-predicate CSV) and its 95% percentile bootstrap interval over those images."""
-    if predicate not in recalls.predicates:
-        raise InputError(source, f"no test image annotates {predicate!r}")
-    column = recalls.predicates.index(predicate)
-    per_image_recall = recalls.fractions[0, recalls.present[:, column], column] * 100.0
-    point = float(per_image_recall.mean())
-    if np.ptp(per_image_recall) == 0.0:  # every image alike: no resample differs (scipy would warn and give NaN)
-        return point, point, point
-    result = scipy.stats.bootstrap(
-        (per_image_recall,), np.mean, confidence_level=0.95, method="percentile", n_resamples=9999, random_state=0
-    )
-    return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
 def summary_line(run: Path, held_in: str, held_out: str, recalls: dict[str, AlignedRecalls]) -> str:
     """Held-in and held-out R / mR / mgR @20 with mR's standard error over test images, and blind mgR@20."""
     parts = []
@@ -118,13 +107,14 @@ def run_checks(run: Path) -> tuple[str, list[Check]]:
     if held_out not in levels:
         raise InputError(str(run / "data" / "scenes"), "; ".join(problems) or f"no chance level of {held_out}")
     name = str(run)
-    checks = predicate_checks(name, held_in_table, float(read_json(run / "metrics" / f"{held_in}.json")["mR@20"]))
+    recalls = {dataset: per_image(run, dataset) for dataset in (held_in, held_out)}  # read once: SE and intervals
+    source = str(run / "metrics" / "per_image" / f"{held_in}.json")
+    held_in_mean_recall = float(read_json(run / "metrics" / f"{held_in}.json")["mR@20"])
+    checks = predicate_checks(name, held_in_table, held_in_mean_recall, recalls[held_in], source)
     ratios = transfer_ratios(held_in_table, per_predicate(run, held_out))
     held_out_mgr = float(read_json(run / "metrics" / f"{held_out}.json")["mgR@20"])
     blind_mgr = float(read_json(run / "metrics" / f"{held_out}_blind.json")["mgR@20"])
     checks += transfer_checks(name, ratios, held_out_mgr, blind_mgr, float(levels[held_out]["mgR@20"]))
-    recalls = {dataset: per_image(run, dataset) for dataset in (held_in, held_out)}  # read once: SE and intervals
-    source = str(run / "metrics" / "per_image" / f"{held_in}.json")
     lowest_text = ", ".join(
         "{} {:.1f} (95% [{:.1f}, {:.1f}])".format(predicate, recall, *predicate_recall_interval(recalls[held_in], predicate, source)[1:])
         for predicate, recall in zip(lowest["predicate"], lowest["R@20"])

@@ -62,12 +62,16 @@ def make_run(root, name: str, held_in_recalled: list[int], held_out_recalled: li
     return run
 
 
+# `left of` recalled on 1, 1, 1, 0 of four images: HELD_IN_TABLE's 75
+LEFT_OF_ROWS = [(f"l{n}", "left of", 1, recalled) for n, recalled in enumerate([1, 1, 1, 0])]
+
+
 def test_checks_read_the_workspace_metrics_and_its_own_chance_level(full_runs, tmp_path):
-    left_of_rows = [(f"l{n}", "left of", 1, recalled) for n, recalled in enumerate([1, 1, 1, 0])]
-    run = make_run(tmp_path, "wt_s3", [2, 1, 2, 0, 1, 2], [1, 0], left_of_rows)
+    run = make_run(tmp_path, "wt_s3", [2, 1, 2, 0, 1, 2], [1, 0], LEFT_OF_ROWS)
     text, checks = full_runs.run_checks(run)
     by_what = {check.what.split(" (")[0]: check for check in checks}
     assert by_what["lowest held-in predicate R@20"].value == 75.0 and not by_what["lowest held-in predicate R@20"].met
+    assert "(left of, 95% [25.0, 100.0]; 1 below: left of)" in by_what["lowest held-in predicate R@20"].what
     assert by_what["held-in mR@20"].met
     assert by_what["held-out / held-in R@20 of on"].value == pytest.approx(0.75) and by_what["held-out / held-in R@20 of on"].met
     assert by_what["held-out / held-in R@20 of near"].value == pytest.approx(0.5) and not by_what["held-out / held-in R@20 of near"].met
@@ -78,22 +82,6 @@ def test_checks_read_the_workspace_metrics_and_its_own_chance_level(full_runs, t
     # (a resample's mean is 0 with probability 0.004, at most 0.25 with 0.051: the 2.5th percentile is 25)
     assert "lowest held-in: left of 75.0 (95% [25.0, 100.0]), near 80.0 (95% [" in text
     assert "syn R / mR / mgR @20 95.00 / 92.50 / 93.00" in text and "ood blind mgR@20 20.00" in text
-
-
-def test_predicate_interval_is_the_mean_over_its_images_and_agrees_with_the_normal_approximation(full_runs):
-    from reltune.evaluation.statistics import align_per_image
-    from reltune.evaluation.per_image import read_per_image
-
-    # 400 images of `left of` (300 recalled) and 5 of `on`, all recalled
-    rows = [(f"i{n}", "left of", 1, int(n < 300)) for n in range(400)] + [(f"o{n}", "on", 1, 1) for n in range(5)]
-    recalls = align_per_image([read_per_image(per_image_document(rows), "syn.json", 20)], ["syn.json"])
-    point, low, high = full_runs.predicate_recall_interval(recalls, "left of")
-    assert point == pytest.approx(75.0)
-    half_width = 1.96 * (0.75 * 0.25 / 400) ** 0.5 * 100.0  # Wald: 4.24 points
-    assert low == pytest.approx(75.0 - half_width, abs=0.6) and high == pytest.approx(75.0 + half_width, abs=0.6)
-    assert full_runs.predicate_recall_interval(recalls, "on") == (100.0, 100.0, 100.0)  # no resample differs
-    with pytest.raises(Exception, match="syn.json.*'near'"):
-        full_runs.predicate_recall_interval(recalls, "near", "syn.json")
 
 
 def test_paired_lines_difference_each_pair_and_pool_them(full_runs, tmp_path):
@@ -110,10 +98,14 @@ def test_paired_lines_difference_each_pair_and_pool_them(full_runs, tmp_path):
 
 
 def test_a_missing_metric_names_the_file(full_runs, tmp_path, monkeypatch, capsys):
-    run = make_run(tmp_path, "wt", [2] * 6, [1, 1])
+    run = make_run(tmp_path, "wt", [2] * 6, [1, 1], LEFT_OF_ROWS)
     (run / "metrics" / "ood_blind.json").unlink()
     with pytest.raises(Exception, match="ood_blind.json"):
         full_runs.run_checks(run)
+    # a per-image file without the lowest predicate the CSV names: the interval names that file
+    other = make_run(tmp_path, "wt_other", [2] * 6, [1, 1])
+    with pytest.raises(Exception, match=r"wt_other/metrics/per_image/syn.json.*'left of'"):
+        full_runs.run_checks(other)
     monkeypatch.setattr(sys, "argv", ["full_runs.py", str(run), "--against", str(run), str(run)])
     with pytest.raises(SystemExit):
         full_runs.main()

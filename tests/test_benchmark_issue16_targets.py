@@ -1,5 +1,6 @@
 """benchmarks/issue16_targets.py: the checks of issue 16's parts 1, 3 and 4 on crafted runs."""
 
+import json
 import math
 
 import pandas as pd
@@ -62,6 +63,24 @@ def test_predicate_checks_name_every_predicate_below_the_bar(targets):
     assert "left of" in lowest.what and "2 below: near, left of" not in lowest.what
     assert "1 below: left of" in lowest.what  # near at exactly 80 meets the target
     assert mean.met and mean.value == 92.5
+
+
+def test_predicate_checks_give_the_lowest_predicate_its_interval_from_an_experiments_per_image_file(targets, tmp_path, monkeypatch):
+    # `left of` (the lowest, R@20 0) recalled on 0 of 3 images, `near` on 1 of 2: the workspace's per-image file
+    document = {
+        "format": "reltune-per-image/1", "ks": [20], "image_id": ["a", "b", "c", "d", "e"],
+        "predicate": ["left of", "left of", "left of", "near", "near"], "gt": [1, 1, 2, 1, 1], "recalled@20": [0, 0, 0, 1, 0],
+    }  # fmt: skip
+    (tmp_path / "metrics" / "per_image").mkdir(parents=True)
+    (tmp_path / "metrics" / "per_image" / "syn.json").write_text(json.dumps(document))
+    monkeypatch.chdir(tmp_path)
+    recalls = targets.read_per_image_recalls("workspace", "full-seed0", "syn")
+    assert recalls.image_ids == ["a", "b", "c", "d", "e"] and recalls.predicates == ["left of", "near"]
+    lowest, _ = targets.predicate_checks("full-seed0", HELD_IN, 92.5, recalls)
+    assert "(left of, 95% [0.0, 0.0]; 1 below: left of)" in lowest.what
+    # the interval is the lowest predicate's: another lowest gets its own
+    lowest_near, _ = targets.predicate_checks("full-seed0", HELD_IN.assign(**{"R@20": [100.0, 50.0, 90.0, 90.0]}), 92.5, recalls)
+    assert "(near, 95% [0.0, 100.0]; 1 below: near)" in lowest_near.what
 
 
 def test_seed_spread_uses_sample_sd_of_each_strategy(targets):

@@ -198,3 +198,29 @@ def test_the_verdict_needs_the_t_interval_over_seeds_too():
     assert statistics.joint_verdict([bootstrap]) == statistics.AHEAD
     single = statistics.AlignedRecalls(first.fractions[:1], present, base.image_ids, base.predicates)
     assert statistics.paired_seed_interval(single, single) is None
+
+
+def per_image_recalls(rows: list[tuple[str, str, int, int]]) -> statistics.AlignedRecalls:
+    """(image_id, predicate, gt, recalled@20) rows -> one run's aligned per-image recalls."""
+    image_ids, predicates, gt, recalled = (list(column) for column in zip(*rows))
+    document = {"format": "reltune-per-image/1", "ks": [20], "image_id": image_ids, "predicate": predicates, "gt": gt, "recalled@20": recalled}
+    return statistics.align_per_image([read_per_image(document, "syn.json", 20)], ["syn.json"])
+
+
+def test_predicate_interval_is_the_mean_over_its_images_and_agrees_with_the_normal_approximation():
+    # 400 images of `left of` (300 recalled) and 5 of `on`, all recalled
+    recalls = per_image_recalls([(f"i{n}", "left of", 1, int(n < 300)) for n in range(400)] + [(f"o{n}", "on", 1, 1) for n in range(5)])
+    point, low, high = statistics.predicate_recall_interval(recalls, "left of")
+    assert point == pytest.approx(75.0)
+    half_width = 1.96 * (0.75 * 0.25 / 400) ** 0.5 * 100.0  # Wald: 4.24 points
+    assert low == pytest.approx(75.0 - half_width, abs=0.6) and high == pytest.approx(75.0 + half_width, abs=0.6)
+    assert statistics.predicate_recall_interval(recalls, "on") == (100.0, 100.0, 100.0)  # no resample differs
+    with pytest.raises(InputError, match="syn.json.*'near'"):
+        statistics.predicate_recall_interval(recalls, "near", "syn.json")
+
+
+def test_predicate_interval_of_four_images_has_the_hand_counted_lower_end():
+    # left of recalled on 1, 1, 1, 0 of four images: a resample's mean is 0 with probability 0.004 and
+    # at most 0.25 with 0.051, so the 2.5th percentile is 25; image `x` (another predicate) is not counted
+    recalls = per_image_recalls([(f"l{n}", "left of", 1, recalled) for n, recalled in enumerate([1, 1, 1, 0])] + [("x", "on", 2, 0)])
+    assert statistics.predicate_recall_interval(recalls, "left of") == (75.0, 25.0, 100.0)

@@ -164,6 +164,24 @@ def test_image_standard_errors(recalls: AlignedRecalls, n_resamples: int | None 
     return np.atleast_1d(np.asarray(result.standard_error, dtype=np.float64))
 
 
+def predicate_recall_interval(recalls: AlignedRecalls, predicate: str, source: str = "per-image recalls") -> tuple[float, float, float]:
+    """A predicate's recall (percent) in one run's per-image recalls: the mean over its test images of
+    recalled / GT, as the per-predicate CSV, with its 95% percentile bootstrap interval over those images.
+
+    A test split with ~20 relations of a predicate cannot tell 0.7 from 0.85 (issue 16 part 3)."""
+    if predicate not in recalls.predicates:
+        raise InputError(source, f"no test image annotates {predicate!r}")
+    column = recalls.predicates.index(predicate)
+    per_image_recall = recalls.fractions[0, recalls.present[:, column], column] * 100.0
+    point = float(per_image_recall.mean())
+    if np.ptp(per_image_recall) == 0.0:  # every image alike: no resample differs (scipy would warn and give NaN)
+        return point, point, point
+    result = scipy.stats.bootstrap(
+        (per_image_recall,), np.mean, confidence_level=CONFIDENCE, method="percentile", n_resamples=9999, random_state=0
+    )
+    return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def paired_difference(
     first: AlignedRecalls, second: AlignedRecalls, n_resamples: int | None = None, seed: int = 0
 ) -> Estimate:
