@@ -79,8 +79,7 @@ def read_json(path: Path) -> dict:
 
 
 def per_image(run: Path, dataset: str) -> AlignedRecalls:
-    path = run / "metrics" / "per_image" / f"{dataset}.json"
-    return align_per_image([read_per_image(read_json(path), str(path), PAIRED_K)], [str(path)])
+    return stacked([run], dataset)
 
 
 def per_predicate(run: Path, dataset: str) -> pd.DataFrame:

@@ -33,8 +33,8 @@ import yaml
 from scipy import stats
 
 from reltune.evaluation.compare import (
-    PAIRED_K,
     PER_IMAGE_PATH,
+    aligned_variant,
     cached_output,
     comparison_rows,
     read_revision_json,
@@ -44,8 +44,7 @@ from reltune.evaluation.compare import (
     variant_groups,
     workspace_chance_levels,
 )
-from reltune.evaluation.per_image import read_per_image
-from reltune.evaluation.statistics import AlignedRecalls, align_per_image, predicate_recall_interval
+from reltune.evaluation.statistics import AlignedRecalls, predicate_recall_interval
 from strategy_predicates import PER_PREDICATE_PATH, cached_table, variant_members  # a sibling script: benchmarks/ is on sys.path when run
 
 SEED_SD_TARGET = 3.0  # part 1: points of held-in mR@20
@@ -156,16 +155,10 @@ def round_model_check(experiment: str, rev: str) -> Check | None:
     return Check(3, experiment, "validation mean recall after the seed round", mean_recall, ROUND_MODEL_TARGET, mean_recall >= ROUND_MODEL_TARGET)
 
 
-def read_per_image_recalls(rev: str, experiment: str, dataset: str) -> AlignedRecalls:
-    """An experiment's per-image recalls at PAIRED_K on one dataset (`evaluate --per-image`)."""
-    path = PER_IMAGE_PATH.format(dataset=dataset)
-    return align_per_image([read_per_image(read_revision_json(rev, path), f"{experiment}:{path}", PAIRED_K)], [f"{experiment}:{path}"])
-
-
 def full_run_checks(row: dict, held_in: str, held_out: str, chance_mgr: float) -> list[Check]:
     rev, experiment = str(row["rev"]), str(row["experiment"])
     held_in_table = read_per_predicate(rev, held_in)
-    held_in_recalls = read_per_image_recalls(rev, experiment, held_in)
+    held_in_recalls = aligned_variant([row], held_in, read_revision_json)  # as make compare reads them
     source = f"{experiment}:{PER_IMAGE_PATH.format(dataset=held_in)}"
     checks = predicate_checks(experiment, held_in_table, float(row[f"{held_in} mR@20"]), held_in_recalls, source)
     ratios = transfer_ratios(held_in_table, read_per_predicate(rev, held_out))

@@ -74,7 +74,7 @@ def test_predicate_checks_give_the_lowest_predicate_its_interval_from_an_experim
     (tmp_path / "metrics" / "per_image").mkdir(parents=True)
     (tmp_path / "metrics" / "per_image" / "syn.json").write_text(json.dumps(document))
     monkeypatch.chdir(tmp_path)
-    recalls = targets.read_per_image_recalls("workspace", "full-seed0", "syn")
+    recalls = targets.aligned_variant([{"rev": "workspace", "experiment": "full-seed0"}], "syn", targets.read_revision_json)
     assert recalls.image_ids == ["a", "b", "c", "d", "e"] and recalls.predicates == ["left of", "near"]
     lowest, _ = targets.predicate_checks("full-seed0", HELD_IN, 92.5, recalls)
     assert "(left of, 95% [0.0, 0.0]; 1 below: left of)" in lowest.what
