@@ -113,12 +113,12 @@ def check_same_training_scenes(run: Path, world_root: Path, held_in: str) -> Non
 
 def check_world_size(world_root: Path, test_images: int, ood_images: int) -> None:
     """An existing OUT/world must be the one asked for, not a world of other sizes built before."""
-    specs = sorted((world_root / "data" / "raw").glob("*/world_spec.json"))
-    if len(specs) != 1:
-        raise InputError(str(world_root), "not a world built by this script (no single data/raw/*/world_spec.json)")
-    size = json.loads(specs[0].read_text())["size"]
-    if (size["test_images"], size["ood_images"]) != (test_images, ood_images):
-        raise InputError(str(specs[0]), f"has {size['test_images']} test / {size['ood_images']} held-out images, not "
+    count_files = sorted((world_root / "data" / "raw").glob("*/world_counts.json"))
+    if len(count_files) != 1:
+        raise InputError(str(world_root), "not a world built by this script (no single data/raw/*/world_counts.json)")
+    images = json.loads(count_files[0].read_text())["images"]
+    if (images["test_images"], images["ood_images"]) != (test_images, ood_images):
+        raise InputError(str(count_files[0]), f"has {images['test_images']} test / {images['ood_images']} held-out images, not "
                          f"{test_images} / {ood_images}: choose another --out")
 
 

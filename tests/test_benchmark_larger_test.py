@@ -66,9 +66,9 @@ def test_a_run_trained_on_other_scenes_is_refused(larger_test, tmp_path):
 
 
 def test_an_existing_world_of_other_sizes_is_refused(larger_test, tmp_path):
-    spec = tmp_path / "world" / "data" / "raw" / "synthetic" / "world_spec.json"
-    spec.parent.mkdir(parents=True)
-    spec.write_text(json.dumps({"size": {"test_images": 5000, "ood_images": 2000}}))
+    counts = tmp_path / "world" / "data" / "raw" / "synthetic" / "world_counts.json"
+    counts.parent.mkdir(parents=True)
+    counts.write_text(json.dumps({"images": {"train_images": 2800, "test_images": 5000, "ood_images": 2000}}))
     larger_test.check_world_size(tmp_path / "world", 5000, 2000)  # the one asked for: reused
-    with pytest.raises(Exception, match=r"world_spec.json: has 5000 test / 2000 held-out images, not 3000 / 2000"):
+    with pytest.raises(Exception, match=r"world_counts.json: has 5000 test / 2000 held-out images, not 3000 / 2000"):
         larger_test.check_world_size(tmp_path / "world", 3000, 2000)

@@ -32,6 +32,7 @@ STAGE_COMMANDS = {
     "data import": ["--format", "vg150", "--src", "{missing}", "--out", "{out}"],
     "data world": ["--out", "{out}"],
     "data download": ["--dataset", "x", "--out", "{out}", "--path", "{missing}"],
+    "data names": ["--scenes", "{missing}", "--out", "{out}/names.json"],
     "instructions": ["--scenes", "{missing}", "--out", "{out}"],
     "select": ["--instructions", "{missing}", "--round", "1", "--strategy", "art", "--out", "{out}"],
     "build-tiny": ["--scenes", "{missing}", "--world", "{missing}", "--out", "{out}"],

@@ -66,6 +66,11 @@ def test_larger_test_splits_keep_the_training_and_validation_scenes(world, tmp_p
     train_images = [f"synthetic/VG_100K/{number}.jpg" for number in range(1, 41)]  # the test images follow them
     assert all((larger / name).read_bytes() == (world / name).read_bytes() for name in train_images)
     assert (larger / "synthetic/VG_100K/41.jpg").read_bytes() != (world / "synthetic/VG_100K/41.jpg").read_bytes()
+    # the spec pretraining reads is the same file, so DVC keeps the pretraining; the split sizes are apart
+    assert (larger / "world_spec.json").read_bytes() == (world / "world_spec.json").read_bytes()
+    counts = json.loads((larger / "world_counts.json").read_text())
+    assert counts["images"] == {"train_images": 40, "test_images": 30, "ood_images": 50}
+    assert counts["counts"]["synthetic"]["test"]["images"] == 30 and counts["counts"]["synthetic-ood"]["test"]["images"] == 50
 
 
 def test_importers_read_back_the_drawn_boxes_exactly(world):

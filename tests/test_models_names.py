@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import binomtest
 
+import reltune.cli
 from reltune.data.scenes import read_scenes
 from reltune.errors import InputError
 from reltune.instructions.build import build_instructions
@@ -21,6 +22,7 @@ from reltune.instructions.stage import write_instruction_table
 from reltune.models.names import (
     check_names_in_prompts,
     copied_rows,
+    dataset_names,
     dataset_name_words,
     sentence_model_words,
     substitute_names,
@@ -123,6 +125,24 @@ def test_the_real_pool_leaves_out_every_dataset_name_and_every_question_word(tmp
         dataset_name_words(tmp_path)
     with pytest.raises(InputError, match="no \\*/vocab.json"):
         dataset_name_words(tmp_path / "held-in")
+
+
+def test_the_names_file_of_stage_names_gives_the_names_the_scene_root_gives(tmp_path, monkeypatch):
+    for dataset, objects, predicates in (("held-in", ["bear", "tennis racket"], ["on", "left of"]), ("held-out", ["fox", "bear"], ["hug"])):
+        (tmp_path / "scenes" / dataset).mkdir(parents=True)
+        (tmp_path / "scenes" / dataset / "vocab.json").write_text(json.dumps({"objects": objects, "predicates": predicates}))
+    names_file = tmp_path / "names.json"
+    monkeypatch.setattr(reltune.cli, "COMMAND_MODULES", ("reltune.data.commands",))
+    assert reltune.cli.main(["data", "names", "--scenes", str(tmp_path / "scenes"), "--out", str(names_file)]) == 0
+    assert json.loads(names_file.read_text())["datasets"]["held-out"] == {"objects": ["fox", "bear"], "predicates": ["hug"]}
+    assert dataset_names(names_file) == dataset_names(tmp_path / "scenes") == [
+        "bear", "fox", "hug", "left of", "on", "tennis racket"]  # fmt: skip
+    names_file.write_text(json.dumps({"datasets": {"held-in": {"objects": ["bear"], "predicates": "on"}}}))
+    with pytest.raises(InputError, match=r"names.json: datasets.held-in: 'predicates' must be a list of names"):
+        dataset_names(names_file)
+    names_file.write_text(json.dumps({"held-in": {"objects": ["bear"], "predicates": ["on"]}}))
+    with pytest.raises(InputError, match=r"names.json: expected \{\"datasets\""):
+        dataset_names(names_file)
 
 
 def test_a_name_missing_from_its_prompt_is_refused_with_its_row():

@@ -50,3 +50,16 @@ def test_whole_pipeline_runs_and_writes_sane_metrics(tmp_path):
     assert {"world@synthetic", "pretrain-tiny@tiny", "train@1", "score@2", "select@2", "train@final",
             "predict@synthetic-ood-blind0", "evaluate@synthetic-blind1"} <= timings
     assert (repo / "report/index.html").is_file()
+
+    # a larger test split re-evaluates the same models: nothing that learns reruns (issue 16 part 1)
+    params = read_params(repo)
+    params["world"]["synthetic"].update(test_images=16, ood_images=15)
+    write_params(repo, params)
+    rerun = run_dvc(repo, "repro", timeout=900).stdout
+    for stage in ("pretrain-tiny@tiny", "seed", "train@1", "score@1", "select@2", "train@final"):
+        assert f"Stage '{stage}' didn't change, skipping" in rerun, stage
+    for stage in ("world@synthetic", "names", "predict@synthetic-blind0", "evaluate@synthetic-ood-blind0"):
+        assert f"Running stage '{stage}'" in rerun, stage
+    larger = json.loads((repo / "metrics/details/synthetic.json").read_text())["gt_relations"]
+    test_scenes = pd.read_parquet(repo / "data/scenes/synthetic/test.parquet")
+    assert len(test_scenes) == 16 and larger == sum(len(relations) for relations in test_scenes["relations"]) > gt_relations

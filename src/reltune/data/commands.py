@@ -3,6 +3,7 @@
     reltune data import   --format vg150|gqa200|oi --src DIR --out DIR [...]   (stage scenes@<dataset>)
     reltune data world    --out DIR --seed S [...]                             (stage world)
     reltune data download --dataset NAME --out DIR (--path DIR | --url URL --sha256 HEX ...)  (stage download@<dataset>)
+    reltune data names    --scenes data/scenes --out data/names.json           (stage names)
 
 Defaults come from the functions' modules (importer, download, world_spec); params.yaml sets them per stage.
 """
@@ -51,6 +52,17 @@ def _run_import(args: argparse.Namespace) -> int:
         held_in=args.held_in_dataset is not None and args.held_in_dataset == (args.dataset or args.format),
     )
     write_import(result, args.out)
+    return 0
+
+
+def _run_names(args: argparse.Namespace) -> int:
+    from reltune.data.scenes import write_dataset_names
+    from reltune.progress import log
+
+    names = write_dataset_names(args.scenes, args.out)
+    log(f"names -> {args.out}: " + ", ".join(
+        f"{dataset} ({len(lists['objects'])} objects, {len(lists['predicates'])} predicates)" for dataset, lists in names["datasets"].items()
+    ))
     return 0
 
 
@@ -150,7 +162,7 @@ def _add_import_command(data_commands: argparse._SubParsersAction) -> None:
 
 def _add_world_command(data_commands: argparse._SubParsersAction) -> None:
     world = data_commands.add_parser("world", help="generate the synthetic scene-graph world (held-in + held-out)")
-    world.add_argument("--out", required=True, help="output directory (synthetic/, synthetic-ood/, world_spec.json)")
+    world.add_argument("--out", required=True, help="output directory (synthetic/, synthetic-ood/, world_spec.json, world_counts.json)")
     world.add_argument("--seed", type=non_negative_int, default=0)
     world.add_argument("--train-images", type=non_negative_int, default=DEFAULT_WORLD.train_images)
     world.add_argument("--test-images", type=non_negative_int, default=DEFAULT_WORLD.test_images)
@@ -195,9 +207,19 @@ def _add_download_command(data_commands: argparse._SubParsersAction) -> None:
     download.set_defaults(func=_run_download)
 
 
+def _add_names_command(data_commands: argparse._SubParsersAction) -> None:
+    names = data_commands.add_parser(
+        "names", help="every dataset's object and predicate names in one file (what training excludes from its substitutes)"
+    )
+    names.add_argument("--scenes", required=True, help="the scene root: data/scenes (its */vocab.json are read)")
+    names.add_argument("--out", required=True, help="the names file to write: data/names.json")
+    names.set_defaults(func=_run_names)
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="raw datasets -> scene tables; synthetic world; downloads")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     _add_import_command(data_commands)
     _add_world_command(data_commands)
     _add_download_command(data_commands)
+    _add_names_command(data_commands)

@@ -28,6 +28,7 @@ from reltune.io import atomic_path, read_json, write_json
 SPLITS = ("train", "val", "test")
 SCENE_COLUMNS = ("image_id", "image_path", "width", "height", "boxes", "labels", "relations")
 VOCAB_KEYS = ("objects", "predicates", "categories", "image_root")
+NAME_KEYS = ("objects", "predicates")  # what the names file (stage `names`) keeps of each vocab.json
 CATEGORY_NAMES = ("spatial", "possessive", "semantic")
 
 RELATION_TYPE = pa.struct([("subj", pa.int64()), ("obj", pa.int64()), ("predicate", pa.string())])
@@ -302,6 +303,45 @@ def validate_vocab(vocab: Any, file: str | os.PathLike) -> dict[str, Any]:
 def read_vocab(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / "vocab.json"
     return validate_vocab(read_json(path), path)
+
+
+def _name_lists(entry: Any, file: str | os.PathLike, where: str = "") -> dict[str, list[str]]:
+    """{"objects", "predicates"} of a vocab.json, or of one dataset of the names file, checked."""
+    lists = {}
+    for key in NAME_KEYS:
+        values = entry.get(key) if isinstance(entry, dict) else None
+        if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+            raise InputError(file, f"{where}'{key}' must be a list of names")
+        lists[key] = list(values)
+    return lists
+
+
+def dataset_vocabularies(scene_root: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
+    """{dataset: {"objects": [...], "predicates": [...]}} of every `<scene_root>/<dataset>/vocab.json`."""
+    files = sorted(Path(scene_root).glob("*/vocab.json"))
+    if not files:
+        raise InputError(str(scene_root), "no */vocab.json below it: give the scene root (data/scenes)")
+    return {file.parent.name: _name_lists(read_json(file), file) for file in files}
+
+
+def write_dataset_names(scene_root: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """Stage `names`: every dataset's object and predicate names in one file, {"datasets": {...}}.
+
+    Training excludes these names from its substitutes and depends on this file
+    rather than on the scene folders, so a larger test split does not retrain.
+    """
+    names = {"datasets": dataset_vocabularies(scene_root)}
+    write_json(names, out)
+    return names
+
+
+def read_dataset_names(file: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
+    """The `names` stage's file, checked: {dataset: {"objects": [...], "predicates": [...]}}."""
+    names = read_json(file)
+    datasets = names.get("datasets") if isinstance(names, dict) else None
+    if not isinstance(datasets, dict) or not datasets:
+        raise InputError(file, 'expected {"datasets": {dataset: {"objects": [...], "predicates": [...]}}} (`reltune data names`)')
+    return {dataset: _name_lists(entry, file, f"datasets.{dataset}: ") for dataset, entry in datasets.items()}
 
 
 def read_scenes(directory: str | os.PathLike, split: str) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -4,7 +4,9 @@
                             image_data.json, VG_100K/<image_id>.jpg  (h5 split 0 = train, 2 = test)
     <out>/synthetic-ood/    Open Images PySGG layout (held-out, test only): annotations/vrd-{train,val,test}-anno.json,
                             annotations/categories_dict.json, images/<img_fn>.jpg
-    <out>/world_spec.json   classes (shape, colour), predicates (category, arrangement, cue), counts
+    <out>/world_spec.json   classes (shape, colour), predicates (category, arrangement, cue): no split sizes,
+                            so pretraining (which reads it) is unchanged by a larger test split
+    <out>/world_counts.json images per split, per-split predicate and object counts
 
 The real importers read these (`scenes@synthetic`, `scenes@synthetic-ood`).
 Deterministic for a seed: image i of a split draws from its own generator
@@ -34,6 +36,7 @@ from reltune.data.world_spec import (
     exact_counts,
     held_in_classes,
     vg_shaped_weights,
+    world_counts_json,
     world_spec_json,
 )
 from reltune.io import atomic_directory
@@ -42,6 +45,7 @@ from reltune.progress import log, track
 HELD_IN_DIR = "synthetic"
 OOD_DIR = "synthetic-ood"
 SPEC_NAME = "world_spec.json"
+COUNTS_NAME = "world_counts.json"
 SPLIT_CODES = {"train": 0, "test": 2, "ood": 7}
 
 
@@ -184,7 +188,7 @@ def _counts(scenes: list[WorldScene]) -> dict:
 
 
 def generate_world(out: str | os.PathLike, seed: int, size: WorldSize = WorldSize()) -> dict:
-    """Generate both world datasets and world_spec.json under `out`; returns the spec.
+    """Generate both world datasets, world_spec.json and world_counts.json under `out`; returns the spec.
 
     Written to a temporary sibling directory and renamed into place, so a crash
     never leaves a half-written world.
@@ -199,8 +203,9 @@ def generate_world(out: str | os.PathLike, seed: int, size: WorldSize = WorldSiz
             HELD_IN_DIR: write_vg150_layout(temporary / HELD_IN_DIR, train, test, size.image_size, size.jpeg_quality),
             OOD_DIR: write_openimages_layout(temporary / OOD_DIR, ood, size.image_size, size.jpeg_quality),
         }
-        spec = world_spec_json(seed, size, counts)
+        spec = world_spec_json(seed, size)
         _write_json(temporary / SPEC_NAME, spec)
+        _write_json(temporary / COUNTS_NAME, world_counts_json(size, counts))
     log(
         f"world -> {out}: held-in train {size.train_images}, test {size.test_images} images; "
         f"held-out {size.ood_images} images"

@@ -17,6 +17,7 @@ predicate of frequency rank r gets weight = the r-th largest VG150 count.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -210,8 +211,17 @@ def exact_counts(total: int, weights: np.ndarray) -> np.ndarray:
     return counts
 
 
-def world_spec_json(seed: int, size: WorldSize, counts: dict[str, dict[str, int]] | None = None) -> dict:
-    """The world's facts for README, pretraining questions and tests (world_spec.json)."""
+# WorldSize fields that say how many images each split has: world_counts.json, not world_spec.json
+SPLIT_SIZE_FIELDS = ("train_images", "test_images", "ood_images")
+
+
+def world_spec_json(seed: int, size: WorldSize) -> dict:
+    """The world's facts for README, pretraining questions and tests (world_spec.json).
+
+    Nothing in it depends on how many images a split has (those are in
+    world_counts.json), so a larger test split leaves it, and the pretraining
+    stage that reads it, unchanged.
+    """
     def predicate_entry(rank: int, spec: PredicateSpec, weights: np.ndarray) -> dict:
         entry = {"name": spec.normalised, "raw_name": spec.name, "rank": rank + 1, "weight": float(weights[rank])}
         entry.update({k: v for k, v in asdict(spec).items() if k != "name"})
@@ -222,7 +232,7 @@ def world_spec_json(seed: int, size: WorldSize, counts: dict[str, dict[str, int]
     held_in_names = {spec.normalised for spec in HELD_IN_PREDICATES}
     return {
         "seed": seed,
-        "size": asdict(size),
+        "size": {field: value for field, value in asdict(size).items() if field not in SPLIT_SIZE_FIELDS},
         "image_layout": {
             "grid": "2 x 2 cells; each related pair sits alone in one cell, empty cells may hold one distractor",
             "background": "uniform grey (105..150) with a slight per-image tint",
@@ -240,8 +250,12 @@ def world_spec_json(seed: int, size: WorldSize, counts: dict[str, dict[str, int]
             ],
         },
         "frequency_shape": "rank r has weight proportional to the r-th largest VG150 predicate_count",
-        "counts": counts or {},
     }
+
+
+def world_counts_json(size: WorldSize, counts: dict[str, dict[str, Any]]) -> dict:
+    """How many images each split has and what they hold (world_counts.json): {"images", "counts"}."""
+    return {"images": {field: getattr(size, field) for field in SPLIT_SIZE_FIELDS}, "counts": counts}
 
 
 @dataclass

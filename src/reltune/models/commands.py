@@ -180,7 +180,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--scene-split", default="train", help="scene split the instructions come from")
     train.add_argument(
         "--exclude-names-of", type=Path, default=None,
-        help="scene root whose */vocab.json names no substitute may be (--name-substitution; default: the parent of --scenes)",
+        help="every dataset's names, which no substitute may be (--name-substitution) and copy replay repeats: the names "
+             "file of stage `names` (data/names.json) or a scene root whose */vocab.json are read (default: the parent of --scenes)",
     )  # fmt: skip
     _add_train_arguments(train, TRAIN_DEFAULTS)
     best = train.add_argument_group("best epoch (validation recall after every epoch)")
@@ -282,18 +283,18 @@ def run_train(args: argparse.Namespace) -> int:
     examples = with_replay(examples, scenes, settings.replay, settings.seed, str(args.scenes), settings.replay_answer)
     if len(examples) > relation_examples:
         log(f"replay: {len(examples) - relation_examples} relative-where questions besides {relation_examples} relation examples")
-    scene_root = args.exclude_names_of or args.scenes.parent
+    names_source = args.exclude_names_of or args.scenes.parent
     replayed_examples = len(examples)
     if settings.copy_replay > 0:
-        names = dataset_names(scene_root)
-        examples = with_copy_replay(examples, relation_examples, scenes, names, settings.copy_replay, settings.seed, str(scene_root))
+        names = dataset_names(names_source)
+        examples = with_copy_replay(examples, relation_examples, scenes, names, settings.copy_replay, settings.seed, str(names_source))
         log(f"copy replay: {len(examples) - replayed_examples} 'Repeat the words' questions over {len(names)} dataset names")
     validation = _validation_set(args, settings) if settings.select_best else None
     pool: tuple[str, ...] = ()
     if settings.name_substitution > 0:
         # no substitute may be a word of any question asked, the replayed ones ("top", "relative", "repeat") included
         asked = pd.concat([instructions[["prompt", "target"]], examples.iloc[relation_examples:][["prompt", "target"]]])
-        pool = training_pool(asked, scene_root)
+        pool = training_pool(asked, names_source)
     train_backbone(
         args.backbone, examples, vocab["image_root"], args.out, settings,
         live_dir=args.live_dir or None, source=str(args.instructions),

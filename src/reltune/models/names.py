@@ -37,7 +37,6 @@ from pathlib import Path
 import pandas as pd
 
 from reltune.errors import InputError
-from reltune.io import read_json
 
 # Whole-word substitutes: lower-case ASCII letters, 3 to 9 of them (short enough to tokenize in a few pieces).
 SUBSTITUTE_WORD = re.compile(r"[a-z]{3,9}")
@@ -52,26 +51,22 @@ def text_words(texts: Iterable[str]) -> set[str]:
     return words
 
 
-def dataset_names(scene_root: str | Path) -> list[str]:
-    """Every object and predicate name in `<scene_root>/*/vocab.json` (held-in and held-out datasets), sorted, once each."""
-    root = Path(scene_root)
-    files = sorted(root.glob("*/vocab.json"))
-    if not files:
-        raise InputError(str(root), "no */vocab.json below it: give the scene root (data/scenes)")
-    names: set[str] = set()
-    for file in files:
-        vocab = read_json(file)
-        for key in ("objects", "predicates"):
-            entries = vocab.get(key) if isinstance(vocab, dict) else None
-            if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
-                raise InputError(str(file), f"'{key}' must be a list of names")
-            names.update(entries)
-    return sorted(names)
+def dataset_names(source: str | Path) -> list[str]:
+    """Every object and predicate name of every dataset (held-in and held-out), sorted, once each.
+
+    `source`: the `names` stage's file (data/names.json), or a scene root whose
+    `*/vocab.json` are read.
+    """
+    from reltune.data.scenes import dataset_vocabularies, read_dataset_names
+
+    source = Path(source)
+    datasets = read_dataset_names(source) if source.is_file() else dataset_vocabularies(source)
+    return sorted({name for lists in datasets.values() for names in lists.values() for name in names})
 
 
-def dataset_name_words(scene_root: str | Path) -> set[str]:
-    """Words of every object and predicate name in `<scene_root>/*/vocab.json` (held-in and held-out datasets)."""
-    return text_words(dataset_names(scene_root))
+def dataset_name_words(source: str | Path) -> set[str]:
+    """Words of every object and predicate name of every dataset (`source` as for `dataset_names`)."""
+    return text_words(dataset_names(source))
 
 
 def sentence_model_words(vocabulary_file: str | Path | None = None) -> list[str]:
@@ -95,9 +90,9 @@ def substitute_pool(excluded: set[str], vocabulary_file: str | Path | None = Non
     return pool
 
 
-def training_pool(instructions: pd.DataFrame, scene_root: str | Path) -> tuple[str, ...]:
-    """`reltune train`'s substitutes: no word of any question or answer, nor of any dataset's names under `scene_root`."""
-    excluded = text_words(instructions["prompt"]) | text_words(instructions["target"]) | dataset_name_words(scene_root)
+def training_pool(instructions: pd.DataFrame, names_source: str | Path) -> tuple[str, ...]:
+    """`reltune train`'s substitutes: no word of any question or answer, nor of any dataset's names (`names_source`)."""
+    excluded = text_words(instructions["prompt"]) | text_words(instructions["target"]) | dataset_name_words(names_source)
     return substitute_pool(excluded)
 
 
