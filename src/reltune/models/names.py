@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reltune.data.scenes import dataset_vocabularies, read_dataset_names
 from reltune.errors import InputError
 
 # Whole-word substitutes: lower-case ASCII letters, 3 to 9 of them (short enough to tokenize in a few pieces).
@@ -57,8 +58,6 @@ def dataset_names(source: str | Path) -> list[str]:
     `source`: the `names` stage's file (data/names.json), or a scene root whose
     `*/vocab.json` are read.
     """
-    from reltune.data.scenes import dataset_vocabularies, read_dataset_names
-
     source = Path(source)
     datasets = read_dataset_names(source) if source.is_file() else dataset_vocabularies(source)
     return sorted({name for lists in datasets.values() for names in lists.values() for name in names})
