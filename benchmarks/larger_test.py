@@ -6,6 +6,9 @@ relation moves their recall by 5 points and a 95% interval spans 40 (`full_runs.
 prints it). The world draws every split from its own seed (`[seed, split]`), so a
 world with more test and held-out images has the same training and validation
 images: the runs' models stay valid and only prediction and evaluation are redone.
+In a workspace of this pipeline (since the `names` stage), `dvc exp run -S
+world.synthetic.test_images=5000` does the same inside DVC; this script re-tests
+runs of older commits, whose pretraining and training depended on the test split.
 
 For each run workspace (a finished `dvc repro` with the synthetic world), the
 script writes `OUT/<run name>/` as `full_runs.py` reads it: the run's
