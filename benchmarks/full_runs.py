@@ -22,6 +22,10 @@ worktree's `metrics/`. This script reads them there and prints, per run:
 With `--against`, one baseline workspace per run (the same seed, in the same
 order): the paired mR@20 difference run - baseline, bootstrapped over test
 images, per pair and over all pairs (`paired_difference`), held in and held out.
+A single pair's interval holds its two models fixed, so its verdict is about
+the test images only: another training seed moves one run by more (2-5
+points on the candidate, README "Art's spread is its training"); read the
+line over all pairs, which resamples the pairs too.
 
 Usage (from the repository root):
     .venv/bin/python benchmarks/full_runs.py /work/wt_s3 /work/wt_s4 [--against /work/wt_b3 /work/wt_b4]
@@ -184,7 +188,7 @@ def paired_lines(runs: list[Path], baselines: list[Path], datasets: tuple[str, s
             raise InputError(str(path), f"other test images or predicates than {runs[0]}'s: a paired difference needs one test set")
         for index, (run, baseline) in enumerate(zip(runs, baselines)):
             one = paired_difference(select(first, index), select(second, index))
-            lines.append(f"{dataset} mR@20 {run} - {baseline}: {one.mean:+.2f} [{one.low:+.2f}, {one.high:+.2f}] {one.verdict()}")
+            lines.append(f"{dataset} mR@20 {run} - {baseline}: {one.mean:+.2f} [{one.low:+.2f}, {one.high:+.2f}] {one.verdict()} (test images only)")
         if len(runs) > 1:
             pooled = paired_difference(first, second)
             lines.append(f"{dataset} mR@20 over {len(runs)} pairs: {pooled.mean:+.2f} [{pooled.low:+.2f}, {pooled.high:+.2f}] {pooled.verdict()}")

@@ -92,6 +92,8 @@ def test_paired_lines_difference_each_pair_and_pool_them(full_runs, tmp_path):
     assert lines[0].startswith(f"syn mR@20 {runs[0]} - {baselines[0]}: +50.00 [+50.00, +50.00] ahead")
     assert lines[1].startswith(f"syn mR@20 {runs[1]} - {baselines[1]}: +0.00")
     assert lines[2].startswith("syn mR@20 over 2 pairs: +25.00")
+    # one pair's verdict holds its two models fixed: said so on the line; the pooled line resamples the pairs too
+    assert lines[0].endswith("(test images only)") and not lines[2].endswith("(test images only)")
     # held out: a0 100, b0 50 (one of two `on` images)
     assert lines[3].startswith(f"ood mR@20 {runs[0]} - {baselines[0]}: +50.00")
     assert len(lines) == 6
