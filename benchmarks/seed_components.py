@@ -90,12 +90,13 @@ def report() -> None:
     parser.add_argument("--group", nargs="+", type=Path, action="append", required=True, help="workspaces of runs on one selection (other training seeds)")
     parser.add_argument("--key", default="mR@20", help="held-in metric of metrics/<dataset>.json (default mR@20)")
     args = parser.parse_args()
-    if len(args.group) < 2 or all(len(group) < 2 for group in args.group):
-        parser.error("give at least two --group, one of them with two or more runs")
     values, test_standard_error = group_values(args.group, args.key)
+    try:
+        split = variance_components(values)
+    except ValueError as error:
+        parser.error(f"--group: {error}")
     for group, group_metric in zip(args.group, values):
         print(f"selection of {group[0]}: {args.key} " + ", ".join(f"{value:.2f}" for value in group_metric) + f" (mean {np.mean(group_metric):.2f})")
-    split = variance_components(values)
     runs, groups = sum(len(group) for group in values), len(values)
     within, total = np.sqrt(split.within_variance), np.sqrt(split.total_variance)
     print(f"F {split.f_statistic:.2f}, p {split.p_value:.3f} (do the selections differ beyond the training seed?)")

@@ -350,11 +350,11 @@ def test_resume_equals_an_uninterrupted_run_with_every_relation_tuning_option(to
     replay = round(1.5 / len(instructions), 6)  # the toy scenes single out few pairs by name: ask for one
 
     def argv(out: Path, *extra: str) -> list[str]:
-        return ["train", "--backbone", str(root / "tiny"), "--instructions", str(root / "train.parquet"), "--scenes", str(scenes_dir),
-                "--out", str(out), "--epochs", "2", "--min-steps", "0", "--batch-size", "4", "--warmup-steps", "2", "--seed", "7",
-                "--checkpoint-every", "5", "--device", "cpu", "--train-all", "true", "--name-substitution", "0.25",
-                "--name-substitution-mode", "add", "--replay", str(replay), "--copy-replay", "0.1", "--repeat-threshold", "0.2",
-                "--converse-predicates", "above:below,left of:right of", *extra]  # fmt: skip
+        # the one-step command, run for two epochs instead (argparse keeps a flag's last value)
+        return _one_step_argv(root, root / "train.parquet", scenes_dir, out, "--max-steps", "0", "--epochs", "2", "--warmup-steps", "2",
+                              "--seed", "7", "--checkpoint-every", "5", "--train-all", "true", "--name-substitution", "0.25",
+                              "--name-substitution-mode", "add", "--replay", str(replay), "--copy-replay", "0.1", "--repeat-threshold",
+                              "0.2", "--converse-predicates", "above:below,left of:right of", *extra)  # fmt: skip
 
     assert main(argv(tmp_path / "reference")) == 0, capsys.readouterr().err
     steps = json.loads((tmp_path / "reference" / "reltune_backbone.json").read_text())["training"]["steps"]
