@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -109,11 +110,21 @@ def check_same_inputs(experiment_lock: dict, workspace_lock: dict, held_in: str,
                 raise SystemExit(f"{name}: the workspace's {dep['path']} is not the experiment's (`dvc status`, `make repro`)")
 
 
-def run_commands(commands: list[list[str]], log: Path) -> None:
-    """Run the reltune commands in order with this interpreter; stop with the log's tail on the first failure."""
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    """Torch threads of each of `jobs` runs side by side: its share of the cores, at least 1 (the Makefile's
+    THREADS_PER_JOB). Why: `train` sets its own (cpu_threads 1), but predict and evaluate take every core, and two
+    such processes beside each other, or one beside a training, stall (README "Cost of `make compare`")."""
+    return max(1, (cores or os.cpu_count() or 1) // max(1, jobs))
+
+
+def run_commands(commands: list[list[str]], log: Path, threads: int = 0) -> None:
+    """Run the reltune commands in order with this interpreter (`threads` > 0: OMP_NUM_THREADS); stop with the
+    log's tail on the first failure."""
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads > 0 else None
     with log.open("w") as handle:
         for arguments in commands:
-            done = subprocess.run([sys.executable, "-m", "reltune.cli", *arguments], stdout=handle, stderr=subprocess.STDOUT)
+            command = [sys.executable, "-m", "reltune.cli", *arguments]
+            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
             if done.returncode != 0:
                 raise SystemExit(f"reltune {' '.join(arguments[:3])} failed (log {log}):\n{log.read_text()[-1500:]}")
 
@@ -161,15 +172,16 @@ def moved_commands(experiment: Experiment, variant: Variant, seed: int, run_dir:
     ]
 
 
-def one_run(work: Path, experiment: Experiment, variant: Variant, seed: int) -> dict:
-    """Train, predict, evaluate one (experiment, variant, seed); `wall_seconds.txt`, written last, marks a finished run."""
+def one_run(work: Path, experiment: Experiment, variant: Variant, seed: int, threads: int = 0) -> dict:
+    """Train, predict, evaluate one (experiment, variant, seed) with `threads` (run_commands); `wall_seconds.txt`,
+    written last, marks a finished run."""
     run_dir = work / experiment.name / variant.name / f"seed{seed}"
     finished = run_dir / "wall_seconds.txt"
     if not finished.exists():
         shutil.rmtree(run_dir, ignore_errors=True)  # what an interrupted run left is started over, not trusted
         run_dir.mkdir(parents=True)
         started = time.time()
-        run_commands(moved_commands(experiment, variant, seed, run_dir), run_dir / "log.txt")
+        run_commands(moved_commands(experiment, variant, seed, run_dir), run_dir / "log.txt", threads)
         finished.write_text(f"{time.time() - started:.1f}\n")
     value = float(json.loads((run_dir / "metrics.json").read_text())[SPREAD_KEY])
     return {"experiment": experiment.name, "variant": variant.name, "seed": seed, SPREAD_KEY: value, "per_image": run_dir / "per_image.json"}
@@ -249,7 +261,7 @@ def main() -> None:
     parser.add_argument("--experiment", action="append", required=True, help="experiment name (the newest of that name) or git revision (repeat: several draws)")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="NAME=[--flag value ...] (repeat)")
     parser.add_argument("--seeds", type=int, default=5, help="train.seed 0..N-1")
-    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each trains on one thread)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each trains on one thread; predicts on its share of the cores)")
     parser.add_argument("--resamples", type=int, default=None, help="bootstrap resamples of the test-image SE (default: make compare's)")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/out/training_order"))
     parser.add_argument("--out", type=Path, default=None, help="summary JSON (default: <work>/summary.json)")
@@ -263,7 +275,7 @@ def main() -> None:
     experiments = [prepare_experiment(name, args.work, workspace_lock) for name in args.experiment]
     jobs = [(experiment, variant, seed) for experiment in experiments for variant in args.variant for seed in range(args.seeds)]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        runs = list(pool.map(lambda job: one_run(args.work, *job), jobs))
+        runs = list(pool.map(lambda job: one_run(args.work, *job, threads_per_job(args.jobs)), jobs))
     errors = test_image_errors(runs, int(SPREAD_KEY.partition("@")[2]), args.resamples)
     rows = summary_rows(runs, args.experiment, args.variant, args.seeds, errors)
     print_summary(rows, experiments, runs, args.variant)

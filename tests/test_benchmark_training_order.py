@@ -155,13 +155,14 @@ def test_one_run_moves_every_output_into_its_run_directory_and_restarts_an_inter
     (run_dir / "half-written.bin").write_text("left by a killed run")
     ran = []
 
-    def fake_run(arguments_list, log):
+    def fake_run(arguments_list, log, threads):
+        assert threads == 1
         ran.extend(arguments_list)
         (run_dir / "metrics.json").write_text(json.dumps({"mR@20": 41.5}))
 
     monkeypatch.setattr(order, "run_commands", fake_run)
     variant = order.Variant("slow", {"--lr": "0.0003"})
-    result = order.one_run(tmp_path / "work", experiment, variant, 3)
+    result = order.one_run(tmp_path / "work", experiment, variant, 3, threads=1)
     assert result["mR@20"] == 41.5 and result["per_image"] == run_dir / "per_image.json"
     assert not (run_dir / "half-written.bin").exists() and (run_dir / "wall_seconds.txt").exists()
     train, predict, evaluate = ran
@@ -178,3 +179,18 @@ def test_one_run_moves_every_output_into_its_run_directory_and_restarts_an_inter
     # a finished run is read back, not run again
     ran.clear()
     assert order.one_run(tmp_path / "work", experiment, variant, 3)["mR@20"] == 41.5 and ran == []
+
+
+def test_runs_side_by_side_get_their_share_of_the_cores_as_omp_threads(order, tmp_path, monkeypatch):
+    assert [order.threads_per_job(jobs, cores=2) for jobs in (1, 2, 3)] == [2, 1, 1]
+    assert order.threads_per_job(2, cores=16) == 8
+    seen = []
+
+    def fake_subprocess_run(command, stdout, stderr, env):
+        seen.append((command[3], None if env is None else env["OMP_NUM_THREADS"]))
+        return argparse.Namespace(returncode=0)
+
+    monkeypatch.setattr(order.subprocess, "run", fake_subprocess_run)
+    order.run_commands([["train"], ["predict"]], tmp_path / "log.txt", threads=1)
+    order.run_commands([["evaluate"]], tmp_path / "log.txt")  # 0: the environment as it is
+    assert seen == [("train", "1"), ("predict", "1"), ("evaluate", None)]
