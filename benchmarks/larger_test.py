@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from full_runs import required  # a sibling script: benchmarks/ is on sys.path when run
+from reltune.data.world import COUNTS_NAME
 from reltune.errors import InputError
 
 # this interpreter's reltune, whatever PATH says (the stages' `python -m reltune.cli` form)
@@ -116,9 +117,9 @@ def check_same_training_scenes(run: Path, world_root: Path, held_in: str) -> Non
 
 def check_world_size(world_root: Path, test_images: int, ood_images: int) -> None:
     """An existing OUT/world must be the one asked for, not a world of other sizes built before."""
-    count_files = sorted((world_root / "data" / "raw").glob("*/world_counts.json"))
+    count_files = sorted((world_root / "data" / "raw").glob(f"*/{COUNTS_NAME}"))
     if len(count_files) != 1:
-        raise InputError(str(world_root), "not a world built by this script (no single data/raw/*/world_counts.json)")
+        raise InputError(str(world_root), f"not a world built by this script (no single data/raw/*/{COUNTS_NAME})")
     images = json.loads(count_files[0].read_text())["images"]
     if (images["test_images"], images["ood_images"]) != (test_images, ood_images):
         raise InputError(str(count_files[0]), f"has {images['test_images']} test / {images['ood_images']} held-out images, not "
