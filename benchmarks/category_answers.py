@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import pearsonr
 
-from reltune.evaluation.compare import cached_output, markdown_table, read_revision_json
+from reltune.evaluation.compare import cached_output, markdown_table, read_revision_json, read_revision_params
 from reltune.evaluation.metrics import evaluated_tables
 from reltune.evaluation.tables import rank_predictions
 
@@ -57,6 +57,14 @@ def experiment_commit(rev: str, tool: str) -> str:
     if not matches:
         raise SystemExit(f"{tool}: {rev}: neither a commit nor an experiment name")
     return matches[0]
+
+
+def experiment_params(rev: str) -> dict:
+    """The params.yaml of an experiment's commit (`rev`: a commit); exits with one line when it has none."""
+    params = read_revision_params(rev)
+    if not isinstance(params, dict):
+        raise SystemExit(f"params.yaml of experiment {rev[:7]} is not readable (no such commit, or no such file in it)")
+    return params
 
 
 def resolved_rev(rev: str) -> str:

@@ -26,12 +26,12 @@ import argparse
 import itertools
 import json
 import math
-import subprocess
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from category_answers import experiment_params  # a sibling script: benchmarks/ is on sys.path when run
 from reltune.evaluation.compare import (
     PER_IMAGE_PATH,
     cached_output,
@@ -62,7 +62,7 @@ def experiment_record(row: dict, dataset: str, k: int, rounds: list[int], resamp
         "predicate_recall": totals["recalled"] / totals["gt"], "val": {}, "added": {},
     }  # fmt: skip
     # the experiment's own rounds: `full` removes them, and dvc.lock may keep the stale entries
-    own_params = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True, check=True).stdout)
+    own_params = experiment_params(rev)
     rounds = [round_index for round_index in rounds if str(round_index) in (own_params["sampling"].get("rounds") or {})]
     for round_index in rounds:
         val_file = cached_output(rev, ROUND_FILES.format(round=round_index, name="val_recall.json"))

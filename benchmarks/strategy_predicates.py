@@ -24,12 +24,12 @@ Usage (after `make compare`, from the repository root):
 from __future__ import annotations
 
 import argparse
-import subprocess
 
 import pandas as pd
 import yaml
 from scipy.stats import spearmanr
 
+from category_answers import experiment_params  # a sibling script: benchmarks/ is on sys.path when run
 from reltune.evaluation.compare import (
     cached_output,
     comparison_rows,
@@ -61,10 +61,7 @@ def selected_per_predicate(selection: pd.DataFrame, positives: pd.DataFrame) -> 
 
 def final_round_of(rev: str) -> int:
     """The round whose selection an experiment's final model trained on (its commit's `train_on.final`)."""
-    shown = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True)
-    if shown.returncode != 0:
-        raise SystemExit(f"params.yaml of experiment {rev[:7]} is not readable: {shown.stderr.strip()}")
-    return int(yaml.safe_load(shown.stdout)["train_on"]["final"])
+    return int(experiment_params(rev)["train_on"]["final"])
 
 
 def run_table(rev: str, final_round: int, held_in: str, positives: pd.DataFrame) -> pd.DataFrame:

@@ -42,10 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from scipy import stats
 
-from category_answers import experiment_commit
+from category_answers import experiment_commit, experiment_params
 from issue16_targets import sd_interval
 from reltune.evaluation.compare import SPREAD_KEY, cached_output, read_revision_json, read_revision_lock
 from reltune.evaluation.per_image import read_per_image
@@ -287,8 +286,7 @@ def main() -> None:
 
 def experiment_held_in(rev: str) -> str:
     """`held_in` of the experiment's params.yaml."""
-    shown = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True, check=True)
-    return str(yaml.safe_load(shown.stdout)["held_in"])
+    return str(experiment_params(rev)["held_in"])
 
 
 if __name__ == "__main__":

@@ -144,3 +144,16 @@ def test_read_revision_lock_reads_the_commit_and_the_workspace(git_here, tmp_pat
     assert compare.read_revision_lock(rev) == {"schema": "2.0", "stages": {}}
     assert compare.read_revision_lock("workspace") == {"schema": "2.0", "stages": {"world": {}}}
     assert compare.read_revision_lock("0" * 40) is None  # no such commit
+
+
+def test_read_revision_params_reads_the_commit_and_the_workspace_apart_from_the_lock(git_here, tmp_path):
+    git = git_here
+    (tmp_path / "params.yaml").write_text("held_in: synthetic\ntrain_on: {final: 2}\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    git("add", "params.yaml", "dvc.lock"), git("commit", "-q", "-m", "params")
+    rev = git("rev-parse", "HEAD")
+    (tmp_path / "params.yaml").write_text("held_in: other\n")
+    assert compare.read_revision_params(rev) == {"held_in": "synthetic", "train_on": {"final": 2}}
+    assert compare.read_revision_lock(rev) == {"schema": "2.0", "stages": {}}  # one cache, two files of a commit
+    assert compare.read_revision_params("workspace") == {"held_in": "other"}
+    assert compare.read_revision_params("0" * 40) is None

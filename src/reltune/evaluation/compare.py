@@ -232,19 +232,28 @@ def read_revision_json(rev: str, path: str) -> Any:
 
 def read_revision_lock(rev: str) -> Any:
     """The `dvc.lock` of a commit (the workspace's from disk), parsed; None when there is none."""
+    return _read_revision_yaml(rev, "dvc.lock")
+
+
+def read_revision_params(rev: str) -> Any:
+    """The `params.yaml` of a commit (the workspace's from disk), parsed; None when there is none."""
+    return _read_revision_yaml(rev, "params.yaml")
+
+
+def _read_revision_yaml(rev: str, name: str) -> Any:
     import yaml
 
     if rev == "workspace":
-        path = Path("dvc.lock")
+        path = Path(name)
         return yaml.safe_load(path.read_text()) if path.exists() else None
-    return _commit_lock(rev)
+    return _commit_yaml(rev, name)
 
 
 @functools.cache  # a commit never changes; the noise benchmark reads several outputs of each
-def _commit_lock(rev: str) -> Any:
+def _commit_yaml(rev: str, name: str) -> Any:
     import yaml
 
-    shown = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, text=True)
+    shown = subprocess.run(["git", "show", f"{rev}:{name}"], capture_output=True, text=True)
     return yaml.safe_load(shown.stdout) if shown.returncode == 0 else None
 
 
