@@ -19,8 +19,11 @@ venv: $(STAMP)
 repro: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
+# one pytest worker per core (at most TEST_WORKERS), a whole test file per worker at a time:
+# a file's module fixtures (a trained tiny model) are built once
+TEST_WORKERS ?= 4
 test: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n auto --maxprocesses $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Strategy comparison: queue one experiment per strategy and seed, run them
 # (each in a clean copy of the commit, JOBS at a time), print the table.
@@ -40,7 +43,8 @@ DVC := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc
 # More OpenMP threads than cores stall each other: two experiments whose predict stages each took
 # both cores ran 5-8x slower; two one-thread experiments on 2 cores each take as long as one alone,
 # so a comparison finishes in about half the time (README "Cost of `make compare`").
-THREADS_PER_JOB = $(shell n=$$(nproc); t=$$((n / $(JOBS))); echo $$((t > 0 ? t : 1)))
+# The cores this process may use: nproc without the OpenMP variables, which it would otherwise report instead.
+THREADS_PER_JOB = $(shell n=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc); t=$$((n / $(JOBS))); echo $$((t > 0 ? t : 1)))
 # `full`: no loop rounds, and the final model trains on the seed selection (round 0)
 ROUND_REMOVALS = $(shell $(BIN)/python -c "import yaml; print(' '.join(f'-S ~sampling.rounds.{k} -S ~train_on.{k}' for k in yaml.safe_load(open('params.yaml'))['sampling']['rounds']))")
 # balanced and random read no model: with ONE_SHOT=1 they draw the whole budget of the seed and every

@@ -273,8 +273,9 @@ def main() -> None:
     workspace_lock = read_revision_lock("workspace") or {}
     experiments = [prepare_experiment(name, args.work, workspace_lock) for name in args.experiment]
     jobs = [(experiment, variant, seed) for experiment in experiments for variant in args.variant for seed in range(args.seeds)]
+    threads = threads_per_job(args.jobs)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        runs = list(pool.map(lambda job: one_run(args.work, *job, threads_per_job(args.jobs)), jobs))
+        runs = list(pool.map(lambda job: one_run(args.work, *job, threads), jobs))
     errors = test_image_errors(runs, int(SPREAD_KEY.partition("@")[2]), args.resamples)
     rows = summary_rows(runs, args.experiment, args.variant, args.seeds, errors)
     print_summary(rows, experiments, runs, args.variant)

@@ -6,6 +6,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RELTUNE_NO_PROGRESS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One OpenMP thread per process, here and in every command a test starts (dvc stages, reltune
+# subprocesses): `make test` runs a pytest worker per core (pytest-xdist), and more threads than
+# cores stall each other (Makefile, THREADS_PER_JOB).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 import logging
@@ -44,3 +48,10 @@ def git_here(tmp_path, monkeypatch) -> Callable[..., str]:
     git("config", "user.email", "test@example.com")
     git("config", "user.name", "test")
     return git
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with slow tests first (stable otherwise): `make test` hands whole files to its workers
+    (`--dist loadfile`), and the pipeline runs take minutes, so they must start at once, not last."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

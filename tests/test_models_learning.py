@@ -49,6 +49,8 @@ from reltune.inference.scoring import model_answer_source, validation_recall
 from toy_scenes import make_toy_scenes
 from reltune.models.training import TrainSettings, relation_training_examples, train_backbone
 
+pytestmark = pytest.mark.slow  # three short trainings (module fixture `learnt`)
+
 DISTANCE_PREDICATES = {"far from": "spatial", "near": "spatial"}
 GENERIC_LABEL = "shape"
 IMAGE_SIZE = 48  # rendered scenes: a 3x3 grid of 16 px cells
