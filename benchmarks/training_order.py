@@ -113,7 +113,7 @@ def threads_per_job(jobs: int, cores: int | None = None) -> int:
     """Torch threads of each of `jobs` runs side by side: its share of the cores, at least 1 (the Makefile's
     THREADS_PER_JOB). Why: `train` sets its own (cpu_threads 1), but predict and evaluate take every core, and two
     such processes beside each other, or one beside a training, stall (README "Cost of `make compare`")."""
-    return max(1, (cores or os.cpu_count() or 1) // max(1, jobs))
+    return max(1, (cores or len(os.sched_getaffinity(0))) // max(1, jobs))  # the cores this process may use, as nproc
 
 
 def run_commands(commands: list[list[str]], log: Path, threads: int = 0) -> None:
