@@ -116,7 +116,10 @@ def summary(own: list[dict], swapped: list[dict], errors: dict, k: int, resample
 
 
 def print_summary(document: dict) -> None:
-    print(f"held-in {SPREAD_KEY}, {document['experiment']}'s final selection against its swapped twin ({document['swap']})")
+    swap = document["swap"]
+    kept = ", ".join(f"{predicate} {count}" for predicate, count in swap["kept_where_pool_used_up"].items()) or "none"
+    print(f"held-in {SPREAD_KEY}, {document['experiment']}'s final selection against its swapped twin: {swap['replaced']} of "
+          f"{swap['picks']} round picks replaced (draw seed {swap['draw_seed']}), kept where the pool was used up: {kept}")
     print("| selection | values by train seed | mean | sd [95%] | Levene p vs own | test-image SE |")
     print("|---|---|---|---|---|---|")
     for row in document["rows"]:

@@ -130,5 +130,6 @@ def test_main_pairs_own_and_swapped_runs_by_train_seed(picks, tmp_path, monkeypa
     assert bootstrap["mean"] == pytest.approx(200 / 3) and 0 <= bootstrap["low"] <= 200 / 3 <= bootstrap["high"] <= 100
     assert document["swap"] == {"picks": 3, "replaced": 2, "kept_where_pool_used_up": {"near": 1}, "draw_seed": 0}
     printed = capsys.readouterr().out
+    assert "swapped twin: 2 of 3 round picks replaced (draw seed 0), kept where the pool was used up: near 1" in printed
     assert "| own selection | 100.00 / 50.00 / 100.00 | 83.33 |" in printed
     assert "own - swapped over seeds (Student's t): +66.67" in printed
