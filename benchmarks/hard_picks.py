@@ -40,7 +40,9 @@ from reltune.errors import InputError
 from reltune.evaluation.compare import SPREAD_KEY, read_revision_lock
 from reltune.evaluation.per_image import read_per_image
 from reltune.evaluation.statistics import AlignedRecalls, align_per_image, paired_difference, paired_seed_interval
-from training_order import Experiment, Variant, flag_value, one_run, prepare_experiment, spread_row, test_image_errors, threads_per_job
+from training_order import (
+    Experiment, Variant, add_run_options, flag_value, one_run, prepare_experiment, spread_row, test_image_errors, threads_per_job,
+)  # fmt: skip
 
 LOCKED = Variant("locked", {})  # the experiment's train flags as they are: only the selection and the seed change
 SWAPPED_REASON = "random"  # a uniform draw of the pool: the selection contract's name for it
@@ -135,10 +137,7 @@ def main() -> None:
     parser.add_argument("--experiment", required=True, help="experiment name (the newest of that name) or git revision")
     parser.add_argument("--seeds", type=int, default=5, help="train.seed 0..N-1 for each set")
     parser.add_argument("--draw-seed", type=int, default=0, help="seed of the uniform draws that replace the round picks")
-    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each trains on one thread; predicts on its share of the cores)")
-    parser.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: make compare's)")
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/out/hard_picks"))
-    parser.add_argument("--out", type=Path, default=None, help="summary JSON (default: <work>/summary.json)")
+    add_run_options(parser, Path("benchmarks/out/hard_picks"))
     args = parser.parse_args()
     if args.seeds < 2:
         raise SystemExit("a spread needs --seeds 2 or more")

@@ -255,15 +255,20 @@ def print_summary(rows: list[dict], experiments: list[Experiment], runs: list[di
                 print(f"check: {experiment.name} {variant.name} seed {experiment.train_seed} {run[SPREAD_KEY]:.4f} vs the experiment's {experiment.metric:.4f}: {verdict}")
 
 
+def add_run_options(parser: argparse.ArgumentParser, work: Path) -> None:
+    """--jobs, --resamples, --work, --out: how the retraining runs share the machine and where they and the summary go."""
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each trains on one thread; predicts on its share of the cores)")
+    parser.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: make compare's)")
+    parser.add_argument("--work", type=Path, default=work)
+    parser.add_argument("--out", type=Path, default=None, help="summary JSON (default: <work>/summary.json)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", action="append", required=True, help="experiment name (the newest of that name) or git revision (repeat: several draws)")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="NAME=[--flag value ...] (repeat)")
     parser.add_argument("--seeds", type=int, default=5, help="train.seed 0..N-1")
-    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each trains on one thread; predicts on its share of the cores)")
-    parser.add_argument("--resamples", type=int, default=None, help="bootstrap resamples of the test-image SE (default: make compare's)")
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/out/training_order"))
-    parser.add_argument("--out", type=Path, default=None, help="summary JSON (default: <work>/summary.json)")
+    add_run_options(parser, Path("benchmarks/out/training_order"))
     args = parser.parse_args()
     if len({variant.name for variant in args.variant}) != len(args.variant) or len(set(args.experiment)) != len(args.experiment):
         raise SystemExit("variant names and experiments must differ")
