@@ -93,7 +93,7 @@ def swapped_experiment(experiment: Experiment, work: Path, draw_seed: int) -> tu
     path = work / name / "selection.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     swapped.to_parquet(path, index=False)
-    replaced = int((swapped["reason"] == SWAPPED_REASON).sum())
+    replaced = int((swapped["qid"] != selection["qid"]).sum())  # a draw is never a qid of the selection
     facts = {"picks": int((selection["added_in_round"] > 0).sum()), "replaced": replaced, "kept_where_pool_used_up": kept}
     return dataclasses.replace(experiment, name=name, selection=path, metric=float("nan")), facts
 

@@ -68,6 +68,7 @@ def test_a_selection_naming_no_training_positive_is_refused_with_its_file(picks,
 
 def experiment_on_disk(picks, tmp_path, selection=SELECTION):
     """An Experiment whose train command reads a toy instructions file (positives and one negative)."""
+    tmp_path.mkdir(exist_ok=True)
     instructions = tmp_path / "train.parquet"
     negative = pd.DataFrame([("x1", "negative", None)], columns=["qid", "kind", "predicate"])
     pd.concat([POSITIVES.assign(kind="positive"), negative], ignore_index=True).to_parquet(instructions)
@@ -85,6 +86,10 @@ def test_the_swapped_twin_is_written_beside_the_experiment_and_keeps_its_command
     assert twin.commands == experiment.commands and math.isnan(twin.metric)
     assert pd.read_parquet(twin.selection).equals(picks.swap_round_picks(SELECTION, POSITIVES, 0)[0])
     assert facts == {"picks": 3, "replaced": 2, "kept_where_pool_used_up": {"near": 1}}
+    # a random seed round's picks carry the reason of the draws; they are not counted as replaced
+    random_seed_round = SELECTION.assign(reason=["random", "random", *SELECTION["reason"].iloc[2:]])
+    experiment, _ = experiment_on_disk(picks, tmp_path / "random", random_seed_round)
+    assert picks.swapped_experiment(experiment, tmp_path / "random" / "work", 0)[1]["replaced"] == 2
 
 
 def per_image(path, recalled):
