@@ -38,10 +38,9 @@ import pandas as pd
 
 from reltune.errors import InputError
 from reltune.evaluation.compare import SPREAD_KEY, read_revision_lock
-from reltune.evaluation.per_image import read_per_image
-from reltune.evaluation.statistics import AlignedRecalls, align_per_image, paired_difference, paired_seed_interval
+from reltune.evaluation.statistics import paired_difference, paired_seed_interval
 from training_order import (
-    Experiment, Variant, add_run_options, flag_value, one_run, prepare_experiment, spread_row, test_image_errors, threads_per_job,
+    Experiment, Variant, add_run_options, aligned_recalls, flag_value, one_run, prepare_experiment, run_errors, spread_row, threads_per_job,
 )  # fmt: skip
 
 LOCKED = Variant("locked", {})  # the experiment's train flags as they are: only the selection and the seed change
@@ -98,16 +97,12 @@ def swapped_experiment(experiment: Experiment, work: Path, draw_seed: int) -> tu
     return dataclasses.replace(experiment, name=name, selection=path, metric=float("nan")), facts
 
 
-def per_seed_recalls(runs: list[dict], k: int) -> AlignedRecalls:
-    tables = [read_per_image(json.loads(run["per_image"].read_text()), str(run["per_image"]), k) for run in runs]
-    return align_per_image(tables, [str(run["per_image"]) for run in runs])
-
-
-def summary(own: list[dict], swapped: list[dict], errors: dict, k: int, resamples: int | None) -> dict:
+def summary(own: list[dict], swapped: list[dict], k: int, resamples: int | None) -> dict:
     """Spread rows of both sets (Levene: swapped against own) and own - swapped paired by train seed."""
+    recalls = aligned_recalls(own + swapped, k)
+    errors = run_errors(own + swapped, recalls, resamples)
     rows = [spread_row("train.seed, own selection", "", own, errors, None)]
     rows.append(spread_row("train.seed, swapped selection", "", swapped, errors, rows[0]["values"]))
-    recalls = per_seed_recalls(own + swapped, k)
     n = len(own)
     first, second = (dataclasses.replace(recalls, fractions=recalls.fractions[i * n : (i + 1) * n]) for i in (0, 1))
     pairs = {"seeds and test images": paired_difference(first, second, resamples)}
@@ -148,11 +143,9 @@ def main() -> None:
     threads = threads_per_job(args.jobs)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         runs = list(pool.map(lambda job: one_run(args.work, job[0], LOCKED, job[1], threads), jobs))
-    k = int(SPREAD_KEY.partition("@")[2])
-    errors = test_image_errors(runs, k, args.resamples)
     by_set = [sorted((run for run in runs if run["experiment"] == e.name), key=lambda run: run["seed"]) for e in (own, swapped)]
     document = {"experiment": own.name, "rev": own.rev, "swap": facts | {"draw_seed": args.draw_seed}}
-    document |= summary(*by_set, errors, k, args.resamples)
+    document |= summary(*by_set, int(SPREAD_KEY.partition("@")[2]), args.resamples)
     print_summary(document)
     out = args.out or args.work / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ from category_answers import experiment_commit, experiment_params
 from issue16_targets import sd_interval
 from reltune.evaluation.compare import SPREAD_KEY, cached_output, read_revision_json, read_revision_lock
 from reltune.evaluation.per_image import read_per_image
-from reltune.evaluation.statistics import align_per_image, test_image_standard_errors
+from reltune.evaluation.statistics import AlignedRecalls, align_per_image, test_image_standard_errors
 
 
 @dataclass(frozen=True)
@@ -193,11 +193,20 @@ def run_key(run: dict) -> RunKey:
     return (run["experiment"], run["variant"], run["seed"])
 
 
-def test_image_errors(runs: list[dict], k: int, resamples: int | None) -> dict[RunKey, float]:
-    """Bootstrap SE over test images of each run's mR@K (the part of a seed sd a larger test split would shrink)."""
+def aligned_recalls(runs: list[dict], k: int) -> AlignedRecalls:
+    """The runs' per-image recalls at K, stacked in the order of `runs` (one read of their per-image files)."""
     tables = [read_per_image(json.loads(run["per_image"].read_text()), str(run["per_image"]), k) for run in runs]
-    errors = test_image_standard_errors(align_per_image(tables, [str(run["per_image"]) for run in runs]), resamples)
-    return {run_key(run): float(error) for run, error in zip(runs, errors)}
+    return align_per_image(tables, [str(run["per_image"]) for run in runs])
+
+
+def run_errors(runs: list[dict], recalls: AlignedRecalls, resamples: int | None) -> dict[RunKey, float]:
+    """Bootstrap SE over test images of each run's mR@K (the part of a seed sd a larger test split would shrink)."""
+    return {run_key(run): float(error) for run, error in zip(runs, test_image_standard_errors(recalls, resamples))}
+
+
+def test_image_errors(runs: list[dict], k: int, resamples: int | None) -> dict[RunKey, float]:
+    """`run_errors` of the runs' per-image files."""
+    return run_errors(runs, aligned_recalls(runs, k), resamples)
 
 
 def spread_row(label: str, flags: str, runs: list[dict], errors: dict[RunKey, float], reference: list[float] | None) -> dict:
