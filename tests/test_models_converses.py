@@ -1,10 +1,12 @@
 """Converse questions in relation tuning (`train.converse_predicates`, issue 16 part 3)."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from reltune.errors import InputError
-from reltune.models.converses import converse_pairs, with_converses
+from reltune.models.converses import converse_groups, converse_pairs, with_converses
+from reltune.models.schedule import BatchPlan, TrainSettings
 
 
 def test_converse_pairs_go_both_ways_and_refuse_malformed_specs():
@@ -115,3 +117,36 @@ def test_the_train_command_refuses_a_malformed_converse_spec_before_any_work(tmp
     assert stopped.value.code == 2
     assert "argument --converse-predicates: predicate 'below' is named twice" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_converse_groups_pair_each_converse_with_its_own_copy_of_the_source():
+    instructions = _instructions()
+    examples = _examples(instructions, ["p1", "p1", "n1", "p2", "n2", "p3", "n3", "p4", "n4", "p5", "p6", "n6", "p7"])
+    result, _ = with_converses(examples, instructions, "above:below,left of:right of")
+    qids = result["qid"].tolist()  # 13 examples, then p1-c, p1-c, n1-c, p2-c, n2-c, p6-c (rows 13-18)
+    groups = converse_groups(qids, len(qids) + 2)  # two renamed copies after them: groups of their own
+    partner = {row: [other for other in range(len(groups)) if groups[other] == groups[row] and other != row] for row in range(len(groups))}
+    assert [partner[row] for row in range(13, 19)] == [[0], [1], [2], [3], [4], [10]]  # the k-th converse of p1 with its k-th copy
+    assert all(partner[row] == [] for row in (5, 6, 7, 8, 9, 11, 12, 19, 20))
+    with pytest.raises(ValueError, match="p9-converse has no source row"):
+        converse_groups(["p1", "p9-converse"], 2)
+
+
+def test_grouped_batches_keep_each_pair_together_and_shuffle_the_groups():
+    # rows 0-5 and their converses 6-11, batches of 4: every pair shares a batch, every row comes once per epoch
+    group_of = [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]
+    plan = BatchPlan.of(TrainSettings(epochs=3, batch_size=4, min_steps=0, seed=7), examples=12, processes=1, group_of=group_of)
+    orders = [plan.epoch_order(epoch) for epoch in range(3)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(12))
+        positions = {row: index for index, row in enumerate(order.tolist())}
+        assert all(positions[row + 6] == positions[row] + 1 for row in range(6))  # source, then its converse
+    assert len({tuple(order.tolist()) for order in orders}) == 3  # reshuffled per epoch
+    for step in range(plan.steps_per_epoch):
+        _, [rows] = plan.micro_batches(step, 0)
+        assert all((row + 6 if row < 6 else row - 6) in rows for row in rows)
+    # without groups the order is the plain permutation it always was (earlier runs stay reproducible)
+    plain = BatchPlan.of(TrainSettings(epochs=3, batch_size=4, min_steps=0, seed=7), examples=12, processes=1)
+    assert plain.epoch_order(1).tolist() == np.random.default_rng([7, 1]).permutation(12).tolist()
+    with pytest.raises(ValueError, match="group_of has 3 entries for 12 example rows"):
+        BatchPlan.of(TrainSettings(), examples=12, processes=1, group_of=[0, 1, 2])

@@ -228,7 +228,7 @@ def test_pretrain_tiny_takes_relative_where_off_by_default():
 
 
 @pytest.mark.parametrize("setting", [{"name_substitution": 0.25}, {"replay": 0.2}, {"copy_replay": 0.2}, {"repeat_threshold": 0.1},
-                                     {"converse_predicates": "above:below"}])
+                                     {"converse_predicates": "above:below"}, {"converse_batches": True}])
 def test_pretraining_refuses_relation_tuning_settings_before_reading(setting, tmp_path):
     settings = TrainSettings(**{"name_substitution": 0.0, **setting})
     flag = "--" + next(iter(setting)).replace("_", "-")

@@ -436,16 +436,20 @@ def test_train_repeats_rare_predicates_questions_with_their_negatives(toy, tmp_p
     assert f"repeats: {2 * asked} relation questions asked of {len(instructions)}" in capsys.readouterr().err
 
 
+def _one_order(instructions: pd.DataFrame) -> pd.DataFrame:
+    """The toy asks about every ordered pair: keep one order (the other one in train0002, so that each predicate
+    stays), and both orders of one pair (whose questions have no converse)."""
+    positives = instructions[instructions["kind"] == "positive"]
+    one_order = (positives["subj"] < positives["obj"]) != (positives["image_id"] == "train0002")
+    kept = set(positives.loc[one_order, "qid"]) | {positives.loc[~one_order, "qid"].iloc[0]}
+    return instructions[instructions["qid"].isin(kept) | instructions["positive_qid"].isin(kept)].reset_index(drop=True)
+
+
 def test_train_asks_direction_questions_again_with_subject_and_object_swapped(toy, tmp_path, capsys):
     from reltune.cli import main
 
     root, scenes_dir, _, _, instructions = toy
-    # the toy asks about every ordered pair: keep one order (the other one in train0002, so that each predicate stays),
-    # and both orders of one pair (whose questions have no converse)
-    positives = instructions[instructions["kind"] == "positive"]
-    one_order = (positives["subj"] < positives["obj"]) != (positives["image_id"] == "train0002")
-    kept = set(positives.loc[one_order, "qid"]) | {positives.loc[~one_order, "qid"].iloc[0]}
-    instructions = instructions[instructions["qid"].isin(kept) | instructions["positive_qid"].isin(kept)].reset_index(drop=True)
+    instructions = _one_order(instructions)
     write_instruction_table(instructions, tmp_path / "train.parquet")
     out = tmp_path / "converse"
     argv = _one_step_argv(root, tmp_path / "train.parquet", scenes_dir, out, "--name-substitution", "0",
@@ -464,6 +468,41 @@ def test_train_asks_direction_questions_again_with_subject_and_object_swapped(to
     assert metadata["training"]["examples"] == len(instructions) + converses
     assert metadata["training"]["settings"]["converse_predicates"] == "above:below,left of:right of"
     assert f"converses: {converses} questions with subject and object swapped" in capsys.readouterr().err
+
+
+def test_train_puts_each_converse_question_in_its_source_questions_batch(toy, tmp_path, capsys, monkeypatch):
+    from reltune.cli import main
+    from reltune.models import training
+
+    root, scenes_dir, _, _, instructions = toy
+    write_instruction_table(_one_order(instructions), tmp_path / "train.parquet")
+    plans = []
+    planned = training.BatchPlan.of
+    monkeypatch.setattr(training.BatchPlan, "of", lambda *args, **kwargs: plans.append(planned(*args, **kwargs)) or plans[-1])
+    argv = _one_step_argv(root, tmp_path / "train.parquet", scenes_dir, tmp_path / "grouped", "--name-substitution", "0.5",
+                          "--converse-predicates", "above:below,left of:right of", "--converse-batches", "true")  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    metadata = json.loads((tmp_path / "grouped" / "reltune_backbone.json").read_text())
+    converses, examples = metadata["training"]["converse_questions"], metadata["training"]["examples"]
+    assert metadata["training"]["settings"]["converse_batches"] is True and converses > 0
+    [plan] = plans
+    # every converse row (after the examples, before the renamed copies) shares a group with one earlier row
+    assert len(plan.group_of) == plan.examples > examples  # renamed copies included, each a group of its own
+    sizes = pd.Series(plan.group_of).value_counts()
+    assert (sizes == 2).sum() == converses and sizes.max() == 2
+    assert all(plan.group_of[row] < examples - converses for row in range(examples - converses, examples))
+    order = plan.epoch_order(0).tolist()
+    for group, size in sizes.items():
+        if size == 2:
+            first, second = (index for index, row in enumerate(order) if plan.group_of[row] == group)
+            assert second == first + 1
+    # without converse questions there is nothing to group: one line, before the backbone is read
+    argv = _one_step_argv(tmp_path, root / "train.parquet", scenes_dir, tmp_path / "never", "--converse-batches", "true")
+    capsys.readouterr()
+    assert main(argv) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith(f"reltune train: error: {root / 'train.parquet'}: --converse-batches true needs converse questions")
+    assert "\n" not in message and not (tmp_path / "never").exists()
 
 
 def test_no_substitute_is_a_word_of_a_replayed_question(toy, tmp_path, monkeypatch):

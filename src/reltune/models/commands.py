@@ -84,6 +84,8 @@ TRAIN_ARGUMENTS = {
                                 "the positives is asked max(1, sqrt(t/f)) times as often (reltune.models.repeats; 0: off)"),
     "converse_predicates": Setting(converse_spec, "train: 'a:b,c:d', predicates each the converse of the other: a question of one "
                                    "is asked again with subject and object swapped (reltune.models.converses; '': off)"),
+    "converse_batches": Setting(boolean, "train: each converse question in the same batch as its source question "
+                                "(needs --converse-predicates; reltune.models.converses)"),
     "image_cache_mb": Setting(non_negative_int),
     "device": Setting(device, "cpu, cuda or cuda:N ('' = cuda when available)"),
     "cpu_threads": Setting(non_negative_int, "torch threads per process on CPU (0: torch default)"),

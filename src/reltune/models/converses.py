@@ -9,12 +9,19 @@ prior, one axis leaning onto one answer (README "Repeating rare predicates"). Wi
 question beside its converse, each answer is asked exactly as often as its opposite on the same
 crops, so neither can be learned without the other and only the image tells them apart.
 
+With `train.converse_batches` each converse is put in the same batch as its source question
+(`converse_groups`): every step then sees both readings of a pair, so a model that leans towards one
+answer of an axis loses on one of the two in the same step instead of one step after the other.
+
 A converse is skipped when the instructions already ask about the swapped pair in that category (a
 second, possibly different answer to the same question would contradict it); the skipped count is
 reported. Nothing outside the training instructions is read.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -23,6 +30,7 @@ from reltune.instructions.templates import category_negative_answer, category_qu
 
 # the columns the converse of an instruction row needs (besides relation_training_examples' own)
 CONVERSE_COLUMNS = ["subj", "obj", "category", "predicate"]
+CONVERSE_SUFFIX = "-converse"  # a converse question's qid: its source's qid and this
 _SWAPPED = {"subj": "obj", "obj": "subj", "subj_label": "obj_label", "obj_label": "subj_label"}
 
 
@@ -69,7 +77,7 @@ def converse_instructions(instructions: pd.DataFrame, converses: dict[str, str],
     negatives = negatives[[key not in asked for key in _question_keys(negatives, swapped=True)]]
     rows = pd.concat([sources, negatives]).rename(columns=_SWAPPED)
     rows["source_qid"] = rows["qid"].astype(str)
-    rows["qid"] = rows["source_qid"] + "-converse"
+    rows["qid"] = rows["source_qid"] + CONVERSE_SUFFIX
     is_positive = rows["kind"] == "positive"
     rows.loc[is_positive, "predicate"] = rows.loc[is_positive, "predicate"].astype(str).map(converses)
     subjects, objects, categories = rows["subj_label"].astype(str), rows["obj_label"].astype(str), rows["category"].astype(str)
@@ -111,3 +119,24 @@ def with_converses(examples: pd.DataFrame, instructions: pd.DataFrame, spec: str
     added = rows.loc[examples.loc[has_converse, "qid"].astype(str), [c for c in examples.columns if c != "image_path"]]
     added = added.assign(image_path=examples.loc[has_converse, "image_path"].to_numpy())[list(examples.columns)]
     return pd.concat([examples, added], ignore_index=True), skipped
+
+
+def converse_groups(qids: Sequence[str], rows: int) -> tuple[int, ...]:
+    """A group id for each of `rows` training rows (the first `len(qids)` are the example rows, by qid).
+
+    A converse question (qid `<source>-converse`) shares its source row's group; a qid asked several
+    times (repeats) pairs its k-th converse with its k-th row, as `with_converses` adds them. Every
+    other row, and each row past `qids` (the renamed copies), is a group of its own.
+    """
+    group_of = list(range(rows))
+    unpaired: dict[str, deque[int]] = defaultdict(deque)
+    for row, qid in enumerate(qids):
+        if not qid.endswith(CONVERSE_SUFFIX):
+            unpaired[qid].append(row)
+    for row, qid in enumerate(qids):
+        if qid.endswith(CONVERSE_SUFFIX):
+            sources = unpaired.get(qid[: -len(CONVERSE_SUFFIX)])
+            if not sources:
+                raise ValueError(f"converse question {qid} has no source row left to pair with")
+            group_of[row] = group_of[sources.popleft()]
+    return tuple(group_of)

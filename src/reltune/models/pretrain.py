@@ -380,6 +380,8 @@ def pretrain_tiny(
         raise InputError("--repeat-threshold", "applies to relation tuning (`reltune train`) only; pretraining takes 0")
     if train_settings.converse_predicates:  # generic questions have no predicate
         raise InputError("--converse-predicates", "applies to relation tuning (`reltune train`) only; pretraining takes ''")
+    if train_settings.converse_batches:  # no converse questions in pretraining
+        raise InputError("--converse-batches", "applies to relation tuning (`reltune train`) only; pretraining takes false")
     scenes, vocab = read_scenes(scenes_dir, "train")
     spec_file = str(world_spec_path)
     world_spec = read_json(world_spec_path)

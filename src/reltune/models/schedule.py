@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -70,6 +71,9 @@ class TrainSettings:
     # relation tuning: "a:b,c:d", predicates each the converse of the other; a question of one is asked again with
     # subject and object swapped, answered with the other (reltune.models.converses; '' off), so both answers balance
     converse_predicates: str = ""
+    # relation tuning: each converse question in the same batch as its source (False: both shuffled apart), so every
+    # step sees "a left of b" beside "b right of a" and a lean towards one answer cannot pay (reltune.models.converses)
+    converse_batches: bool = False
     image_cache_mb: int = 1024
     device: str = ""  # "" = CUDA when available, else CPU
     # CPU threads per process (0 = torch's default). Measured on the shared 2-core machine: with 2
@@ -104,15 +108,21 @@ class BatchPlan:
     epochs: int
     seed: int
     max_steps: int = 0
+    # group of each example row (rows of one group are shuffled as one block); () = every row on its own
+    group_of: tuple[int, ...] = field(default=(), repr=False)
 
     @classmethod
-    def of(cls, settings: TrainSettings, examples: int, processes: int) -> BatchPlan:
+    def of(cls, settings: TrainSettings, examples: int, processes: int, group_of: Sequence[int] = ()) -> BatchPlan:
         """The plan of a round of `examples` rows: `settings.epochs`, raised until the round has `settings.min_steps` steps.
 
         `epochs` 0 stays 0 (no training, refused by the caller); `max_steps` still caps the raised round.
+        `group_of`: a group id per row, rows of a group kept together in the shuffled order (() = none).
         """
+        if group_of and len(group_of) != examples:
+            raise ValueError(f"group_of has {len(group_of)} entries for {examples} example rows")
         plan = cls(examples=examples, batch_size=settings.batch_size, grad_accum=settings.grad_accum, processes=processes,
-                   epochs=settings.epochs, seed=settings.seed, max_steps=settings.max_steps)  # fmt: skip
+                   epochs=settings.epochs, seed=settings.seed, max_steps=settings.max_steps,
+                   group_of=tuple(int(group) for group in group_of))  # fmt: skip
         if settings.epochs > 0 and examples > 0 and settings.min_steps > plan.steps_per_epoch * settings.epochs:
             plan = replace(plan, epochs=math.ceil(settings.min_steps / plan.steps_per_epoch))
         return plan
@@ -137,7 +147,15 @@ class BatchPlan:
         return min(total, self.max_steps) if self.max_steps > 0 else total
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.examples)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.group_of:
+            # the groups shuffled, each group's rows kept together in their own order
+            group_of = np.asarray(self.group_of)
+            _, group_index = np.unique(group_of, return_inverse=True)
+            group_rank = rng.permutation(group_index.max() + 1)
+            order = np.lexsort((np.arange(self.examples), group_rank[group_index]))
+        else:
+            order = rng.permutation(self.examples)
         padded = math.ceil(self.examples / self.processes) * self.processes
         return np.concatenate([order, order[: padded - self.examples]])
 

@@ -59,6 +59,7 @@ from reltune.models.checkpoints import (  # noqa: F401  (checkpoint_dir_for: par
     save_checkpoint,
     trainable_state,
 )
+from reltune.models.converses import CONVERSE_SUFFIX, converse_groups
 from reltune.models.images import augment_example, load_image, union_crop
 from reltune.models.names import check_names_in_prompts, copied_rows, pool_fingerprint, substitute_names, substitute_pool, text_words
 from reltune.models.schedule import (  # noqa: F401 (re-exported: the training interface)
@@ -622,6 +623,16 @@ def _named_copies(examples: pd.DataFrame, settings: TrainSettings, source: str) 
     return copied_rows(label_pairs, settings.name_substitution, settings.seed)
 
 
+def _converse_groups(examples: pd.DataFrame, settings: TrainSettings, copies: int, source: str) -> tuple[int, ...]:
+    """`train.converse_batches`: each converse question grouped with its source row (() when off)."""
+    if not settings.converse_batches:
+        return ()
+    qids = examples["qid"].astype(str).tolist()
+    if not any(qid.endswith(CONVERSE_SUFFIX) for qid in qids):
+        raise InputError(source, "--converse-batches true needs converse questions (--converse-predicates names none of these examples)")
+    return converse_groups(qids, len(qids) + copies)
+
+
 def train_backbone(
     backbone_dir: str | Path,
     examples: pd.DataFrame,
@@ -648,8 +659,9 @@ def train_backbone(
         raise InputError("--val", "train.select_best needs the validation instructions")
     examples = examples.reset_index(drop=True)
     copy_sources = _named_copies(examples, settings, source)  # checked before anything is loaded
+    group_of = _converse_groups(examples, settings, len(copy_sources), source)
     accelerator = _accelerator(settings)
-    plan = BatchPlan.of(settings, len(examples) + len(copy_sources), accelerator.num_processes)
+    plan = BatchPlan.of(settings, len(examples) + len(copy_sources), accelerator.num_processes, group_of)
     if plan.total_steps < 1:  # an untrained model must not be saved as if it were trained
         raise InputError(source, f"no optimizer step: {len(examples)} examples, epochs {plan.epochs}, max_steps {settings.max_steps}")
     schedule = Schedule.of(settings, plan)
