@@ -150,3 +150,5 @@ def test_grouped_batches_keep_each_pair_together_and_shuffle_the_groups():
     assert plain.epoch_order(1).tolist() == np.random.default_rng([7, 1]).permutation(12).tolist()
     with pytest.raises(ValueError, match="group_of has 3 entries for 12 example rows"):
         BatchPlan.of(TrainSettings(), examples=12, processes=1, group_of=[0, 1, 2])
+    with pytest.raises(ValueError, match="ids outside the 12 row numbers"):
+        BatchPlan.of(TrainSettings(), examples=12, processes=1, group_of=[12] * 12)

@@ -108,7 +108,8 @@ class BatchPlan:
     epochs: int
     seed: int
     max_steps: int = 0
-    # group of each example row (rows of one group are shuffled as one block); () = every row on its own
+    # group of each example row, a row number (e.g. the group's first row): rows of one group are shuffled as one
+    # block; () = every row on its own
     group_of: tuple[int, ...] = field(default=(), repr=False)
 
     @classmethod
@@ -116,10 +117,13 @@ class BatchPlan:
         """The plan of a round of `examples` rows: `settings.epochs`, raised until the round has `settings.min_steps` steps.
 
         `epochs` 0 stays 0 (no training, refused by the caller); `max_steps` still caps the raised round.
-        `group_of`: a group id per row, rows of a group kept together in the shuffled order (() = none).
+        `group_of`: a group id per row, a row number in [0, examples); rows of a group kept together in the shuffled
+        order (() = none).
         """
         if group_of and len(group_of) != examples:
             raise ValueError(f"group_of has {len(group_of)} entries for {examples} example rows")
+        if group_of and not 0 <= min(group_of) <= max(group_of) < examples:
+            raise ValueError(f"group_of holds ids outside the {examples} row numbers")
         plan = cls(examples=examples, batch_size=settings.batch_size, grad_accum=settings.grad_accum, processes=processes,
                    epochs=settings.epochs, seed=settings.seed, max_steps=settings.max_steps,
                    group_of=tuple(int(group) for group in group_of))  # fmt: skip
@@ -149,11 +153,9 @@ class BatchPlan:
     def epoch_order(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch])
         if self.group_of:
-            # the groups shuffled, each group's rows kept together in their own order
-            group_of = np.asarray(self.group_of)
-            _, group_index = np.unique(group_of, return_inverse=True)
-            group_rank = rng.permutation(group_index.max() + 1)
-            order = np.lexsort((np.arange(self.examples), group_rank[group_index]))
+            # the groups shuffled (a random rank per group id), each group's rows kept together in their own order
+            group_rank = rng.permutation(self.examples)
+            order = np.lexsort((np.arange(self.examples), group_rank[np.asarray(self.group_of)]))
         else:
             order = rng.permutation(self.examples)
         padded = math.ceil(self.examples / self.processes) * self.processes
