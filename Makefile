@@ -100,8 +100,8 @@ REMOVE_EXPERIMENT = ref=refs/exps/$$(git rev-parse HEAD | sed 's|^\(..\)|\1/|')/
 compare-queue: $(STAMP)
 	@for seed in $(SEEDS); do for strategy in $(STRATEGIES); do \
 	  case $$strategy in random) first=random;; full) first=full;; *) first=balanced;; esac; \
-	  case $$strategy@$(ONE_SHOT) in full@*) rounds="$(ROUND_REMOVALS) -S train_on.final=0";; \
-	    balanced@1|random@1) rounds="$(ROUND_REMOVALS) -S train_on.final=0 -S sampling.budget_fraction=$(ONE_SHOT_FRACTION)";; \
+	  case $$strategy@$(ONE_SHOT) in full@*) rounds="$(ROUND_REMOVALS) -S train_on.final.selection=0";; \
+	    balanced@1|random@1) rounds="$(ROUND_REMOVALS) -S train_on.final.selection=0 -S sampling.budget_fraction=$(ONE_SHOT_FRACTION)";; \
 	    *) rounds="";; esac; \
 	  name=$$strategy$(EXP_SUFFIX)-seed$$seed; \
 	  $(call REMOVE_EXPERIMENT,$$name); \

@@ -38,6 +38,7 @@ from reltune.evaluation.compare import (
     show_experiments,
     variant_groups,
 )
+from reltune.plan import selection_round_of
 
 SELECTION_PATH = "data/loop/round_{round}/selection.parquet"
 PER_PREDICATE_PATH = "metrics/per_predicate/{dataset}.csv"
@@ -61,7 +62,7 @@ def selected_per_predicate(selection: pd.DataFrame, positives: pd.DataFrame) -> 
 
 def final_round_of(rev: str) -> int:
     """The round whose selection an experiment's final model trained on (its commit's `train_on.final`)."""
-    return int(experiment_params(rev)["train_on"]["final"])
+    return selection_round_of(experiment_params(rev)["train_on"]["final"])
 
 
 def run_table(rev: str, final_round: int, held_in: str, positives: pd.DataFrame) -> pd.DataFrame:

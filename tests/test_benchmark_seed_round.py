@@ -42,7 +42,7 @@ def test_the_seed_round_runs_the_locked_commands_with_only_strategy_seed_and_out
         assert flags(command) == {**flags(locked[index]), **replaced[index]}
     # the train flags are the stage's, so the run trains as train@1 does (min_steps included)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert flags(train)["--min-steps"] == str(params["train"]["min_steps"])
+    assert flags(train)["--min-steps"] == str(params["train_on"]["1"]["min_steps"])
     assert flags(train)["--name-substitution-mode"] == params["train"]["name_substitution_mode"]
     assert flags(train)["--exclude-names-of"] == "data/scenes"
 

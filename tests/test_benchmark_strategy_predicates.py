@@ -81,11 +81,12 @@ def test_each_experiment_is_read_at_the_round_its_own_params_train_its_final_mod
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], check=True)
     revisions = []
-    for final in (2, 0):  # art after its rounds; balanced drawn at once (make compare's ONE_SHOT)
+    # art after its rounds; balanced drawn at once (make compare's ONE_SHOT); an older commit's bare round number
+    for final in ("{selection: 2, min_steps: 560}", "{selection: 0, min_steps: 2120}", "2"):
         (tmp_path / "params.yaml").write_text(f"train_on:\n  final: {final}\n")
         subprocess.run(["git", "add", "params.yaml"], check=True)
         subprocess.run([*git, "commit", "-q", "-m", f"final {final}"], check=True)
         revisions.append(subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip())
-    assert [strategy_predicates.final_round_of(rev) for rev in revisions] == [2, 0]
+    assert [strategy_predicates.final_round_of(rev) for rev in revisions] == [2, 0, 2]
     with pytest.raises(SystemExit, match="params.yaml of experiment"):
         strategy_predicates.final_round_of("0" * 40)

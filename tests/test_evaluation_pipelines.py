@@ -7,7 +7,8 @@ from reltune.evaluation.pipelines import pipeline_groups, pipeline_label, pipeli
 from test_evaluation_compare import experiment, per_image
 
 
-def lock(models_md5: str = "m1", epochs: int = 20, seed: int = 0, rounds: bool = True, report_md5: str = "e1") -> dict:
+def lock(models_md5: str = "m1", epochs: int = 20, seed: int = 0, rounds: bool = True, report_md5: str = "e1",
+         final_min_steps: int = 560, older: bool = False) -> dict:
     """A dvc.lock shaped like the pipeline's: round stages unless `full`, per-seed data deps, metric stages."""
     stages = {
         "pretrain-tiny@tiny": {
@@ -16,7 +17,8 @@ def lock(models_md5: str = "m1", epochs: int = 20, seed: int = 0, rounds: bool =
         },
         "train@final": {
             "deps": [{"path": "src/reltune/models", "md5": f"{models_md5}.dir"}, {"path": "data/loop/round_2/selection.parquet", "md5": f"sel{seed}"}],
-            "params": {"params.yaml": {"train": {"epochs": epochs, "seed": seed}, "train_on.final": 2, "model": {"lora_r": 0}}},
+            "params": {"params.yaml": {"train": {"epochs": epochs, "seed": seed}, "train_on.final": {"selection": 2, "min_steps": final_min_steps},
+                                       "model": {"lora_r": 0}}},
         },
         "evaluate@synthetic-blind0": {
             "deps": [{"path": "src/reltune/evaluation", "md5": f"{report_md5}.dir"}],
@@ -24,6 +26,9 @@ def lock(models_md5: str = "m1", epochs: int = 20, seed: int = 0, rounds: bool =
         },
         "report": {"deps": [{"path": "src/reltune/evaluation", "md5": f"{report_md5}.dir"}], "params": {"params.yaml": {"report": {"gallery_images": 6}}}},
     }
+    if older:  # before train_on held each model's min_steps: one train.min_steps, the final model on a bare round number
+        stages["train@final"]["params"]["params.yaml"].update({"train": {"epochs": epochs, "seed": seed, "min_steps": final_min_steps},
+                                                              "train_on.final": 2})  # fmt: skip
     if rounds:
         stages["select@1"] = {
             "deps": [{"path": "src/reltune/sampling", "md5": "s1.dir"}],
@@ -40,8 +45,10 @@ def test_signature_keeps_code_and_settings_up_to_the_predictions():
         "params:pretrain_tiny.tiny.max_steps": "2000",
         "params:pretrain_tiny.tiny.seed": "0",
         "params:train.epochs": "20",
+        "params:train_on.final.min_steps": "560",
         "params:model.lora_r": "0",
-    }  # no data deps, no metric stages, nothing a variant or seed sets (sampling, train_on, train.seed)
+    }  # no data deps, no metric stages, nothing a variant or seed sets (sampling, train_on's selections, train.seed)
+    assert pipeline_signature(lock(older=True)) == signature  # an older lock's train.min_steps is the final model's
 
 
 def test_seeds_strategies_full_and_metric_code_agree_code_and_settings_do_not():
@@ -51,6 +58,9 @@ def test_seeds_strategies_full_and_metric_code_agree_code_and_settings_do_not():
     assert signature_differences(base, pipeline_signature(lock(report_md5="e2"))) == []  # a metrics-code commit
     assert signature_differences(base, pipeline_signature(lock(models_md5="m2"))) == ["src/reltune/models"]
     assert signature_differences(base, pipeline_signature(lock(epochs=60))) == ["params:train.epochs"]
+    longer = ["params:train_on.final.min_steps"]  # the final model's training length is a setting, not a variant
+    assert signature_differences(base, pipeline_signature(lock(final_min_steps=2120))) == longer
+    assert signature_differences(pipeline_signature(lock(older=True)), pipeline_signature(lock(final_min_steps=2120))) == longer
     signatures = [base, pipeline_signature(lock(epochs=60)), None, pipeline_signature(lock(seed=1)), pipeline_signature(lock(epochs=60, seed=2))]
     assert pipeline_groups(signatures) == [0, 1, None, 0, 1]
 

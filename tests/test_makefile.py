@@ -52,7 +52,7 @@ def test_balanced_and_random_draw_the_budget_of_every_round_at_once_and_skip_the
     removals = [f"-S ~sampling.rounds.{key} -S ~train_on.{key}" for key in rounds]
     for name in ("balanced-seed3", "random-seed3"):
         command = commands[name]
-        assert all(removal in command for removal in removals) and " -S train_on.final=0" in command
+        assert all(removal in command for removal in removals) and " -S train_on.final.selection=0" in command
         (fraction,) = re.findall(r"-S sampling\.budget_fraction=(\S+)", command)
         assert float(fraction) == pytest.approx(sampling["budget_fraction"] * (len(rounds) + 1))
     assert "~sampling.rounds" not in commands["art-seed3"] and "budget_fraction" not in commands["art-seed3"]

@@ -162,16 +162,18 @@ def test_every_parameter_is_used_by_a_stage():
 
 def test_the_round_chain_and_the_trained_models_agree():
     """train_on has one model per loop round (trained on that round's predecessor) and `final` on the last selection."""
+    from reltune.plan import round_chain
+
     for path in [ROOT / "params.yaml", *PROFILES]:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         if path != ROOT / "params.yaml":
             params = merge_profile(params, yaml.safe_load(path.read_text()))
         rounds = params["sampling"]["rounds"]
-        train_on = params["train_on"]
-        assert {key: train_on[key] for key in rounds} == {key: item["previous"] for key, item in rounds.items()}, path.name
-        assert set(train_on) == set(rounds) | {"final"}, path.name
+        _, models = round_chain(params, path)  # refuses items of the wrong form
+        assert {key: models[key].selection for key in rounds} == {key: item["previous"] for key, item in rounds.items()}, path.name
+        assert set(models) == set(rounds) | {"final"}, path.name
         last = max((int(key) for key in rounds), default=0)
-        assert train_on["final"] == last, path.name
+        assert models["final"].selection == last, path.name
 
 
 def test_score_and_select_share_the_sampling_defaults():

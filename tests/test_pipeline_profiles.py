@@ -31,8 +31,8 @@ def test_overrides_reproduce_the_merged_profile(tmp_path):
     assert applied == merged
     assert applied["world"] == {} and applied["pretrain_tiny"] == {}
     assert sorted(applied["scenes"]["datasets"]) == ["gqa200", "oiv4", "oiv6", "vg150"]
-    assert applied["train"]["warmup_steps"] == 3000 and applied["train_on"]["final"] == 5
-    assert applied["train_on"]["5"] == 4 and sorted(applied["sampling"]["rounds"]) == ["1", "2", "3", "4", "5"]
+    assert applied["train"]["warmup_steps"] == 3000 and applied["train_on"]["final"] == {"selection": 5, "min_steps": 0}
+    assert applied["train_on"]["5"] == {"selection": 4, "min_steps": 0} and sorted(applied["sampling"]["rounds"]) == ["1", "2", "3", "4", "5"]
 
 
 def test_override_values_with_quotes_are_refused():

@@ -18,7 +18,7 @@ def minimal(params: dict) -> dict:
     params["train"].update(epochs=1, max_steps=4, batch_size=16, warmup_steps=2, checkpoint_every=100)
     params["score"].update(num_beams=2, max_new_tokens=12, batch_size=32)
     params["sampling"].update(budget_fraction=0.1, rounds={"1": {"previous": 0}, "2": {"previous": 1}})
-    params["train_on"] = {"1": 0, "2": 1, "final": 2}
+    params["train_on"] = {key: {"selection": selection, "min_steps": 0} for key, selection in (("1", 0), ("2", 1), ("final", 2))}
     params["report"]["gallery_images"] = 2
     return params
 

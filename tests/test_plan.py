@@ -78,11 +78,12 @@ def test_embedded_default_passes_its_own_plan(capsys):
     questions = 2 * first["positives"]
     assert params["train"]["name_substitution_mode"] == "add"
     assert first["examples"] == questions + math.floor(questions * (1 - (1 - params["train"]["name_substitution"]) ** 2))
-    # small rounds get more epochs until they have train.min_steps optimizer steps
+    # small rounds get more epochs until they have their train_on.<model>.min_steps optimizer steps
+    min_steps = params["train_on"]["1"]["min_steps"]
     steps_per_epoch = math.ceil(first["examples"] / params["train"]["batch_size"])
-    epochs = max(params["train"]["epochs"], math.ceil(params["train"]["min_steps"] / steps_per_epoch))
+    epochs = max(params["train"]["epochs"], math.ceil(min_steps / steps_per_epoch))
     assert (first["epochs"], first["steps"]) == (epochs, steps_per_epoch * epochs)
-    assert first["steps"] >= params["train"]["min_steps"]
+    assert first["steps"] >= min_steps
 
 
 def test_long_warmup_budget_over_pool_and_open_chains_are_refused(tmp_path, capsys):
@@ -108,8 +109,14 @@ def test_long_warmup_budget_over_pool_and_open_chains_are_refused(tmp_path, caps
     assert "round 2: budget 2040 is larger than the 1021 positives left in the pool" in refusal(capsys, "--params", greedy, "--positives", "5101")
     loop = write(**{"sampling.rounds": {"1": {"previous": 2}, "2": {"previous": 1}}})
     assert "does not reach the seed" in refusal(capsys, "--params", loop, "--positives", "5101")
-    missing = write(**{"train_on": {"1": 0, "2": 1, "final": 7}})
+    missing = write(**{"train_on.final.selection": 7})
     assert "model final trains on selection 7, which no round makes" in refusal(capsys, "--params", missing, "--positives", "5101")
+    bare = write(**{"train_on.final": 2})  # the form older params had
+    assert "[train_on.final]: expected {selection: <round>, min_steps: <steps>}, got 2" in refusal(capsys, "--params", bare, "--positives", "5101")
+    negative = write(**{"train_on.2.min_steps": -1})
+    assert "min_steps must be a whole number of steps >= 0, got -1" in refusal(capsys, "--params", negative, "--positives", "5101")
+    moved = write(**{"train.min_steps": 560})
+    assert "[train.min_steps]: train.min_steps is per model now: train_on.<model>.min_steps" in refusal(capsys, "--params", moved, "--positives", "5101")
     typo = write(**{"train.epoch": 3})
     assert "unknown train parameter(s) ['epoch']" in refusal(capsys, "--params", typo, "--positives", "5101")
 
@@ -205,7 +212,7 @@ def test_replayed_where_questions_count_in_every_round(tmp_path, capsys):
 def test_converse_questions_count_in_the_plan_after_the_repeats(tmp_path, capsys):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["sampling"].update(strategy="full", seed_strategy="full", rounds={})
-    params["train_on"] = {"final": 0}
+    params["train_on"] = {"final": {"selection": 0, "min_steps": 0}}
     params["train"].update(repeat_threshold=0.4, name_substitution=0.0, replay=0.0, converse_predicates="above:below")
     path, counts = tmp_path / "params.yaml", tmp_path / "counts.json"
     path.write_text(yaml.safe_dump(params))
@@ -222,7 +229,7 @@ def test_converse_questions_count_in_the_plan_after_the_repeats(tmp_path, capsys
 def test_repeated_rare_predicates_count_in_the_plan_and_need_per_predicate_counts(tmp_path, capsys):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["sampling"].update(strategy="full", seed_strategy="full", rounds={})
-    params["train_on"] = {"final": 0}
+    params["train_on"] = {"final": {"selection": 0, "min_steps": 0}}
     params["train"].update(repeat_threshold=0.4, name_substitution=0.0, replay=0.0)
     path, counts = tmp_path / "params.yaml", tmp_path / "counts.json"
     path.write_text(yaml.safe_dump(params))

@@ -50,7 +50,7 @@ class RoundPlan:
     selection_round: int  # the selection it trains on
     positives: int
     examples: int
-    epochs: int  # train.epochs, or more where train.min_steps raises them
+    epochs: int  # train.epochs, or more where train_on.<round>.min_steps raises them
     steps: int
     warmup_steps: int
     pool_rows: int
@@ -180,8 +180,32 @@ def _round_number(key: object, source: Path, where: str) -> int:
     return number
 
 
-def round_chain(params: Mapping, source: Path) -> tuple[dict[int, int], dict[str, int]]:
-    """({score round k: its previous selection round}, {tuned model: the selection round it trains on}).
+@dataclass(frozen=True)
+class TunedModel:
+    """One item of `train_on`: the selection round a model trains on and its floor of optimizer steps."""
+
+    selection: int
+    min_steps: int
+
+
+def tuned_model(item: object, source: Path, name: str) -> TunedModel:
+    """`train_on.<name>` read: {selection: N, min_steps: N}; the older bare round number is refused with the new form."""
+    where = f"train_on.{name}"
+    if not isinstance(item, Mapping) or set(item) != {"selection", "min_steps"}:
+        raise InputError(source, f"expected {{selection: <round>, min_steps: <steps>}}, got {item!r}", where)
+    min_steps = item["min_steps"]
+    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
+        raise InputError(source, f"min_steps must be a whole number of steps >= 0, got {min_steps!r}", where)
+    return TunedModel(_round_number(item["selection"], source, f"{where}.selection"), min_steps)
+
+
+def selection_round_of(item: object) -> int:
+    """The selection round of a `train_on` item, in today's form or the bare number older commits hold."""
+    return int(item["selection"] if isinstance(item, Mapping) else item)
+
+
+def round_chain(params: Mapping, source: Path) -> tuple[dict[int, int], dict[str, TunedModel]]:
+    """({score round k: its previous selection round}, {tuned model: what it trains on}).
 
     Closes when every previous is 0 (the seed) or another round, no chain
     loops, every model trains on an existing selection, a `final` model
@@ -202,17 +226,22 @@ def round_chain(params: Mapping, source: Path) -> tuple[dict[int, int], dict[str
                 raise InputError(source, f"the chain of round {start} does not reach the seed (round 0)", "sampling.rounds")
             seen.add(current)
     if "train_on" in params:
-        models = {str(name): _round_number(value, source, f"train_on.{name}") for name, value in params["train_on"].items()}
-    else:  # older params: one model per round, and the final one on sampling.last_round
-        models = {str(k): previous for k, previous in rounds.items()}
-        models["final"] = _round_number(sampling.get("last_round", max(rounds, default=0)), source, "sampling.last_round")
+        if "min_steps" in params["train"]:  # dvc.yaml passes train_on's: this one would be planned, not trained
+            raise InputError(source, "train.min_steps is per model now: train_on.<model>.min_steps", "train.min_steps")
+        models = {str(name): tuned_model(item, source, str(name)) for name, item in params["train_on"].items()}
+    else:  # older params: one model per round, and the final one on sampling.last_round, all with train.min_steps
+        min_steps = int(params["train"].get("min_steps", 0))
+        models = {str(k): TunedModel(previous, min_steps) for k, previous in rounds.items()}
+        last = _round_number(sampling.get("last_round", max(rounds, default=0)), source, "sampling.last_round")
+        models["final"] = TunedModel(last, min_steps)
     if "final" not in models:
         raise InputError(source, "no `final` model to evaluate", "train_on")
-    for name, selection in models.items():
-        if selection != 0 and selection not in rounds:
-            raise InputError(source, f"model {name} trains on selection {selection}, which no round makes", f"train_on.{name}")
+    for name, model in models.items():
+        if model.selection != 0 and model.selection not in rounds:
+            raise InputError(source, f"model {name} trains on selection {model.selection}, which no round makes",
+                             f"train_on.{name}.selection")  # fmt: skip
     for k, previous in rounds.items():
-        if models.get(str(k)) != previous:
+        if str(k) not in models or models[str(k)].selection != previous:
             raise InputError(source, f"score round {k} needs model {k} trained on selection {previous}", f"train_on.{k}")
     return rounds, models
 
@@ -310,7 +339,8 @@ def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int,
     rounds, models = round_chain(params, source)
     budget, selected = selections(inputs.counts, rounds, params["sampling"], source)
     plans = []
-    for name, selection_round in sorted(models.items(), key=lambda item: (item[0] == "final", _sort_key(item[0]))):
+    for name, model in sorted(models.items(), key=lambda item: (item[0] == "final", _sort_key(item[0]))):
+        selection_round = model.selection
         positives = sum(selected[selection_round].values())
         repeated = repeated_counts(selected[selection_round], settings.repeat_threshold)  # rare ones repeated
         # each (repeated) question of a converse predicate asked again swapped: at most, as skips need the pairs
@@ -319,8 +349,9 @@ def plan_rounds(params: Mapping, inputs: PlanInputs, source: Path) -> tuple[int,
         # replayed where- and copy questions are renamed too
         questions += replay_count(questions, settings.replay) + replay_count(questions, settings.copy_replay)
         examples = questions + renamed_copies(questions, settings)
-        batch_plan = BatchPlan.of(settings, examples, inputs.processes)
-        schedule = Schedule.of(settings, batch_plan)
+        model_settings = dataclasses.replace(settings, min_steps=model.min_steps)
+        batch_plan = BatchPlan.of(model_settings, examples, inputs.processes)
+        schedule = Schedule.of(model_settings, batch_plan)
         try:
             check_warmup(schedule, settings.allow_long_warmup)
         except InputError as error:

@@ -7,7 +7,10 @@ pool runs whose predictions came from different code or settings. An
 experiment's signature is what its `dvc.lock` records for every stage up to
 the predictions: the hash of each code dependency under `src/` and the value
 of each parameter, apart from the parameters a variant or a seed sets
-(`sampling`, `train_on`, `train.seed`). Two signatures agree when no key
+(`sampling`, the selection each model trains on under `train_on`,
+`train.seed`; a model's `train_on.<model>.min_steps` is training length and
+stays, under the key older locks gave it as `train.min_steps` of that
+model's `train@<model>` stage). Two signatures agree when no key
 that both record differs (a `full` run has no round stages, so it records
 fewer keys, not other values).
 """
@@ -20,6 +23,10 @@ from typing import Any
 
 # parameters that make variants and seeds differ on purpose (make compare-queue sets them)
 VARIANT_PARAMS = ("sampling", "train_on", "train.seed")
+# ... but not these leaves of them: how long each model trains is a setting, the same for every variant
+SETTING_LEAF = "min_steps"
+# the key `train.min_steps` had before it moved into train_on (one floor for every model)
+OLD_MIN_STEPS = "train.min_steps"
 # stages that read predictions (their code changing leaves the predictions comparable)
 METRIC_STAGES = ("evaluate", "report")
 CODE_ROOT = "src/"
@@ -37,7 +44,15 @@ def _flat_params(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _is_variant_param(key: str) -> bool:
+    if key.startswith("train_on.") and key.endswith(f".{SETTING_LEAF}"):
+        return False
     return any(key == name or key.startswith(f"{name}.") for name in VARIANT_PARAMS)
+
+
+def _setting_key(stage: str, key: str) -> str:
+    """Today's name of a parameter: an older lock's `train.min_steps` of stage `train@<model>` is `train_on.<model>.min_steps`."""
+    name, _, model = stage.partition("@")
+    return f"train_on.{model}.{SETTING_LEAF}" if key == OLD_MIN_STEPS and name == "train" and model else key
 
 
 def pipeline_signature(lock: Mapping[str, Any]) -> Signature:
@@ -52,6 +67,7 @@ def pipeline_signature(lock: Mapping[str, Any]) -> Signature:
                 signature[path] = str(dependency.get("md5"))
         for params in (body.get("params") or {}).values():
             for key, value in _flat_params("", params or {}):
+                key = _setting_key(str(stage), key)
                 if not _is_variant_param(key):
                     signature[f"params:{key}"] = json.dumps(value, sort_keys=True)
     return signature
