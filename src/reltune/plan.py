@@ -50,7 +50,7 @@ class RoundPlan:
     selection_round: int  # the selection it trains on
     positives: int
     examples: int
-    epochs: int  # train.epochs, or more where train_on.<round>.min_steps raises them
+    epochs: int  # train.epochs, or more where train_on.<model>.min_steps raises them
     steps: int
     warmup_steps: int
     pool_rows: int
