@@ -86,6 +86,26 @@ def test_embedded_default_passes_its_own_plan(capsys):
     assert first["steps"] >= min_steps
 
 
+def test_a_profile_without_replace_is_planned_over_the_base_with_each_models_min_steps(tmp_path, capsys):
+    """The candidate profile changes part of `train` and only train_on.final.min_steps: the final model alone trains longer."""
+    counts = tmp_path / "counts.json"
+    counts.write_text(json.dumps({name: 250 for name in ("on", "near", "above", "below", "left of", "right of")}))
+    candidate, base = ROOT / "profiles" / "tiny-candidate.yaml", ROOT / "params.yaml"
+    assert "replace" not in yaml.safe_load(candidate.read_text())
+    plan = plan_json(capsys, "--params", str(candidate), "--base", str(base), "--counts", str(counts))
+    steps = {item["round"]: item["steps"] for item in plan["rounds"]}
+    train_on = yaml.safe_load(base.read_text())["train_on"]
+    final_floor = yaml.safe_load(candidate.read_text())["train_on"]["final"]["min_steps"]
+    assert final_floor > train_on["final"]["min_steps"]
+    # 1500 positives: the round models are small, so each trains to its own floor; the final one to the profile's
+    rounds = {item["round"]: item for item in plan["rounds"]}
+    for name in ("1", "2"):
+        steps_per_epoch = rounds[name]["steps"] // rounds[name]["epochs"]
+        assert train_on[name]["min_steps"] <= steps[name] < train_on[name]["min_steps"] + steps_per_epoch
+    final_per_epoch = rounds["final"]["steps"] // rounds["final"]["epochs"]
+    assert final_floor <= steps["final"] < final_floor + final_per_epoch
+
+
 def test_long_warmup_budget_over_pool_and_open_chains_are_refused(tmp_path, capsys):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
 

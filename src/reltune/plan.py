@@ -69,14 +69,18 @@ class RoundPlan:
 # ---------------------------------------------------------------- inputs
 
 
+# what a whole params file has; a profile (reltune.profiles) holds only what it changes
+PARAMS_SECTIONS = ("train", "sampling", "instructions")
+
+
 def resolve_params(path: Path, base: Path) -> dict:
-    """params.yaml itself, or a profile (a file with `replace:`) merged onto `base`."""
+    """params.yaml itself, or a profile (a file with `replace:` or without some section) merged onto `base`."""
     from reltune.profiles import load_yaml, merge_profile
 
     params = load_yaml(path)
-    if "replace" in params:
+    if "replace" in params or not all(section in params for section in PARAMS_SECTIONS):
         params = merge_profile(load_yaml(base), params)
-    for section in ("train", "sampling", "instructions"):
+    for section in PARAMS_SECTIONS:
         if not isinstance(params.get(section), Mapping):
             raise InputError(path, f"no `{section}` mapping (a params file or a profile over --base)")
     return params
