@@ -52,6 +52,7 @@ STAGE_COMMANDS = {
     "export-graphs": ["--scenes", "{missing}", "--predictions", "{missing}", "--out", "{out}"],
     "convert-lavis": ["--checkpoint", "{missing}", "--preset", "tiny", "--base", "{missing}", "--out", "{out}"],
     "profile-args": ["{missing}", "--write", "{out}/p.yaml"],
+    "profile-commands": ["{missing}"],  # prints a script; a missing profile is one line
     "plan": ["--params", "{missing}"],  # not a stage (prints a plan), but its numbers are checked the same way
 }
 
@@ -185,7 +186,7 @@ def test_out_of_domain_values_exit_2_with_one_line_before_any_work(command, comm
         for action in _typed_options(commands[command])
         if hasattr(action.type, "domain") or action.option_strings[0] in CUSTOM_BAD_VALUES
     ]
-    if not options:  # profile-args: paths only; a missing profile is still one line, nothing written
+    if not options:  # profile-args, profile-commands: paths and patterns only; a missing profile is still one line, nothing written
         root = tmp_path_factory.mktemp("domains") / "run"
         code, stderr, _ = run_cli(_argv(command, root, []))
         assert code == 2 and stderr.count("\n") == 1 and not root.exists(), stderr

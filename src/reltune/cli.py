@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "reltune.inference.commands",
     "reltune.evaluation.commands",
     "reltune.profiles",
+    "reltune.profile_commands",
     "reltune.plan",
 )
 
@@ -47,6 +48,7 @@ COMMAND_OWNERS = {
     "export-graphs": "reltune.evaluation.commands",
     "report": "reltune.evaluation.commands",
     "profile-args": "reltune.profiles",
+    "profile-commands": "reltune.profile_commands",
     "plan": "reltune.plan",
 }
 
