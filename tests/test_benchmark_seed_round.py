@@ -44,7 +44,7 @@ def test_the_seed_round_runs_the_locked_commands_with_only_strategy_seed_and_out
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert flags(train)["--min-steps"] == str(params["train_on"]["1"]["min_steps"])
     assert flags(train)["--name-substitution-mode"] == params["train"]["name_substitution_mode"]
-    assert flags(train)["--exclude-names-of"] == "data/scenes"
+    assert flags(train)["--exclude-names-of"] == "data/names.json"  # the names stage's file
 
 
 def test_overrides_replace_the_budget_and_training_length_only_where_asked(seed_round, locked, tmp_path):
