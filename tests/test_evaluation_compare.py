@@ -245,6 +245,15 @@ def test_main_prints_summary_and_differences_and_the_report_gets_them(tmp_path, 
     assert compare.experiments_html() == ""
 
 
+def test_outside_a_git_repository_the_report_says_so_and_leaves_the_comparison_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # git must not find a repository above
+    assert compare.experiments_html() == ""
+    message = capsys.readouterr().err
+    assert "report: no experiment comparison (fatal: not a git repository" in message and "exit status" not in message
+
+
 def test_per_image_files_are_read_from_the_experiments_git_commit(git_here, tmp_path):
     git = git_here
     write_json({"seed": 1}, tmp_path / "metrics/per_image/synthetic.json")

@@ -550,7 +550,12 @@ def experiments_html(entries: list[dict] | None = None) -> str:
             return ""
         try:
             entries = show_experiments()
-        except (OSError, subprocess.CalledProcessError, json.JSONDecodeError) as error:
+        except subprocess.CalledProcessError as error:
+            # git's or dvc's own last line ("fatal: not a git repository ...") says why, the exit status does not
+            reason = (error.stderr or "").strip().splitlines()
+            log(f"report: no experiment comparison ({reason[-1] if reason else error})")
+            return ""
+        except (OSError, json.JSONDecodeError) as error:
             log(f"report: no experiment comparison ({error})")
             return ""
     tables = comparison_tables(entries)
