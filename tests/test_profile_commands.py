@@ -14,6 +14,7 @@ import yaml
 
 from reltune.cli import main
 from reltune.profile_commands import rendered_stages, select_stages
+from reltune.profiles import load_yaml, merge_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = ROOT / "dvc.yaml"
@@ -67,8 +68,6 @@ def test_every_stage_comes_after_the_stages_whose_outputs_its_command_reads():
 
 
 def test_each_model_trains_on_its_selection_with_its_own_floor_under_the_candidate_profile():
-    from reltune.profiles import load_yaml, merge_profile
-
     candidate = merge_profile(PARAMS, load_yaml(CANDIDATE))
     commands = commands_of(rendered_stages(DVC_YAML, candidate, ["sampling.seed=3", "train.seed=3"]))
     assert candidate["train_on"]["final"]["min_steps"] != PARAMS["train_on"]["final"]["min_steps"]

@@ -71,9 +71,7 @@ def rendered_stages(dvc_yaml: Path, params: Mapping, overrides: Sequence[str] = 
         except DvcException as error:
             raise InputError("-S", f"{error} ({' '.join(overrides)})") from None
         try:
-            with _quiet_dvc():
-                Repo.init(root, no_scm=True)
-                repo = Repo(root)
+            with _quiet_dvc(), Repo.init(root, no_scm=True) as repo:
                 graph = repo.index.graph
                 file_order = {stage: position for position, stage in enumerate(repo.index.stages)}
                 # DVC's edges point from a stage to the stages it depends on: reversed, dependencies first
