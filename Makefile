@@ -42,7 +42,7 @@ DVC := PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc
 # JOBS experiments run at a time, each with torch threads = its share of the cores (at least 1).
 # More OpenMP threads than cores stall each other: two experiments whose predict stages each took
 # both cores ran 5-8x slower; two one-thread experiments on 2 cores each take as long as one alone,
-# so a comparison finishes in about half the time (README "Cost of `make compare`").
+# so a comparison finishes in about half the time (docs/RESULTS.md "Cost of `make compare`").
 # The cores this process may use: nproc without the OpenMP variables, which it would otherwise report instead.
 THREADS_PER_JOB = $(shell n=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc); t=$$((n / $(JOBS))); echo $$((t > 0 ? t : 1)))
 # `full`: no loop rounds, and the final model trains on the seed selection (round 0)

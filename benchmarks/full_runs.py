@@ -2,7 +2,7 @@
 
 `issue16_targets.py` reads the experiments of `make compare` from git. A run
 made instead with a plain `dvc repro` in a git worktree (one per seed, sharing
-a DVC cache; README "Replaying the copy questions") leaves its results in that
+a DVC cache; docs/RESULTS.md "Replaying the copy questions") leaves its results in that
 worktree's `metrics/`. This script reads them there and prints, per run:
 
 - held-in and held-out R / mR / mgR @20, mR@20's bootstrap standard error over
@@ -24,7 +24,7 @@ order): the paired mR@20 difference run - baseline, bootstrapped over test
 images, per pair and over all pairs (`paired_difference`), held in and held out.
 A single pair's interval holds its two models fixed, so its verdict is about
 the test images only: another training seed moves one run by more (2-5
-points on the candidate, README "Art's spread is its training"); read the
+points on the candidate, docs/RESULTS.md "Art's spread is its training"); read the
 line over all pairs, which resamples the pairs too.
 
 Usage (from the repository root):

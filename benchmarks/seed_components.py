@@ -23,7 +23,7 @@ them itself; this script reads runs made elsewhere (worktrees,
 
 Each run is a workspace as `full_runs.py` reads it (its held-in
 `metrics/<dataset>.json` and `metrics/per_image/<dataset>.json`), e.g. a
-`benchmarks/larger_test.py` output. README "Art's spread is its training".
+`benchmarks/larger_test.py` output. docs/RESULTS.md "Art's spread is its training".
 
 Usage (from the repository root; one --group per selection):
     .venv/bin/python benchmarks/seed_components.py --group OUT/art_s0 OUT/art_s0_t10 --group OUT/art_s2 OUT/art_s2_t12

@@ -1,7 +1,7 @@
 """Where one training step's time goes: crops, batch, forward, backward, optimizer (issue 16, cost).
 
 A `full` run of the candidate miniature is ~5360 optimizer steps of batch 128; halving the epochs
-or the batch costs parts 3 and 4 (README "Half the training"), so a cheaper run needs cheaper
+or the batch costs parts 3 and 4 (docs/RESULTS.md "Half the training"), so a cheaper run needs cheaper
 steps. This times the phases of the training loop's step on a workspace's held-in training
 questions and backbone: the augmented crops and texts (`example_views`), the processor batch
 (`collate_batch`), the forward pass, the backward pass and the clipped AdamW step; in float32,

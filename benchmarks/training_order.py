@@ -112,7 +112,7 @@ def check_same_inputs(experiment_lock: dict, workspace_lock: dict, held_in: str,
 def threads_per_job(jobs: int, cores: int | None = None) -> int:
     """Torch threads of each of `jobs` runs side by side: its share of the cores, at least 1 (the Makefile's
     THREADS_PER_JOB). Why: `train` sets its own (cpu_threads 1), but predict and evaluate take every core, and two
-    such processes beside each other, or one beside a training, stall (README "Cost of `make compare`")."""
+    such processes beside each other, or one beside a training, stall (docs/RESULTS.md "Cost of `make compare`")."""
     return max(1, (cores or len(os.sched_getaffinity(0))) // max(1, jobs))  # the cores this process may use, as nproc
 
 

@@ -73,7 +73,7 @@ TRAIN_ARGUMENTS = {
     "name_substitution": Setting(unit_interval, "train: chance per object name of a question to be replaced by a word "
                                  "naming nothing (prompt and answer alike; reltune.models.names)"),
     "name_substitution_mode": Setting(choices=NAME_SUBSTITUTION_MODES, help="add: the altered question is asked besides the "
-                                      "question as written; replace: instead of it (README 'Names copied from the question')"),
+                                      "question as written; replace: instead of it (docs/RESULTS.md 'Names copied from the question')"),
     "replay": Setting(non_negative_float, "train: pretraining's 'where is the {a} relative to the {b}' questions asked "
                       "besides, as a fraction of the relation examples (reltune.models.replay; 0: off)"),
     "replay_answer": Setting(choices=REPLAY_ANSWERS, help="side: replayed questions answer 'top' as pretraining "

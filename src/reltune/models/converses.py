@@ -5,7 +5,7 @@ Every training question "cup above plate" also holds read the other way: "plate 
 predicate is asked a second time about the same crop with subject and object swapped, answered with
 the converse predicate, and its negative likewise. Why: the training split's direction pairs are
 lopsided (128 above, 60 below, 42 left of, 36 right of) and the tuned model answers them by that
-prior, one axis leaning onto one answer (README "Repeating rare predicates"). With every direction
+prior, one axis leaning onto one answer (docs/RESULTS.md "Repeating rare predicates"). With every direction
 question beside its converse, each answer is asked exactly as often as its opposite on the same
 crops, so neither can be learned without the other and only the image tells them apart.
 

@@ -1,4 +1,4 @@
-"""Object-name substitution in relation tuning (issue 16, part 4; README "Names copied from the question").
+"""Object-name substitution in relation tuning (issue 16, part 4; docs/RESULTS.md "Names copied from the question").
 
 Measured on the embedded default: a model tuned on all data answers "Yes" to
 pairs with an unseen class (fox, moon, ...) but writes the name of a seen class

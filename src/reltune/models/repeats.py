@@ -6,7 +6,7 @@ a category of frequency f gets the repeat factor r = max(1, sqrt(t / f)) for a t
 unit is the question, not the image: f is the share of the training positives
 whose predicate it is. Why: in relation tuning the direction pairs are 266 of 5018 positives and the
 tuned model fits not even its training ones, while the same pairs trained for ~48 epochs are learned
-(README "Replaying where things are", `benchmarks/direction_probe.py --finetune-steps`).
+(docs/RESULTS.md "Replaying where things are", `benchmarks/direction_probe.py --finetune-steps`).
 
 LVIS draws each image's repeats anew every epoch; here the copies are fixed before training, and each
 predicate gets exactly round(n x r) copies of its n questions (every question floor(r) times, a seeded

@@ -1,13 +1,13 @@
 """Replay during relation tuning: pretraining's relative-where and copy questions asked beside the relations.
 
 Relation tuning alone undoes what a binding pretraining taught: after it, the model answers the
-direction predicates by prior (README "Pretraining that binds both axes, then relation tuning").
+direction predicates by prior (docs/RESULTS.md "Pretraining that binds both axes, then relation tuning").
 Replay keeps asking "Where is the {a} relative to the {b}?" (answers left, right, top, bottom: the
 dominant axis of the two centres, as in pretraining) about objects of the same held-in training
 scenes, so the position of two named objects stays something the model must read from the crop.
 No validation, test or held-out image is read. The side answers name no predicate; `train.replay_answer:
 direction` answers with the English direction phrase computed from the boxes ("cup above plate"),
-which may be a predicate name of the dataset (README "Replaying where things are": it did not help).
+which may be a predicate name of the dataset (docs/RESULTS.md "Replaying where things are": it did not help).
 
 Copy replay (`train.copy_replay`) asks pretraining's language-only question "Repeat the words: a b."
 over the object and predicate names of every dataset, held-out ones included as words (never their

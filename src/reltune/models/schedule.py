@@ -39,7 +39,7 @@ class TrainSettings:
     betas: tuple[float, float] = (0.9, 0.999)
     max_steps: int = 0  # 0: no cap, run all epochs
     # more epochs for a small training set, until it gets this many optimizer steps (0: `epochs` as given):
-    # a model trained on a few hundred questions for 20 epochs is undertrained (README "Training length")
+    # a model trained on a few hundred questions for 20 epochs is undertrained (docs/RESULTS.md "Training length")
     min_steps: int = 560
     clip_norm: float = 1.0
     checkpoint_every: int = 100

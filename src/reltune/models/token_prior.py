@@ -4,7 +4,7 @@ A real InstructBLIP meets an unseen object name ("fox") with a pretrained
 language model that already places it near the names it was tuned on. The
 random tiny model has no such prior: an unseen name is a token whose embedding
 only the copy questions ever trained, and measured, answers about a pair with
-one collapse (README "Where held-out transfer is lost: the unseen names").
+one collapse (docs/RESULTS.md "Where held-out transfer is lost: the unseen names").
 
 Here each token of the tiny BPE vocabulary starts from the sentence model's
 embedding of its text (all-MiniLM-L6-v2, shipped offline), reduced to the
@@ -14,7 +14,7 @@ init (fox next to bear and bird). `sentence` then trains them as any weight;
 is not lost for the names training sees. transformers ties T5's output head to
 its input embeddings, so frozen ones are the output head too; measured, that
 pretraining answers yes/no questions at chance, while `sentence` keeps the
-geometry anyway (README "A language prior for unseen names"). Only language
+geometry anyway (docs/RESULTS.md "A language prior for unseen names"). Only language
 is used: token texts, never an image or a relation answer.
 """
 
