@@ -11,6 +11,7 @@ that begins with it (a reference may shorten a long title: "Training length" for
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ def resolves(name: str, starts: list[str]) -> bool:
     return any(start.startswith(name) for start in starts)
 
 
+@cache  # read once for both documents' tests
 def references() -> list[tuple[str, str, str]]:
     """(where, document, section name) for every reference in the sources."""
     found = []
