@@ -5,7 +5,8 @@ measurement behind it. When the README's lab notebook moved to docs/RESULTS.md, 
 those pointers turned out to name no section at all; this keeps them resolvable.
 A name resolves when the file has a heading, a bold paragraph start or a bullet
 that begins with it (a reference may shorten a long title: "Training length" for
-"Training length at ART's budget").
+"Training length at ART's budget"). The README's results summary names
+docs/RESULTS.md's sections in plain quotes; those are checked the same way.
 """
 
 from __future__ import annotations
@@ -73,3 +74,25 @@ def test_every_reference_names_a_section_of_its_document(document):
     starts = section_starts(DOCUMENTS[document].read_text(encoding="utf-8"))
     missing = [f"{where}: {document} \"{name}\"" for where, target, name in references() if target == document and not resolves(name, starts)]
     assert not missing, "references to no section:\n" + "\n".join(missing)
+
+
+# quoted words of the README's results summary that are not section names: answers, a phrase, a question
+SUMMARY_QUOTES_NOT_SECTIONS = {"...", "Yes", "No", "balanced below random", "Where is the {a} relative to the {b}?"}
+
+
+def summary_quotes() -> list[str]:
+    """Every "..." in the README's results summary, outside code spans that hold a shell command."""
+    readme = DOCUMENTS["README"].read_text(encoding="utf-8")
+    summary = readme[readme.index("## Results of the embedded default") : readme.index("## What reproduces where")]
+    flat = re.sub(r"`[^`]*`", lambda span: "" if '"' in span.group() else span.group(), re.sub(r"\s+", " ", summary))
+    return re.findall(r'"([^"]+)"', flat)
+
+
+def test_the_readme_summary_quotes_sections_that_exist():
+    # the summary says "Section names quoted below are its [docs/RESULTS.md's] sections"
+    starts = section_starts(DOCUMENTS["docs/RESULTS.md"].read_text(encoding="utf-8"))
+    starts += section_starts(DOCUMENTS["README"].read_text(encoding="utf-8"))  # "What reproduces where" (below)
+    quotes = [quote for quote in summary_quotes() if quote not in SUMMARY_QUOTES_NOT_SECTIONS]
+    assert len(quotes) >= 15, quotes  # the checker found the summary's references
+    missing = [quote for quote in quotes if not resolves(quote, starts)]
+    assert not missing, f"README results summary quotes no section: {missing}"
