@@ -33,6 +33,11 @@ def section_starts(text: str) -> list[str]:
     return [re.sub(r"\s+", " ", start).strip() for start in starts]
 
 
+@cache  # each document is read once for all the tests
+def document_starts(document: str) -> list[str]:
+    return section_starts(DOCUMENTS[document].read_text(encoding="utf-8"))
+
+
 def resolves(name: str, starts: list[str]) -> bool:
     return any(start.startswith(name) for start in starts)
 
@@ -71,7 +76,7 @@ def test_the_project_has_references_to_check():
 
 @pytest.mark.parametrize("document", sorted(DOCUMENTS))
 def test_every_reference_names_a_section_of_its_document(document):
-    starts = section_starts(DOCUMENTS[document].read_text(encoding="utf-8"))
+    starts = document_starts(document)
     missing = [f"{where}: {document} \"{name}\"" for where, target, name in references() if target == document and not resolves(name, starts)]
     assert not missing, "references to no section:\n" + "\n".join(missing)
 
@@ -90,8 +95,7 @@ def summary_quotes() -> list[str]:
 
 def test_the_readme_summary_quotes_sections_that_exist():
     # the summary says "Section names quoted below are its [docs/RESULTS.md's] sections"
-    starts = section_starts(DOCUMENTS["docs/RESULTS.md"].read_text(encoding="utf-8"))
-    starts += section_starts(DOCUMENTS["README"].read_text(encoding="utf-8"))  # "What reproduces where" (below)
+    starts = document_starts("docs/RESULTS.md") + document_starts("README")  # README: "What reproduces where" (below)
     quotes = [quote for quote in summary_quotes() if quote not in SUMMARY_QUOTES_NOT_SECTIONS]
     assert len(quotes) >= 15, quotes  # the checker found the summary's references
     missing = [quote for quote in quotes if not resolves(quote, starts)]
