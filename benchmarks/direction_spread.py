@@ -15,8 +15,9 @@ recalls at once. This script splits each run's held-in mR@20 along that line:
   would give 0.68 on the vertical pairs, a coin 0.5;
 
 and per group of runs (one strategy's seeds) the seed sd of both means with
-95% chi-square intervals (`issue16_targets.sd_interval`) and the Pearson
-correlation between mR@20 and the true-end share (`scipy.stats.pearsonr`).
+95% chi-square intervals (`issue16_targets.sd_interval`) and, from three
+runs on, the Pearson correlation between mR@20 and the true-end share
+(`scipy.stats.pearsonr`; left out where either does not vary).
 A spread that vanishes without the directions and follows the true end is
 the order, not the selection of the other predicates' samples.
 
