@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from full_runs import DIRECTION_AXES, per_predicate, read_json, top_answers  # benchmarks/ is on sys.path when run
+from full_runs import DIRECTION_AXES, on_axis_answers, per_predicate, read_json, top_answers  # benchmarks/ is on sys.path when run
 from issue16_targets import sd_interval
 from reltune.errors import InputError
 
@@ -90,9 +90,7 @@ def split_run(run: Path, dataset: str, split: str) -> RunSplit:
             f"m{KEY} {reported} is not the mean of the per-predicate {KEY} of the seen predicates ({mean_recall})",
         )
     is_direction = seen["predicate"].isin(DIRECTION_AXES.keys())
-    answered = top_answers(run, dataset, split)
-    truth_axis = answered["predicate"].map(DIRECTION_AXES)
-    on_axis = answered[truth_axis.notna() & (answered["answer"].map(DIRECTION_AXES) == truth_axis)]
+    on_axis = on_axis_answers(top_answers(run, dataset, split))
     return RunSplit(
         run=str(run),
         mean_recall=mean_recall,

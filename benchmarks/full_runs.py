@@ -136,17 +136,25 @@ def top_answers(run: Path, dataset: str, split: str) -> pd.DataFrame:
     return truth.merge(top.rename(columns={"predicate": "answer"}), on=PAIR, how="left")
 
 
+def on_axis_answers(answered: pd.DataFrame) -> pd.DataFrame:
+    """The direction relations of `top_answers` whose top answer names a direction on their own axis (`axis` added)."""
+    axis = answered["predicate"].map(DIRECTION_AXES)
+    on_axis = axis.notna() & (answered["answer"].map(DIRECTION_AXES) == axis)
+    return answered[on_axis].assign(axis=axis[on_axis])
+
+
 def direction_right_ends(run: Path) -> str:
     """Per axis: held-in test direction pairs whose top-scored predicate (ties in file order) is on their axis,
     and the share of those naming the true end, from `data/predictions/<held_in>.parquet`."""
     held_in, _, split = run_datasets(run)
     answered = top_answers(run, held_in, split)
+    on_axis_all = on_axis_answers(answered)
     parts = []
     for axis in ("vertical", "horizontal"):
-        on_axis_truth = answered[answered["predicate"].map(DIRECTION_AXES) == axis]
-        on_axis = on_axis_truth[on_axis_truth["answer"].map(DIRECTION_AXES) == axis]
+        on_axis = on_axis_all[on_axis_all["axis"] == axis]
+        of_axis = int((answered["predicate"].map(DIRECTION_AXES) == axis).sum())
         right_end = f"{(on_axis['answer'] == on_axis['predicate']).mean():.2f}" if len(on_axis) else "-"
-        parts.append(f"{axis} {len(on_axis)} of {len(on_axis_truth)} answered on the axis, right end {right_end}")
+        parts.append(f"{axis} {len(on_axis)} of {of_axis} answered on the axis, right end {right_end}")
     return "directions: " + "; ".join(parts)
 
 
