@@ -125,19 +125,30 @@ def group_lines(label: str, splits: list[RunSplit]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_group_argument(parser: argparse.ArgumentParser) -> None:
+    """`--group LABEL RUN...`, repeated: one strategy's seeds per group."""
     parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("LABEL", "RUN"),
                         help="a label and the workspaces of its runs (one strategy's seeds)")
-    parser.add_argument("--dataset", default="synthetic", help="the held-in dataset (default: synthetic)")
-    parser.add_argument("--split", default="test", help="the evaluated split (default: test)")
-    args = parser.parse_args()
+
+
+def run_groups(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
+    """(label, run workspaces) of each `--group`; a group without a run is a usage error."""
     for group in args.group:
         if len(group) < 2:
             parser.error(f"--group {group[0]}: give a label and at least one run workspace")
+    return [(label, [Path(run) for run in runs]) for label, *runs in args.group]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_group_argument(parser)
+    parser.add_argument("--dataset", default="synthetic", help="the held-in dataset (default: synthetic)")
+    parser.add_argument("--split", default="test", help="the evaluated split (default: test)")
+    args = parser.parse_args()
+    groups = run_groups(parser, args)
     try:
-        for label, *runs in args.group:
-            print("\n".join(group_lines(label, [split_run(Path(run), args.dataset, args.split) for run in runs])))
+        for label, runs in groups:
+            print("\n".join(group_lines(label, [split_run(run, args.dataset, args.split) for run in runs])))
     except InputError as error:  # one line naming the file, not a traceback
         raise SystemExit(f"direction_spread.py: {error}") from None
 
