@@ -53,6 +53,7 @@ from direction_spread import add_group_argument, run_groups, spread_text  # benc
 from full_runs import read_json, required  # noqa: E402
 from reltune.errors import InputError  # noqa: E402
 from reltune.evaluation.metrics import evaluate_predictions, mean_recall, predicate_recalls  # noqa: E402
+from reltune.text import normalise_predicate  # noqa: E402
 
 K = 20
 # the re-ranked mR@20 and `evaluate`'s are the same computation: any gap is another ranking or another file
@@ -84,7 +85,7 @@ def held_in_vocabulary(run: Path, held_in: str) -> tuple[set[str], list[str]]:
     classes, predicates = vocab.get("objects") or [], vocab.get("predicates") or []
     if not classes or not predicates:
         raise InputError(str(path), "needs non-empty `objects` and `predicates` lists: which classes and predicates are seen is unknown")
-    return set(classes), list(predicates)
+    return set(classes), [normalise_predicate(predicate) for predicate in predicates]  # as `evaluate` names them
 
 
 def kind_recall(hit: np.ndarray, image: np.ndarray, predicate: np.ndarray, kind: np.ndarray, trained: list[str]) -> float:
