@@ -158,16 +158,22 @@ def direction_right_ends(run: Path) -> str:
     return "directions: " + "; ".join(parts)
 
 
+def held_in_classes(run: Path, held_in: str) -> set[str]:
+    """The classes training saw: the `objects` of `data/scenes/<held_in>/vocab.json`."""
+    vocab_path = required(run / "data" / "scenes" / held_in / "vocab.json")
+    seen_classes = set(read_json(vocab_path).get("objects") or [])
+    if not seen_classes:
+        raise InputError(str(vocab_path), "no `objects` list: which classes are seen is unknown")
+    return seen_classes
+
+
 def unseen_class_answers(run: Path) -> str:
     """Held-out test relations of each predicate part 4 carries over: how many get it as their pair's top
     answer, apart for pairs of two classes the held-in vocabulary has and pairs with a class it lacks
     (does transfer fail on the relation or on the unseen name?)."""
     held_in, held_out, split = run_datasets(run)
     predicates = list(transfer_ratios(per_predicate(run, held_in), per_predicate(run, held_out)).index)
-    vocab_path = required(run / "data" / "scenes" / held_in / "vocab.json")
-    seen_classes = set(read_json(vocab_path).get("objects") or [])
-    if not seen_classes:
-        raise InputError(str(vocab_path), "no `objects` list: which classes are seen is unknown")
+    seen_classes = held_in_classes(run, held_in)
     answered = top_answers(run, held_out, split)
     answered = answered[answered["predicate"].isin(predicates)]
     both_seen = answered["subj_label"].isin(seen_classes) & answered["obj_label"].isin(seen_classes)

@@ -50,10 +50,10 @@ import pandas as pd  # noqa: E402
 import scipy.stats  # noqa: E402
 
 from direction_spread import add_group_argument, run_groups, spread_text  # benchmarks/ is on sys.path when run  # noqa: E402
-from full_runs import read_json, required  # noqa: E402
+from full_runs import held_in_classes, read_json, required  # noqa: E402
 from reltune.errors import InputError  # noqa: E402
-from reltune.evaluation.metrics import evaluate_predictions, mean_recall, predicate_recalls  # noqa: E402
-from reltune.text import normalise_predicate  # noqa: E402
+from reltune.evaluation.commands import read_predicates  # noqa: E402
+from reltune.evaluation.metrics import evaluate_predictions, mean_recall, predicate_recalls, training_predicate_set  # noqa: E402
 
 K = 20
 # the re-ranked mR@20 and `evaluate`'s are the same computation: any gap is another ranking or another file
@@ -78,17 +78,7 @@ class HeldOutSplit:
         )
 
 
-def held_in_vocabulary(run: Path, held_in: str) -> tuple[set[str], list[str]]:
-    """The held-in classes and predicates from `data/scenes/<held_in>/vocab.json`."""
-    path = required(run / "data" / "scenes" / held_in / "vocab.json")
-    vocab = read_json(path)
-    classes, predicates = vocab.get("objects") or [], vocab.get("predicates") or []
-    if not classes or not predicates:
-        raise InputError(str(path), "needs non-empty `objects` and `predicates` lists: which classes and predicates are seen is unknown")
-    return set(classes), [normalise_predicate(predicate) for predicate in predicates]  # as `evaluate` names them
-
-
-def kind_recall(hit: np.ndarray, image: np.ndarray, predicate: np.ndarray, kind: np.ndarray, trained: list[str]) -> float:
+def kind_recall(hit: np.ndarray, image: np.ndarray, predicate: np.ndarray, kind: np.ndarray, trained: set[str]) -> float:
     """Mean over the training predicates present on this kind of pair of their recall there, percent (NaN if none)."""
     recalls = predicate_recalls(hit[kind], image[kind], predicate[kind])
     recalls = recalls[recalls.index.isin(trained)]
@@ -97,7 +87,9 @@ def kind_recall(hit: np.ndarray, image: np.ndarray, predicate: np.ndarray, kind:
 
 def split_run(run: Path, held_in: str, held_out: str, split: str) -> HeldOutSplit:
     """One run's held-out mR@20 split into its parts on pairs of seen classes and pairs with an unseen class."""
-    seen_classes, trained = held_in_vocabulary(run, held_in)
+    seen_classes = held_in_classes(run, held_in)
+    # the training predicates as `evaluate --train-vocab` reads and normalises them
+    trained = training_predicate_set(read_predicates(str(run / "data" / "scenes" / held_in / "vocab.json")))
     scenes_path = required(run / "data" / "scenes" / held_out / f"{split}.parquet")
     predictions_path = required(run / "data" / "predictions" / f"{held_out}.parquet")
     result = evaluate_predictions(
@@ -108,7 +100,7 @@ def split_run(run: Path, held_in: str, held_out: str, split: str) -> HeldOutSpli
     image, predicate = truth["image"].to_numpy(), truth["predicate"].to_numpy()
     hit = truth["exact_rank"].to_numpy() < K
     seen_pair = (truth["subj_label"].isin(seen_classes) & truth["obj_label"].isin(seen_classes)).to_numpy()
-    mean = mean_recall(hit, image, predicate)
+    mean = float(result.metrics[f"mR@{K}"])
     metrics_path = run / "metrics" / f"{held_out}.json"
     reported = float(read_json(required(metrics_path))[f"mR@{K}"])
     if abs(mean - reported) > MEAN_TOLERANCE:
