@@ -97,6 +97,8 @@ compare-run: $(STAMP)
 # Removes the experiment $(1) of this commit, if any (by its full ref, see above)
 REMOVE_EXPERIMENT = ref=refs/exps/$$(git rev-parse HEAD | sed 's|^\(..\)|\1/|')/$(1); \
 	  if git show-ref -q --verify $$ref; then $(DVC) exp remove -q $$ref >/dev/null 2>&1 || true; fi
+# The round removals come after EXP_ARGS: DVC refuses to set a key (a profile's train_on.1.min_steps)
+# under one already removed, and the one-shot strategies must not get the round models back.
 compare-queue: $(STAMP)
 	@for seed in $(SEEDS); do for strategy in $(STRATEGIES); do \
 	  case $$strategy in random) first=random;; full) first=full;; *) first=balanced;; esac; \
@@ -106,7 +108,7 @@ compare-queue: $(STAMP)
 	  name=$$strategy$(EXP_SUFFIX)-seed$$seed; \
 	  $(call REMOVE_EXPERIMENT,$$name); \
 	  $(DVC) exp run --queue -n $$name -S sampling.strategy=$$strategy \
-	    -S sampling.seed_strategy=$$first -S sampling.seed=$$seed -S train.seed=$$seed $$rounds $(EXP_ARGS) || exit 1; \
+	    -S sampling.seed_strategy=$$first -S sampling.seed=$$seed -S train.seed=$$seed $(EXP_ARGS) $$rounds || exit 1; \
 	done; done
 
 # The tables of every experiment run by the workspace's pipeline (dvc.lock: same code and

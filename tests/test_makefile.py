@@ -164,12 +164,41 @@ def test_a_profile_given_as_exp_args_reaches_every_queued_experiment_with_its_qu
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     profile = yaml.safe_load((ROOT / "profiles" / "tiny-candidate.yaml").read_text())
     arguments = " ".join(f"-S {shlex.quote(item)}" for item in profile_overrides(params, profile))
-    commands = queued_commands("art full", f"EXP_ARGS={arguments}", "EXP_SUFFIX=-candidate")
-    assert set(commands) == {"art-candidate-seed3", "full-candidate-seed3"}
+    commands = queued_commands("art balanced full", f"EXP_ARGS={arguments}", "EXP_SUFFIX=-candidate")
+    assert set(commands) == {"art-candidate-seed3", "balanced-candidate-seed3", "full-candidate-seed3"}
     for command in commands.values():
         # the recipe's shell removed the shell quotes and kept Hydra's: one override, comma and spaces inside
         assert " -S train.converse_predicates='above:below,left of:right of' " in command + " "
         assert " -S train.copy_replay=0.1" in command and " -S instructions.negatives='random'" in command
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_dvc_applies_a_profile_s_round_model_steps_to_art_and_drops_them_for_the_one_shot_strategies(tmp_path):
+    """The candidate sets train_on.1.min_steps: DVC's own override code (what `dvc exp run -S` calls) must accept
+    each queued command's overrides, art keeping the profile's seed-round floor, balanced and full no round model."""
+    import yaml
+    from dvc.utils.hydra import apply_overrides
+
+    from reltune.profiles import profile_overrides
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    profile = yaml.safe_load((ROOT / "profiles" / "tiny-candidate.yaml").read_text())
+    assert "1" in profile["train_on"]
+    arguments = " ".join(f"-S {shlex.quote(item)}" for item in profile_overrides(params, profile))
+    train_on = {}
+    for name, command in queued_commands("art balanced full", f"EXP_ARGS={arguments}").items():
+        # echo printed the arguments the recipe's shell made, Hydra's quotes kept: split at the flags, not shell-wise
+        overrides = [part.strip() for part in command.split(" -S ")[1:]]
+        applied = tmp_path / f"{name}.yaml"
+        shutil.copy(ROOT / "params.yaml", applied)
+        apply_overrides(str(applied), overrides)
+        train_on[name] = yaml.safe_load(applied.read_text())["train_on"]
+    final = profile["train_on"]["final"]["min_steps"]
+    assert train_on["art-seed3"]["1"] == {"selection": 0, "min_steps": profile["train_on"]["1"]["min_steps"]}
+    assert train_on["art-seed3"]["2"] == params["train_on"]["2"]
+    assert train_on["art-seed3"]["final"] == {"selection": 2, "min_steps": final}
+    for one_shot in ("balanced-seed3", "full-seed3"):
+        assert train_on[one_shot] == {"final": {"selection": 0, "min_steps": final}}, one_shot
 
 
 # stands in for dvc in a workspace whose dvc.lock outputs are, or are not, in the cache; logs every call

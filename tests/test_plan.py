@@ -87,16 +87,19 @@ def test_embedded_default_passes_its_own_plan(capsys):
 
 
 def test_a_profile_without_replace_is_planned_over_the_base_with_each_models_min_steps(tmp_path, capsys):
-    """The candidate profile changes part of `train` and only train_on.final.min_steps: the final model alone trains longer."""
+    """The candidate profile changes part of `train` and only the `min_steps` of train_on's seed-round model and
+    final model: those two train longer, round 2 keeps the base's floor."""
     counts = tmp_path / "counts.json"
     counts.write_text(json.dumps({name: 250 for name in ("on", "near", "above", "below", "left of", "right of")}))
     candidate, base = ROOT / "profiles" / "tiny-candidate.yaml", ROOT / "params.yaml"
     assert "replace" not in yaml.safe_load(candidate.read_text())
     plan = plan_json(capsys, "--params", str(candidate), "--base", str(base), "--counts", str(counts))
     floors = {name: item["min_steps"] for name, item in yaml.safe_load(base.read_text())["train_on"].items()}
-    base_final_floor = floors["final"]
-    floors["final"] = yaml.safe_load(candidate.read_text())["train_on"]["final"]["min_steps"]
-    assert floors["final"] > base_final_floor
+    base_floors = dict(floors)
+    for name, item in yaml.safe_load(candidate.read_text())["train_on"].items():
+        assert set(item) == {"min_steps"}, name  # the selections stay the base's
+        floors[name] = item["min_steps"]
+    assert floors["1"] > base_floors["1"] and floors["final"] > base_floors["final"] and floors["2"] == base_floors["2"]
     # 1500 positives: every model is small, so each trains to its own floor (within its last epoch)
     for item in plan["rounds"]:
         steps_per_epoch = item["steps"] // item["epochs"]
