@@ -154,16 +154,21 @@ def test_compare_run_does_not_count_its_own_shell_as_a_running_experiment(tmp_pa
     assert make.returncode == 0, stderr
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_a_profile_given_as_exp_args_reaches_every_queued_experiment_with_its_quotes():
-    """README: make compare EXP_ARGS="$(reltune profile-args profiles/tiny-candidate.yaml)"."""
+def candidate_exp_args() -> tuple[dict, dict, str]:
+    """params.yaml, the candidate profile, and the EXP_ARGS the README makes of it (`reltune profile-args`)."""
     import yaml
 
     from reltune.profiles import profile_overrides
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     profile = yaml.safe_load((ROOT / "profiles" / "tiny-candidate.yaml").read_text())
-    arguments = " ".join(f"-S {shlex.quote(item)}" for item in profile_overrides(params, profile))
+    return params, profile, " ".join(f"-S {shlex.quote(item)}" for item in profile_overrides(params, profile))
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_profile_given_as_exp_args_reaches_every_queued_experiment_with_its_quotes():
+    """README: make compare EXP_ARGS="$(reltune profile-args profiles/tiny-candidate.yaml)"."""
+    arguments = candidate_exp_args()[2]
     commands = queued_commands("art balanced full", f"EXP_ARGS={arguments}", "EXP_SUFFIX=-candidate")
     assert set(commands) == {"art-candidate-seed3", "balanced-candidate-seed3", "full-candidate-seed3"}
     for command in commands.values():
@@ -179,12 +184,8 @@ def test_dvc_applies_a_profile_s_round_model_steps_to_art_and_drops_them_for_the
     import yaml
     from dvc.utils.hydra import apply_overrides
 
-    from reltune.profiles import profile_overrides
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    profile = yaml.safe_load((ROOT / "profiles" / "tiny-candidate.yaml").read_text())
+    params, profile, arguments = candidate_exp_args()
     assert "1" in profile["train_on"]
-    arguments = " ".join(f"-S {shlex.quote(item)}" for item in profile_overrides(params, profile))
     train_on = {}
     for name, command in queued_commands("art balanced full", f"EXP_ARGS={arguments}").items():
         # echo printed the arguments the recipe's shell made, Hydra's quotes kept: split at the flags, not shell-wise
