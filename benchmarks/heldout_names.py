@@ -8,7 +8,9 @@ question set `predict` asks) and prints:
 
 - the answers by kind (yes / no / malformed), all questions and the pair's own category only;
 - of the malformed answers, how many write a held-in object name where an asked name belongs,
-  and the most frequent such swaps (asked -> written);
+  and the most frequent such swaps (asked -> written); how many start an asked name and run on
+  into more letters ("Yes, gemmon on cake." for a gem: misspelt), and the most frequent;
+- per object class, the share of the questions naming it that get a malformed answer (highest first);
 - for own-category questions of pairs whose predicate the held-in data has: the share answered
   with that predicate and the asked names (parsed, right), with that predicate between other
   names (relation right, names not written), "No", or anything else;
@@ -64,6 +66,16 @@ def written_name(words: list[str], names: set[str], from_start: bool) -> str | N
     return None
 
 
+def misspelt_name(words: list[str], asked: str, from_start: bool) -> str | None:
+    """The answer's word where the asked name's first (last) word belongs, when it starts with that word
+    and runs on into more letters ("gemmon" for "gem"); None otherwise."""
+    asked_words = normalise_predicate(asked).split()
+    if not words or not asked_words:
+        return None
+    written, expected = (words[0], asked_words[0]) if from_start else (words[-1], asked_words[-1])
+    return written if written != expected and written.startswith(expected) else None
+
+
 def classify(questions: pd.DataFrame, answers: list[str], categories: dict[str, str], seen_objects: set[str]) -> pd.DataFrame:
     """One row per question: answer kind, own category, held-in names written instead of asked ones, outcome."""
     rows = []
@@ -71,12 +83,15 @@ def classify(questions: pd.DataFrame, answers: list[str], categories: dict[str, 
         parsed = parse_answer(answer, row.subj_label, row.obj_label)
         words = parsed.remainder.split()
         own = {predicate for predicate in row.truth if categories.get(predicate) == row.category}
-        swaps = []
+        swaps, misspellings = [], []
         if parsed.kind == "malformed" and words[:1] != ["no"]:
             for asked, from_start in ((row.subj_label, True), (row.obj_label, False)):
                 written = written_name(words, seen_objects, from_start)
                 if written is not None and written != normalise_predicate(asked):
                     swaps.append(f"{asked} -> {written}")
+                misspelt = misspelt_name(words, asked, from_start)
+                if misspelt is not None:
+                    misspellings.append(f"{asked} -> {misspelt}")
         said = f" {parsed.remainder} "
         relation_inside = any(f" {normalise_predicate(predicate)} " in said for predicate in own)
         if parsed.kind == "yes" and parsed.predicate in {normalise_predicate(p) for p in own}:
@@ -87,8 +102,21 @@ def classify(questions: pd.DataFrame, answers: list[str], categories: dict[str, 
             outcome = "no"
         else:
             outcome = "other"
-        rows.append({"kind": parsed.kind, "own": bool(own), "own_predicates": own, "swaps": swaps, "outcome": outcome})
+        rows.append(
+            {"kind": parsed.kind, "own": bool(own), "own_predicates": own, "swaps": swaps, "misspellings": misspellings, "outcome": outcome}
+        )
     return pd.DataFrame(rows)
+
+
+def malformed_by_class(questions: pd.DataFrame, table: pd.DataFrame) -> dict[str, str]:
+    """Per object class asked about (as subject or object), the share of its questions answered malformed, highest first."""
+    is_malformed = (table["kind"] == "malformed").to_numpy()
+    shares = {}
+    for name in sorted(set(questions["subj_label"]) | set(questions["obj_label"])):
+        naming = ((questions["subj_label"] == name) | (questions["obj_label"] == name)).to_numpy()
+        shares[name] = (float(is_malformed[naming].mean()), int(naming.sum()))
+    ranked = sorted(shares.items(), key=lambda item: (-item[1][0], item[0]))
+    return {name: f"{share:.3f} of {count}" for name, (share, count) in ranked}
 
 
 def copy_probe(backbone, scenes: pd.DataFrame, image_root: Path, names: list[str], held_out: set[str], count: int) -> dict[str, float]:
@@ -137,6 +165,10 @@ def main() -> None:
     swapped = malformed["swaps"].map(bool)
     print(f"malformed answers writing a held-in object name where an asked name belongs: {int(swapped.sum())} of {len(malformed)}")
     print("  most frequent:", Counter(swap for swaps in malformed["swaps"] for swap in swaps).most_common(6))
+    misspelt = malformed["misspellings"].map(bool)
+    print(f"malformed answers starting an asked name and running on into more letters (misspelt): {int(misspelt.sum())} of {len(malformed)}")
+    print("  most frequent:", Counter(item for items in malformed["misspellings"] for item in items).most_common(6))
+    print("malformed share of the questions naming each class:", malformed_by_class(questions, table))
     seen = table["own"] & table["own_predicates"].map(lambda own: bool(own & seen_predicates))
     outcomes = table.loc[seen, "outcome"].value_counts()
     print(f"own-category questions of pairs with a seen predicate ({int(seen.sum())}):",

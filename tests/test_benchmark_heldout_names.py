@@ -39,3 +39,26 @@ def test_classify_tells_a_relation_read_under_other_names_from_a_wrong_relation(
     assert list(table["outcome"]) == ["right", "relation right, names not written", "other", "no", "other"]
     assert list(table["own"]) == [True, True, True, True, False]
     assert list(table["swaps"]) == [[], ["fox -> ball"], ["fox -> ball"], [], []]
+    assert list(table["misspellings"]) == [[], [], [], [], []]
+
+
+def test_a_name_started_and_run_on_is_misspelt_and_counted_per_class(names):
+    assert names.misspelt_name("gemmon on cake".split(), "gem", from_start=True) == "gemmon"
+    assert names.misspelt_name("robot holding gem gemas".split(), "gem", from_start=False) == "gemas"
+    assert names.misspelt_name("gem on cake".split(), "gem", from_start=True) is None  # written as asked
+    assert names.misspelt_name("ball on cake".split(), "gem", from_start=True) is None  # another name, a swap
+    assert names.misspelt_name("trafficx on box".split(), "traffic light", from_start=True) == "trafficx"
+    questions = pd.DataFrame(
+        {
+            "subj_label": ["gem", "gem", "fox", "robot"],
+            "obj_label": ["cake", "cake", "cake", "gem"],
+            "category": ["spatial"] * 4,
+            "truth": [{"on"}, {"on"}, {"near"}, {"holding"}],
+        }
+    )
+    answers = ["Yes, gemmon on cake.", "Yes, gem on cake.", "Yes, fox near cake.", "Yes, robot holding gem gemas."]
+    table = names.classify(questions, answers, {"on": "spatial", "near": "spatial", "holding": "semantic"}, {"robot", "cake"})
+    assert list(table["kind"]) == ["malformed", "yes", "yes", "malformed"]
+    assert list(table["misspellings"]) == [["gem -> gemmon"], [], [], ["gem -> gemas"]]
+    # gem is named by all 4 questions but the fox one: 2 of 3 malformed; cake 1 of 3; robot 1 of 1; fox 0 of 1
+    assert names.malformed_by_class(questions, table) == {"robot": "1.000 of 1", "gem": "0.667 of 3", "cake": "0.333 of 3", "fox": "0.000 of 1"}
