@@ -24,6 +24,7 @@ from reltune.models.names import (
     copied_rows,
     dataset_names,
     dataset_name_words,
+    even_lengths,
     sentence_model_words,
     substitute_names,
     substitute_pool,
@@ -207,7 +208,30 @@ def test_an_unknown_substitution_mode_is_refused_before_any_work(toy, tmp_path):
     examples = relation_training_examples(instructions, scenes, None)
     with pytest.raises(InputError, match="--name-substitution-mode.*'swap' is not one of"):
         train_backbone(root / "no-backbone", examples, vocab["image_root"], tmp_path / "out", TrainSettings(name_substitution_mode="swap"))
+    with pytest.raises(InputError, match="--name-substitution-lengths.*'odd' is not one of"):
+        train_backbone(root / "no-backbone", examples, vocab["image_root"], tmp_path / "out", TrainSettings(name_substitution_lengths="odd"))
     assert not (tmp_path / "out").exists()
+
+
+def test_even_lengths_gives_one_piece_two_pieces_and_more_a_third_of_the_draws_each():
+    one = ["ab", "cd"]  # 2 words of one piece
+    two = [f"two{index}" for index in range(5)]
+    longer = [f"three{index}" for index in range(12)] + [f"four{index}" for index in range(8)]  # 20 words of 3 pieces or more
+    pieces = {**dict.fromkeys(one, 1), **dict.fromkeys(two, 2), **{word: 3 if word.startswith("three") else 4 for word in longer}}
+    pool = tuple(sorted(pieces))
+    weighted = even_lengths(pool, pieces.__getitem__)
+    # each length 20 times: one-piece words 10 times each, two-piece 4 times, the longer once
+    assert len(weighted) == 60
+    assert {word: weighted.count(word) for word in ("ab", "two3", "three0", "four7")} == {"ab": 10, "two3": 4, "three0": 1, "four7": 1}
+    assert weighted == even_lengths(pool, pieces.__getitem__)  # reproducible: the same pool gives the same tuple
+    draws = random.Random(0).choices(weighted, k=6000)
+    shares = [sum(min(pieces[word], 3) == length for word in draws) / len(draws) for length in (1, 2, 3)]
+    assert shares == pytest.approx([1 / 3] * 3, abs=0.03)
+    # a length with no word is left out: halves between the two there are
+    assert even_lengths(tuple(two + longer), pieces.__getitem__).count("two0") == 4
+    assert even_lengths(("only",), lambda word: 2) == ("only",)
+    with pytest.raises(ValueError, match="empty"):
+        even_lengths((), len)
 
 
 def test_the_train_command_needs_the_object_names_and_pretraining_refuses_substitution(toy, tmp_path):

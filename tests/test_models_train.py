@@ -14,6 +14,7 @@ import torch
 import yaml
 from PIL import Image
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from reltune.data.scenes import read_scenes
 from reltune.errors import InputError
@@ -21,7 +22,7 @@ from reltune.instructions.build import build_instructions
 from reltune.instructions.stage import write_instruction_table
 from reltune.models.backbone import build_tiny, load_backbone
 from reltune.models.images import union_crop
-from reltune.models.names import copied_rows, training_pool
+from reltune.models.names import copied_rows, even_lengths, pool_fingerprint, training_pool
 from toy_scenes import TOY_PREDICATES, make_toy_scenes
 from reltune.models.training import (
     BatchPlan,
@@ -503,6 +504,24 @@ def test_train_puts_each_converse_question_in_its_source_questions_batch(toy, tm
     message = capsys.readouterr().err.strip()
     assert message.startswith(f"reltune train: error: {root / 'train.parquet'}: --converse-batches true needs converse questions")
     assert "\n" not in message and not (tmp_path / "never").exists()
+
+
+def test_even_lengths_weights_the_pool_by_the_backbones_own_pieces_and_records_that_pool(toy, tmp_path):
+    root, scenes_dir, scenes, vocab, instructions = toy
+    examples = relation_training_examples(instructions, scenes, None)
+    pool = training_pool(instructions, scenes_dir.parent)
+    tokenizer = AutoTokenizer.from_pretrained(str(root / "tiny"))
+    pieces = {word: len(tokenizer.tokenize(" " + word)) for word in pool}
+    assert len({min(count, 3) for count in pieces.values()}) >= 2  # the toy tokenizer writes words of several lengths
+    settings = dict(epochs=1, batch_size=4, warmup_steps=1, max_steps=1, seed=3, name_substitution=0.5)
+    records = {}
+    for lengths in ("pool", "even"):
+        out = tmp_path / lengths
+        train_backbone(root / "tiny", examples, vocab["image_root"], out, TrainSettings(**settings, name_substitution_lengths=lengths), name_pool=pool)
+        records[lengths] = json.loads((out / "reltune_backbone.json").read_text())["training"]["name_pool"]
+    weighted = even_lengths(pool, pieces.__getitem__)
+    assert records["pool"] == {"words": len(pool), "sha256_16": pool_fingerprint(pool)}
+    assert records["even"] == {"words": len(weighted), "sha256_16": pool_fingerprint(weighted)} and len(weighted) > len(pool)
 
 
 def test_no_substitute_is_a_word_of_a_replayed_question(toy, tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from reltune.argtypes import (
 from reltune.arguments import Setting, add_settings, settings_from_args
 from reltune.models.backbone import PRESETS, TinyInit, TinySizes, check_tiny_sizes
 from reltune.models.names import training_pool
-from reltune.models.schedule import NAME_SUBSTITUTION_MODES, REPLAY_ANSWERS, SCHEDULES, TrainSettings
+from reltune.models.schedule import NAME_SUBSTITUTION_LENGTHS, NAME_SUBSTITUTION_MODES, REPLAY_ANSWERS, SCHEDULES, TrainSettings
 from reltune.models.token_prior import TOKEN_PRIORS
 
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
@@ -74,6 +74,9 @@ TRAIN_ARGUMENTS = {
                                  "naming nothing (prompt and answer alike; reltune.models.names)"),
     "name_substitution_mode": Setting(choices=NAME_SUBSTITUTION_MODES, help="add: the altered question is asked besides the "
                                       "question as written; replace: instead of it (docs/RESULTS.md 'Names copied from the question')"),
+    "name_substitution_lengths": Setting(choices=NAME_SUBSTITUTION_LENGTHS, help="pool: substitutes drawn uniformly from the "
+                                         "pool; even: words of one tokenizer piece, of two and of more a third of the draws each "
+                                         "(docs/RESULTS.md 'Art's held-out deficit is unseen names misspelt')"),
     "replay": Setting(non_negative_float, "train: pretraining's 'where is the {a} relative to the {b}' questions asked "
                       "besides, as a fraction of the relation examples (reltune.models.replay; 0: off)"),
     "replay_answer": Setting(choices=REPLAY_ANSWERS, help="side: replayed questions answer 'top' as pretraining "

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -93,6 +93,24 @@ def training_pool(instructions: pd.DataFrame, names_source: str | Path) -> tuple
     """`reltune train`'s substitutes: no word of any question or answer, nor of any dataset's names (`names_source`)."""
     excluded = text_words(instructions["prompt"]) | text_words(instructions["target"]) | dataset_name_words(names_source)
     return substitute_pool(excluded)
+
+
+def even_lengths(pool: Sequence[str], pieces: Callable[[str], int]) -> tuple[str, ...]:
+    """The pool with its words of one tokenizer piece and of two repeated, so that a uniform draw takes a word of one
+    piece, of two or of more about a third of the time each (a length with no word is left out).
+
+    Measured on the embedded default (docs/RESULTS.md "Art's held-out deficit is unseen names misspelt"): every class
+    name is one piece of the tiny tokenizer, but 99.75 % of the pool's words are two to ten, so a model that only ever
+    copied unfamiliar names of several pieces runs an unseen one-piece name on ("Yes, gemmon on cake." for a gem).
+    `pieces(word)`: how many tokens the backbone's tokenizer writes the word in (after a space, as in an answer).
+    """
+    by_length: dict[int, list[str]] = {}
+    for word in pool:
+        by_length.setdefault(min(pieces(word), 3), []).append(word)
+    if not by_length:
+        raise ValueError("an empty substitute pool has no lengths to even out")
+    largest = max(len(words) for words in by_length.values())
+    return tuple(word for length in sorted(by_length) for word in by_length[length] * max(1, round(largest / len(by_length[length]))))
 
 
 def pool_fingerprint(pool: Sequence[str]) -> str:

@@ -18,6 +18,7 @@ from reltune.errors import InputError
 
 SCHEDULES = ("warmup-cosine", "lavis-step", "lavis-cosine")
 NAME_SUBSTITUTION_MODES = ("add", "replace")  # reltune.models.names
+NAME_SUBSTITUTION_LENGTHS = ("pool", "even")  # reltune.models.names.even_lengths
 
 
 @dataclass
@@ -56,6 +57,9 @@ class TrainSettings:
     name_substitution: float = 0.25
     # add: each altered question is an extra view beside the question as written; replace: it stands in for it
     name_substitution_mode: str = "add"
+    # pool: substitutes drawn uniformly from the pool (nearly all of several tokenizer pieces); even: words of one
+    # piece, of two and of more a third of the draws each, as unseen class names are often one piece (names.even_lengths)
+    name_substitution_lengths: str = "pool"
     # relation tuning: pretraining's relative-where questions asked besides, this fraction of the relation
     # examples (reltune.models.replay; 0: off), so the tuned model keeps reading where two named objects are
     replay: float = 0.0

@@ -61,8 +61,17 @@ from reltune.models.checkpoints import (  # noqa: F401  (checkpoint_dir_for: par
 )
 from reltune.models.converses import CONVERSE_SUFFIX, converse_groups
 from reltune.models.images import augment_example, load_image, union_crop
-from reltune.models.names import check_names_in_prompts, copied_rows, pool_fingerprint, substitute_names, substitute_pool, text_words
+from reltune.models.names import (
+    check_names_in_prompts,
+    copied_rows,
+    even_lengths,
+    pool_fingerprint,
+    substitute_names,
+    substitute_pool,
+    text_words,
+)
 from reltune.models.schedule import (  # noqa: F401 (re-exported: the training interface)
+    NAME_SUBSTITUTION_LENGTHS,
     NAME_SUBSTITUTION_MODES,
     SCHEDULES,
     BatchPlan,
@@ -614,6 +623,8 @@ def _named_copies(examples: pd.DataFrame, settings: TrainSettings, source: str) 
     """Mode add: which examples get a view with names replaced (nothing without substitution or in mode replace)."""
     if settings.name_substitution_mode not in NAME_SUBSTITUTION_MODES:
         raise InputError("--name-substitution-mode", f"{settings.name_substitution_mode!r} is not one of {NAME_SUBSTITUTION_MODES}")
+    if settings.name_substitution_lengths not in NAME_SUBSTITUTION_LENGTHS:
+        raise InputError("--name-substitution-lengths", f"{settings.name_substitution_lengths!r} is not one of {NAME_SUBSTITUTION_LENGTHS}")
     if not settings.name_substitution > 0:
         return ()
     check_names_in_prompts(examples, source)
@@ -671,6 +682,9 @@ def train_backbone(
             name_pool = substitute_pool(text_words(examples["prompt"]) | text_words(examples["target"]))
     name_pool = tuple(name_pool or ())
     backbone, parts = _load_trainable_backbone(backbone_dir, settings, str(accelerator.device))
+    if name_pool and settings.name_substitution_lengths == "even":  # lengths in the pieces of this backbone's tokenizer
+        tokenizer = backbone.processor.tokenizer
+        name_pool = even_lengths(name_pool, lambda word: len(tokenizer.tokenize(" " + word)))
     optimizer = _optimizer(backbone.model, settings)
     out_dir = Path(out_dir)
     checkpoint_dir = checkpoint_dir_for(out_dir)
