@@ -24,6 +24,14 @@ would alter (1 - (1 - p)^k, k distinct names) is asked once more per epoch with
 names replaced (at least one). Measured at ART's budget
 (`benchmarks/name_views.py`): `replace` takes the replaced questions away as
 evidence and costs held-in recall; `add` only adds.
+
+Two lengths (`name_substitution_lengths`). `pool` (default): substitutes drawn
+uniformly from the pool, 99.75 % of whose words the tiny tokenizer writes in
+2-10 pieces, while every class name is one; a model tuned so copies an unseen
+one-piece name and runs it on ("Yes, gemmon on cake." for a gem), which is
+most of ART's held-out deficit (docs/RESULTS.md "Art's held-out deficit is
+unseen names misspelt"). `even`: words of one piece, of two and of more drawn
+a third of the time each (`even_lengths`); a one-seed pilot, not the default.
 """
 
 from __future__ import annotations
