@@ -105,12 +105,9 @@ def training_pool(instructions: pd.DataFrame, names_source: str | Path) -> tuple
 
 def even_lengths(pool: Sequence[str], pieces: Callable[[str], int]) -> tuple[str, ...]:
     """The pool with its words of one tokenizer piece and of two repeated, so that a uniform draw takes a word of one
-    piece, of two or of more about a third of the time each (a length with no word is left out).
-
-    Measured on the embedded default (docs/RESULTS.md "Art's held-out deficit is unseen names misspelt"): every class
-    name is one piece of the tiny tokenizer, but 99.75 % of the pool's words are two to ten, so a model that only ever
-    copied unfamiliar names of several pieces runs an unseen one-piece name on ("Yes, gemmon on cake." for a gem).
-    `pieces(word)`: how many tokens the backbone's tokenizer writes the word in (after a space, as in an answer).
+    piece, of two or of more about a third of the time each (a length with no word is left out; why: the module
+    docstring, `name_substitution_lengths`). `pieces(word)`: how many tokens the backbone's tokenizer writes the word
+    in (after a space, as in an answer).
     """
     by_length: dict[int, list[str]] = {}
     for word in pool:
