@@ -9,7 +9,8 @@ question set `predict` asks) and prints:
 - the answers by kind (yes / no / malformed), all questions and the pair's own category only;
 - of the malformed answers, how many write a held-in object name where an asked name belongs,
   and the most frequent such swaps (asked -> written); how many start an asked name and run on
-  into more letters ("Yes, gemmon on cake." for a gem: misspelt), and the most frequent;
+  into more letters ("Yes, gemmon on cake." for a gem: misspelt), and the most frequent; how
+  many end right after the asked subject's name ("Yes, fox."), and for which subjects;
 - per object class, the share of the questions naming it that get a malformed answer (highest first);
 - for own-category questions of pairs whose predicate the held-in data has: the share answered
   with that predicate and the asked names (parsed, right), with that predicate between other
@@ -76,6 +77,11 @@ def misspelt_name(words: list[str], asked: str, from_start: bool) -> str | None:
     return written if written != expected and written.startswith(expected) else None
 
 
+def stopped_after_name(words: list[str], subject: str) -> bool:
+    """Whether the answer ends right after the asked subject's name ("Yes, fox." for a fox on a kite)."""
+    return bool(words) and words == normalise_predicate(subject).split()
+
+
 def classify(questions: pd.DataFrame, answers: list[str], categories: dict[str, str], seen_objects: set[str]) -> pd.DataFrame:
     """One row per question: answer kind, own category, held-in names written instead of asked ones, outcome."""
     rows = []
@@ -103,7 +109,10 @@ def classify(questions: pd.DataFrame, answers: list[str], categories: dict[str, 
         else:
             outcome = "other"
         rows.append(
-            {"kind": parsed.kind, "own": bool(own), "own_predicates": own, "swaps": swaps, "misspellings": misspellings, "outcome": outcome}
+            {
+                "kind": parsed.kind, "own": bool(own), "own_predicates": own, "swaps": swaps, "misspellings": misspellings,
+                "stopped": parsed.kind == "malformed" and stopped_after_name(words, row.subj_label), "outcome": outcome,
+            }  # fmt: skip
         )
     return pd.DataFrame(rows)
 
@@ -168,6 +177,9 @@ def main() -> None:
     misspelt = malformed["misspellings"].map(bool)
     print(f"malformed answers starting an asked name and running on into more letters (misspelt): {int(misspelt.sum())} of {len(malformed)}")
     print("  most frequent:", Counter(item for items in malformed["misspellings"] for item in items).most_common(6))
+    stopped = malformed[malformed["stopped"]]
+    print(f"malformed answers ending right after the asked subject's name: {len(stopped)} of {len(malformed)}")
+    print("  most frequent:", Counter(questions.loc[stopped.index, "subj_label"]).most_common(6))
     print("malformed share of the questions naming each class:", malformed_by_class(questions, table))
     seen = table["own"] & table["own_predicates"].map(lambda own: bool(own & seen_predicates))
     outcomes = table.loc[seen, "outcome"].value_counts()

@@ -40,6 +40,23 @@ def test_classify_tells_a_relation_read_under_other_names_from_a_wrong_relation(
     assert list(table["own"]) == [True, True, True, True, False]
     assert list(table["swaps"]) == [[], ["fox -> ball"], ["fox -> ball"], [], []]
     assert list(table["misspellings"]) == [[], [], [], [], []]
+    assert not table["stopped"].any()
+
+
+def test_an_answer_ending_after_the_subject_name_is_counted_as_stopped(names):
+    questions = pd.DataFrame(
+        {
+            "subj_label": ["fox", "fox", "traffic light", "fox"],
+            "obj_label": ["kite", "kite", "box", "kite"],
+            "category": ["spatial"] * 4,
+            "truth": [{"on"}] * 4,
+        }
+    )
+    answers = ["Yes, fox.", "Yes, kite.", "Yes, traffic light.", "Yes, fox on kite."]
+    table = names.classify(questions, answers, {"on": "spatial"}, {"kite", "box"})
+    assert list(table["kind"]) == ["malformed", "malformed", "malformed", "yes"]
+    # the object's name alone is not the subject's; a parsed answer is never stopped
+    assert list(table["stopped"]) == [True, False, True, False]
 
 
 def test_a_name_started_and_run_on_is_misspelt_and_counted_per_class(names):
