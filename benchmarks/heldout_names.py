@@ -179,7 +179,7 @@ def main() -> None:
     print("  most frequent:", Counter(item for items in malformed["misspellings"] for item in items).most_common(6))
     stopped = malformed[malformed["stopped"]]
     print(f"malformed answers ending right after the asked subject's name: {len(stopped)} of {len(malformed)}")
-    print("  most frequent:", Counter(questions.loc[stopped.index, "subj_label"]).most_common(6))
+    print("  most frequent:", Counter(questions["subj_label"].iloc[stopped.index]).most_common(6))
     print("malformed share of the questions naming each class:", malformed_by_class(questions, table))
     seen = table["own"] & table["own_predicates"].map(lambda own: bool(own & seen_predicates))
     outcomes = table.loc[seen, "outcome"].value_counts()
