@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from reltune.data.scenes import read_scenes  # noqa: E402
-from reltune.inference.answers import parse_answer  # noqa: E402
+from reltune.inference.answers import malformed_form, parse_answer  # noqa: E402
 from reltune.inference.predict import candidate_pairs, categories_to_ask, pair_questions  # noqa: E402
 from reltune.models.backbone import load_backbone  # noqa: E402
 from reltune.models.names import dataset_names  # noqa: E402
@@ -77,11 +77,6 @@ def misspelt_name(words: list[str], asked: str, from_start: bool) -> str | None:
     return written if written != expected and written.startswith(expected) else None
 
 
-def stopped_after_name(words: list[str], subject: str) -> bool:
-    """Whether the answer ends right after the asked subject's name ("Yes, fox." for a fox on a kite)."""
-    return bool(words) and words == normalise_predicate(subject).split()
-
-
 def classify(questions: pd.DataFrame, answers: list[str], categories: dict[str, str], seen_objects: set[str]) -> pd.DataFrame:
     """One row per question: answer kind, own category, held-in names written instead of asked ones, outcome."""
     rows = []
@@ -111,7 +106,9 @@ def classify(questions: pd.DataFrame, answers: list[str], categories: dict[str, 
         rows.append(
             {
                 "kind": parsed.kind, "own": bool(own), "own_predicates": own, "swaps": swaps, "misspellings": misspellings,
-                "stopped": parsed.kind == "malformed" and stopped_after_name(words, row.subj_label), "outcome": outcome,
+                "stopped": parsed.kind == "malformed"
+                and malformed_form(parsed, row.subj_label, row.obj_label) == "stopped after subject",
+                "outcome": outcome,
             }  # fmt: skip
         )
     return pd.DataFrame(rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reltune.inference.answers import ParsedAnswer, answer_outcome, parse_answer
+from reltune.inference.answers import ParsedAnswer, answer_outcome, malformed_form, parse_answer
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,22 @@ def test_outcomes() -> None:
     assert answer_outcome(parse_answer("Yes, man on horse.", "man", "horse"), "riding") == "FP"
     assert answer_outcome(parse_answer("Yes, horse riding man.", "man", "horse"), "riding") == "FP"  # malformed
     assert answer_outcome(parse_answer("No, there is no prominent semantic relation between man and horse.", "man", "horse"), "riding") == "FN"
+
+
+@pytest.mark.parametrize(
+    ("answer", "form"),
+    [
+        ("Yes, red car.", "stopped after subject"),  # a multi-word subject, then nothing
+        ("Yes, red carpet on street.", "subject not written"),  # run on into more letters
+        ("Yes, car on street.", "subject not written"),  # half the subject
+        ("Yes, red car on road.", "object not written"),
+        ("Yes, red car street.", "no predicate"),
+    ],
+)
+def test_malformed_forms_name_where_the_answer_leaves_the_form(answer: str, form: str) -> None:
+    assert malformed_form(parse_answer(answer, "red car", "street"), "red car", "street") == form
+
+
+def test_only_malformed_answers_have_a_malformed_form() -> None:
+    with pytest.raises(ValueError, match="'yes' answer"):
+        malformed_form(parse_answer("Yes, man on horse.", "man", "horse"), "man", "horse")

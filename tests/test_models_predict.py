@@ -17,6 +17,7 @@ from reltune.inference.predict import (
     PREDICTION_COLUMNS,
     candidate_pairs,
     categories_to_ask,
+    malformed_summary,
     pair_questions,
     predictions_from_beams,
 )
@@ -91,13 +92,46 @@ def test_triplets_from_yes_beams_keep_the_best_score() -> None:
             "sequence_score": [-0.1, -1.0, -0.2, -0.05, -0.3, -3.0, -0.5, -0.6, -2.0],
         }
     )
-    predictions, kinds = predictions_from_beams(questions, beams)
+    predictions, kinds, malformed = predictions_from_beams(questions, beams)
     assert tuple(predictions.columns) == PREDICTION_COLUMNS
     assert kinds == {"yes": 7, "no": 1, "malformed": 1}
+    assert malformed.to_dict("records") == [{"subj_label": "man", "obj_label": "horse", "form": "subject not written"}]
     assert list(zip(predictions["image_id"], predictions["subj"], predictions["obj"], predictions["predicate"])) == [
         ("a", 0, 1, "riding"), ("a", 0, 1, "on"), ("b", 1, 0, "near"), ("b", 1, 0, "above"),
     ]
     np.testing.assert_allclose(predictions["score"], np.exp([-0.05, -1.0, -0.5, -2.0]))
+
+
+def test_malformed_answers_are_summarised_by_form_and_subject() -> None:
+    questions = pd.DataFrame(
+        {"image_id": ["a", "a", "b"], "subj": [0, 1, 0], "obj": [1, 0, 1],
+         "subj_label": ["fox", "kite", "traffic light"], "obj_label": ["kite", "fox", "cat"]}
+    )  # fmt: skip
+    answers = [
+        ("Yes, fox.", 0), ("Yes, fox", 0), ("Yes, foxes on kite.", 0), ("Yes, fox kite.", 0),
+        ("Yes, kite above.", 1), ("Yes, kite fox.", 1), ("Yes, fox on kite.", 0), ("Yes.", 2),
+        ("Yes, traffic light.", 2), ("Yes, traffic.", 2), ("No, there is no prominent spatial relation between kite and fox.", 1),
+    ]  # fmt: skip
+    beams = pd.DataFrame(
+        {"question": [question for _, question in answers], "beam": 0, "answer": [answer for answer, _ in answers],
+         "sequence_score": -1.0}
+    )  # fmt: skip
+    # every beam counts: several answers per question here (answers_per_question None)
+    _, kinds, malformed = predictions_from_beams(questions, beams)
+    assert kinds == {"yes": 1, "no": 1, "malformed": 9}
+    assert list(malformed["form"]) == [
+        "stopped after subject", "stopped after subject", "subject not written", "no predicate",
+        "object not written", "no predicate", "empty", "stopped after subject", "subject not written",
+    ]  # fmt: skip
+    summary = malformed_summary(malformed)
+    assert summary["forms"] == {
+        "empty": 1, "subject not written": 2, "stopped after subject": 3, "object not written": 1, "no predicate": 2,
+    }  # fmt: skip
+    assert summary["most_frequent_subjects"] == {"fox": 4, "traffic light": 3, "kite": 2}
+    assert malformed_summary(malformed.iloc[:0]) == {
+        "forms": {"empty": 0, "subject not written": 0, "stopped after subject": 0, "object not written": 0, "no predicate": 0},
+        "most_frequent_subjects": {},
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------ end to end on a tiny model
@@ -171,6 +205,7 @@ def test_predict_end_to_end_and_blind_control(world: dict) -> None:
         report = json.loads((root / f"predictions_{blind}.report.json").read_text())
         assert report["pairs"] == 6 and report["questions"] == 18  # 3 images x 2 annotated pairs x 3 categories
         assert sum(report["beams"].values()) == 18  # the top beam of every question (DESIGN §7)
+        assert sum(report["malformed"]["forms"].values()) == report["beams"]["malformed"]
         assert report["predictions"] == len(outputs[blind])
     seen = outputs["false"]
     assert tuple(seen.columns) == PREDICTION_COLUMNS and len(seen) > 0

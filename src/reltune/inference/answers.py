@@ -16,6 +16,8 @@ from reltune.text import normalise_predicate
 
 AnswerKind = Literal["yes", "no", "malformed"]
 Outcome = Literal["TP", "FP", "FN"]
+# where a malformed answer leaves the form "{s} {predicate} {o}", in reading order (`malformed_form`)
+MALFORMED_FORMS = ("empty", "subject not written", "stopped after subject", "object not written", "no predicate")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,31 @@ def parse_answer(answer: str, subject_label: str, object_label: str) -> ParsedAn
     ):
         return ParsedAnswer("yes", " ".join(predicate_words), remainder)
     return ParsedAnswer("malformed", None, remainder)
+
+
+def malformed_form(parsed: ParsedAnswer, subject_label: str, object_label: str) -> str:
+    """The first place where a malformed answer leaves the form `{s} {predicate} {o}` (one of MALFORMED_FORMS).
+
+    "subject not written": the answer does not open with the asked subject (another or a misspelt name,
+    "Yes, gemmon on cake." for a gem); "stopped after subject": it ends right after it ("Yes, fox."
+    for a fox on a kite); "object not written": something follows the subject but the asked object does
+    not close it; "no predicate": subject and object with nothing between.
+    """
+    if parsed.kind != "malformed":
+        raise ValueError(f"only a malformed answer has a malformed form, got a {parsed.kind!r} answer")
+    words = parsed.remainder.split()
+    subject_words = normalise_predicate(subject_label).split()
+    object_words = normalise_predicate(object_label).split()
+    if not words:
+        return "empty"
+    if words[: len(subject_words)] != subject_words:
+        return "subject not written"
+    rest = words[len(subject_words) :]
+    if not rest:
+        return "stopped after subject"
+    if rest[-len(object_words) :] != object_words:
+        return "object not written"
+    return "no predicate"
 
 
 def answer_outcome(parsed: ParsedAnswer, ground_truth_predicate: str) -> Outcome:

@@ -523,7 +523,7 @@ def predict_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 def run_predict(args: argparse.Namespace) -> int:
     from reltune.data.scenes import read_scenes
     from reltune.inference.crops import CropLoader
-    from reltune.inference.predict import candidate_pairs, categories_to_ask, pair_questions, predictions_from_chunks
+    from reltune.inference.predict import candidate_pairs, categories_to_ask, malformed_summary, pair_questions, predictions_from_chunks
     from reltune.inference.questions import FrameQuestions
     from reltune.inference.runner import InferenceJob, answered_chunks, remove_shards, run_inference
 
@@ -541,10 +541,11 @@ def run_predict(args: argparse.Namespace) -> int:
     record_timing(args, state, gather_timing({"predict": run}, state))
     if not state.is_main_process:
         return 0
-    predictions, beam_kinds = predictions_from_chunks(answered_chunks(run, questions), args.answers_per_question)
+    predictions, beam_kinds, malformed = predictions_from_chunks(answered_chunks(run, questions), args.answers_per_question)
     report = {
         "images": int(len(scenes)), "pairs": int(len(pairs)), "questions": int(len(questions)),
         "answers_per_question": args.answers_per_question or "all", "beams": beam_kinds,
+        "malformed": malformed_summary(malformed),
         "predictions": int(len(predictions)), "split": args.split, "pairs_mode": args.pairs,
         "blind": bool(args.blind), "categories_from": args.categories_from,
         "score": "exp(sequence score): with length_penalty 0 the answer's probability under beam search",
@@ -561,4 +562,8 @@ def run_predict(args: argparse.Namespace) -> int:
         f"predict: {report['predictions']} triplets from {report['questions']} questions on {report['pairs']} pairs; "
         f"shards skipped (finished before): {run.skipped} of {run.shard_count}"
     )
+    if beam_kinds["malformed"]:
+        forms = ", ".join(f"{form} {count}" for form, count in report["malformed"]["forms"].items() if count)
+        subjects = ", ".join(f"{label} {count}" for label, count in report["malformed"]["most_frequent_subjects"].items())
+        log(f"predict: {beam_kinds['malformed']} malformed answers ({forms}); most often asked about: {subjects}")
     return 0

@@ -21,7 +21,7 @@ import pandas as pd
 
 from reltune.instructions.categories import CATEGORIES
 from reltune.instructions.templates import category_question
-from reltune.inference.answers import parse_answer
+from reltune.inference.answers import MALFORMED_FORMS, malformed_form, parse_answer
 from reltune.inference.generation import GenerationSettings, answer_questions
 
 if TYPE_CHECKING:
@@ -96,17 +96,18 @@ def kept_beams(beams: pd.DataFrame, answers_per_question: int | None) -> pd.Data
     return beams[beams["beam"].to_numpy() < answers_per_question]
 
 
-def candidate_triplets(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """One candidate (PREDICTION_COLUMNS) per "Yes" beam, and the counts of beams by kind (yes / no / malformed)."""
+MALFORMED_COLUMNS = ("subj_label", "obj_label", "form")
+# the subject names a predict report lists beside the forms of its malformed answers (most frequent first)
+REPORTED_MALFORMED_SUBJECTS = 5
+
+
+def candidate_triplets(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame]:
+    """One candidate (PREDICTION_COLUMNS) per "Yes" beam, the counts of beams by kind (yes / no / malformed),
+    and one row (MALFORMED_COLUMNS) per malformed beam: the asked names and where it left the form."""
     question = beams["question"].to_numpy()
-    parsed = [
-        parse_answer(answer, subject, obj)
-        for answer, subject, obj in zip(
-            beams["answer"],
-            questions["subj_label"].to_numpy()[question],
-            questions["obj_label"].to_numpy()[question],
-        )
-    ]
+    subjects = questions["subj_label"].to_numpy()[question]
+    objects = questions["obj_label"].to_numpy()[question]
+    parsed = [parse_answer(answer, subject, obj) for answer, subject, obj in zip(beams["answer"], subjects, objects)]
     kinds = np.array([item.kind for item in parsed], dtype=object)
     counts = {kind: int((kinds == kind).sum()) for kind in ("yes", "no", "malformed")}
     is_yes = kinds == "yes"
@@ -119,7 +120,27 @@ def candidate_triplets(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd
             "score": np.exp(beams["sequence_score"].to_numpy(dtype=float)[is_yes]),
         }
     )
-    return candidates[list(PREDICTION_COLUMNS)], counts
+    is_malformed = kinds == "malformed"
+    malformed = pd.DataFrame(
+        {
+            "subj_label": subjects[is_malformed],
+            "obj_label": objects[is_malformed],
+            "form": [malformed_form(item, subject, obj) for item, subject, obj in zip(parsed, subjects, objects) if item.kind == "malformed"],
+        },
+        columns=list(MALFORMED_COLUMNS),
+    )
+    return candidates[list(PREDICTION_COLUMNS)], counts, malformed
+
+
+def malformed_summary(malformed: pd.DataFrame) -> dict:
+    """A report's view of the malformed answers: how many of each form (MALFORMED_FORMS, all listed), and the
+    subject names asked most often in them (so a model that cannot write some names shows which)."""
+    forms = malformed["form"].value_counts()
+    subjects = malformed["subj_label"].value_counts().head(REPORTED_MALFORMED_SUBJECTS)
+    return {
+        "forms": {form: int(forms.get(form, 0)) for form in MALFORMED_FORMS},
+        "most_frequent_subjects": {str(label): int(count) for label, count in subjects.items()},
+    }
 
 
 def best_triplets(candidates: pd.DataFrame) -> pd.DataFrame:
@@ -133,21 +154,27 @@ def best_triplets(candidates: pd.DataFrame) -> pd.DataFrame:
 
 def predictions_from_beams(
     questions: pd.DataFrame, beams: pd.DataFrame, answers_per_question: int | None = None
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Triplets from the kept "Yes" beams (`best_triplets`) and the counts of kept beams by kind."""
-    candidates, counts = candidate_triplets(questions, kept_beams(beams, answers_per_question))
-    return best_triplets(candidates), counts
+) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame]:
+    """Triplets from the kept "Yes" beams (`best_triplets`), the counts of kept beams by kind, the kept malformed beams."""
+    candidates, counts, malformed = candidate_triplets(questions, kept_beams(beams, answers_per_question))
+    return best_triplets(candidates), counts, malformed
 
 
-def predictions_from_chunks(answered, answers_per_question: int | None) -> tuple[pd.DataFrame, dict[str, int]]:
+def predictions_from_chunks(answered, answers_per_question: int | None) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame]:
     """`predictions_from_beams` over the runner's answered (questions, beams) chunks."""
-    parts, counts = [], {"yes": 0, "no": 0, "malformed": 0}
+    parts, counts, malformed_parts = [], {"yes": 0, "no": 0, "malformed": 0}, []
     for questions, beams in answered:
-        candidates, chunk_counts = candidate_triplets(questions, kept_beams(beams, answers_per_question))
+        candidates, chunk_counts, malformed = candidate_triplets(questions, kept_beams(beams, answers_per_question))
         parts.append(candidates)
+        malformed_parts.append(malformed)
         counts = {kind: counts[kind] + chunk_counts[kind] for kind in counts}
     empty = pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in PREDICTION_DTYPES.items()})
-    return best_triplets(pd.concat([empty, *parts], ignore_index=True)), counts
+    no_malformed = pd.DataFrame(columns=list(MALFORMED_COLUMNS))
+    return (
+        best_triplets(pd.concat([empty, *parts], ignore_index=True)),
+        counts,
+        pd.concat([no_malformed, *malformed_parts], ignore_index=True),
+    )
 
 
 def predict_relations(
@@ -170,13 +197,14 @@ def predict_relations(
     beams = answer_questions(
         backbone, questions, crop_loader, settings, description="predicting", vision_cache=vision_cache
     )
-    predictions, beam_kinds = predictions_from_beams(questions, beams, answers_per_question)
+    predictions, beam_kinds, malformed = predictions_from_beams(questions, beams, answers_per_question)
     report = {
         "images": int(len(scenes)),
         "pairs": int(len(pair_table)),
         "questions": int(len(questions)),
         "answers_per_question": answers_per_question or "all",
         "beams": beam_kinds,
+        "malformed": malformed_summary(malformed),
         "predictions": int(len(predictions)),
     }
     return predictions, report
