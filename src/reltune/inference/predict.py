@@ -121,12 +121,13 @@ def candidate_triplets(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd
         }
     )
     is_malformed = kinds == "malformed"
+    forms = [
+        malformed_form(item, subject, obj)
+        for item, subject, obj in zip(parsed, subjects, objects)
+        if item.kind == "malformed"
+    ]
     malformed = pd.DataFrame(
-        {
-            "subj_label": subjects[is_malformed],
-            "obj_label": objects[is_malformed],
-            "form": [malformed_form(item, subject, obj) for item, subject, obj in zip(parsed, subjects, objects) if item.kind == "malformed"],
-        },
+        {"subj_label": subjects[is_malformed], "obj_label": objects[is_malformed], "form": forms},
         columns=list(MALFORMED_COLUMNS),
     )
     return candidates[list(PREDICTION_COLUMNS)], counts, malformed
