@@ -31,9 +31,9 @@ uniformly from the pool, 99.75 % of whose words the tiny tokenizer writes in
 one-piece name and runs it on ("Yes, gemmon on cake." for a gem), which is
 most of ART's held-out deficit (docs/RESULTS.md "Art's held-out deficit is
 unseen names misspelt"). `even`: words of one piece, of two and of more drawn
-a third of the time each (`even_lengths`); measured on ART's whole loop over
+a third of the time each (`even_lengths`); measured on ART's whole loop and balanced over
 five seeds, not the default (docs/RESULTS.md "The whole art loop with
-substitutes of every length", "Art's five seeds with substitutes of every length").
+substitutes of every length", "Art's and balanced's five seeds with substitutes of every length").
 """
 
 from __future__ import annotations
