@@ -95,7 +95,9 @@ def test_triplets_from_yes_beams_keep_the_best_score() -> None:
     predictions, kinds, malformed = predictions_from_beams(questions, beams)
     assert tuple(predictions.columns) == PREDICTION_COLUMNS
     assert kinds == {"yes": 7, "no": 1, "malformed": 1}
-    assert malformed.to_dict("records") == [{"subj_label": "man", "obj_label": "horse", "form": "subject not written"}]
+    assert malformed.to_dict("records") == [
+        {"subj_label": "man", "obj_label": "horse", "malformed_form": "subject not written"}
+    ]
     assert list(zip(predictions["image_id"], predictions["subj"], predictions["obj"], predictions["predicate"])) == [
         ("a", 0, 1, "riding"), ("a", 0, 1, "on"), ("b", 1, 0, "near"), ("b", 1, 0, "above"),
     ]
@@ -119,7 +121,7 @@ def test_malformed_answers_are_summarised_by_form_and_subject() -> None:
     # every beam counts: several answers per question here (answers_per_question None)
     _, kinds, malformed = predictions_from_beams(questions, beams)
     assert kinds == {"yes": 1, "no": 1, "malformed": 9}
-    assert list(malformed["form"]) == [
+    assert list(malformed["malformed_form"]) == [
         "stopped after subject", "stopped after subject", "subject not written", "no predicate",
         "object not written", "no predicate", "empty", "stopped after subject", "subject not written",
     ]  # fmt: skip
@@ -174,6 +176,7 @@ def test_score_end_to_end_and_after_save_load(world: dict) -> None:
     report = json.loads((out / "score_report.json").read_text())
     assert report["pool"]["TP"] + report["pool"]["FP"] + report["pool"]["FN"] == len(scores)
     assert report["pool"]["malformed"] == int((scores["answer_kind"] == "malformed").sum())
+    assert sum(report["validation"]["malformed_answers"]["forms"].values()) == report["validation"]["malformed"]
     recall = json.loads((out / "val_recall.json").read_text())
     val = pd.read_parquet(world["instructions"] / "val.parquet")
     assert set(recall["per_predicate"]) == set(val.loc[val["kind"] == "positive", "predicate"])

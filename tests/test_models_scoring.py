@@ -11,6 +11,7 @@ import pytest
 from reltune.errors import InputError
 from reltune.inference.scoring import (
     SCORE_COLUMNS,
+    classify_answers,
     outcome_counts,
     pool_questions,
     score_questions,
@@ -118,6 +119,15 @@ def test_outcomes_similarity_and_columns() -> None:
     assert by_qid.loc["q6", "similarity"] == pytest.approx(11 / 100 + 2 / 1000)
     assert math.isnan(by_qid.loc["q3", "similarity"]) and math.isnan(by_qid.loc["q5", "similarity"])
     assert outcome_counts(scores) == {"TP": 1, "FP": 4, "FN": 1, "malformed": 1}
+
+
+def test_classified_answers_carry_their_labels_and_malformed_form() -> None:
+    questions = instruction_table().iloc[2:7].reset_index(drop=True)  # q3-q7
+    classified = classify_answers(questions, injected_source([])(questions))
+    assert list(classified["subj_label"]) == ["traffic light", "man", "man", "dog", "cat"]
+    assert list(classified["obj_label"]) == ["street sign", "hat", "hat", "sofa", "sofa"]
+    # q6 "Yes, sofa on dog." about a dog on a sofa opens with the wrong name
+    assert list(classified["malformed_form"].fillna("-")) == ["-", "-", "-", "subject not written", "-"]
 
 
 def test_similarity_is_computed_once_per_distinct_pair() -> None:

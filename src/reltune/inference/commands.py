@@ -455,6 +455,7 @@ def score_report(args, inputs: ScoreInputs, settings, model, pool: dict, validat
 
 def run_score(args: argparse.Namespace) -> int:
     from reltune.embedding import similarity_from_arguments
+    from reltune.inference.predict import malformed_line, malformed_summary
     from reltune.inference.runner import remove_shards
     from reltune.inference.scoring import outcome_counts
 
@@ -485,9 +486,12 @@ def run_score(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     questions = (len(pool_questions) if pool_questions is not None else 0) + recall["questions"]
     pool.update(questions=len(pool_questions) if pool_questions is not None else 0, scored=bool(scores_pool), **counts)
+    # where the round model's malformed validation answers leave the answer form (as predict's report has it)
+    val_malformed = val_classified[val_classified["answer_kind"] == "malformed"]
     validation = {
         "questions": recall["questions"], **outcome_counts(val_classified),
         "recall": recall["recall"], "mean_recall": recall["mean_recall"],
+        "malformed_answers": malformed_summary(val_malformed),
     }  # fmt: skip
     timing = {
         "validation_seconds": round(val_run.seconds, 3),
@@ -506,6 +510,8 @@ def run_score(args: argparse.Namespace) -> int:
         f"mean {recall['mean_recall']:.3f}; {timing['questions_per_second']} questions/s; "
         f"shards skipped (finished before): {sum(run.skipped for run in runs.values())}"
     )
+    if len(val_malformed):
+        log(f"score: validation: {malformed_line(len(val_malformed), validation['malformed_answers'])}")
     return 0
 
 
@@ -523,7 +529,9 @@ def predict_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 def run_predict(args: argparse.Namespace) -> int:
     from reltune.data.scenes import read_scenes
     from reltune.inference.crops import CropLoader
-    from reltune.inference.predict import candidate_pairs, categories_to_ask, malformed_summary, pair_questions, predictions_from_chunks
+    from reltune.inference.predict import (
+        candidate_pairs, categories_to_ask, malformed_line, malformed_summary, pair_questions, predictions_from_chunks,
+    )  # fmt: skip
     from reltune.inference.questions import FrameQuestions
     from reltune.inference.runner import InferenceJob, answered_chunks, remove_shards, run_inference
 
@@ -563,7 +571,5 @@ def run_predict(args: argparse.Namespace) -> int:
         f"shards skipped (finished before): {run.skipped} of {run.shard_count}"
     )
     if beam_kinds["malformed"]:
-        forms = ", ".join(f"{form} {count}" for form, count in report["malformed"]["forms"].items() if count)
-        subjects = ", ".join(f"{label} {count}" for label, count in report["malformed"]["most_frequent_subjects"].items())
-        log(f"predict: {beam_kinds['malformed']} malformed answers ({forms}); most often asked about: {subjects}")
+        log(f"predict: {malformed_line(beam_kinds['malformed'], report['malformed'])}")
     return 0

@@ -96,7 +96,7 @@ def kept_beams(beams: pd.DataFrame, answers_per_question: int | None) -> pd.Data
     return beams[beams["beam"].to_numpy() < answers_per_question]
 
 
-MALFORMED_COLUMNS = ("subj_label", "obj_label", "form")
+MALFORMED_COLUMNS = ("subj_label", "obj_label", "malformed_form")
 # the subject names a predict report lists beside the forms of its malformed answers (most frequent first)
 REPORTED_MALFORMED_SUBJECTS = 5
 
@@ -127,7 +127,7 @@ def candidate_triplets(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd
         if item.kind == "malformed"
     ]
     malformed = pd.DataFrame(
-        {"subj_label": subjects[is_malformed], "obj_label": objects[is_malformed], "form": forms},
+        {"subj_label": subjects[is_malformed], "obj_label": objects[is_malformed], "malformed_form": forms},
         columns=list(MALFORMED_COLUMNS),
     )
     return candidates[list(PREDICTION_COLUMNS)], counts, malformed
@@ -136,12 +136,19 @@ def candidate_triplets(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd
 def malformed_summary(malformed: pd.DataFrame) -> dict:
     """A report's view of the malformed answers: how many of each form (MALFORMED_FORMS, all listed), and the
     subject names asked most often in them (so a model that cannot write some names shows which)."""
-    forms = malformed["form"].value_counts()
+    forms = malformed["malformed_form"].value_counts()
     subjects = malformed["subj_label"].value_counts().head(REPORTED_MALFORMED_SUBJECTS)
     return {
         "forms": {form: int(forms.get(form, 0)) for form in MALFORMED_FORMS},
         "most_frequent_subjects": {str(label): int(count) for label, count in subjects.items()},
     }
+
+
+def malformed_line(count: int, summary: dict) -> str:
+    """One log line's account of `count` malformed answers from their `malformed_summary`."""
+    forms = ", ".join(f"{form} {number}" for form, number in summary["forms"].items() if number)
+    subjects = ", ".join(f"{label} {number}" for label, number in summary["most_frequent_subjects"].items())
+    return f"{count} malformed answers ({forms}); most often asked about: {subjects}"
 
 
 def best_triplets(candidates: pd.DataFrame) -> pd.DataFrame:

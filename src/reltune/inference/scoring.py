@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from reltune.errors import InputError
-from reltune.inference.answers import answer_outcome, parse_answer
+from reltune.inference.answers import answer_outcome, malformed_form, parse_answer
 from reltune.inference.generation import GenerationSettings, answer_questions
 from reltune.text import normalise_predicate
 
@@ -88,10 +88,11 @@ def pool_questions(
 def classify_answers(questions: pd.DataFrame, answers: pd.DataFrame) -> pd.DataFrame:
     """Parse each top-beam answer against its question's labels and assign TP / FP / FN.
 
-    Returns one row per question: qid, predicate, answer, answer_kind,
-    predicted_predicate (None unless a "yes" answer parsed), outcome,
+    Returns one row per question: qid, subj_label, obj_label, predicate, answer,
+    answer_kind, predicted_predicate (None unless a "yes" answer parsed), outcome,
     remainder (what the answer said after "yes"; a malformed FP's predicate
-    for similarity), entropy, sequence_score.
+    for similarity), malformed_form (`malformed_form`; None unless malformed),
+    entropy, sequence_score.
     """
     if len(answers) != len(questions):
         raise ValueError(f"the answer source returned {len(answers)} rows for {len(questions)} questions")
@@ -100,15 +101,22 @@ def classify_answers(questions: pd.DataFrame, answers: pd.DataFrame) -> pd.DataF
         for answer, subject, obj in zip(answers["answer"], questions["subj_label"], questions["obj_label"])
     ]
     outcomes = [answer_outcome(item, truth) for item, truth in zip(parsed, questions["predicate"])]
+    forms = [
+        malformed_form(item, subject, obj) if item.kind == "malformed" else None
+        for item, subject, obj in zip(parsed, questions["subj_label"], questions["obj_label"])
+    ]
     return pd.DataFrame(
         {
             "qid": questions["qid"].to_numpy(),
+            "subj_label": questions["subj_label"].astype(str).to_numpy(),
+            "obj_label": questions["obj_label"].astype(str).to_numpy(),
             "predicate": questions["predicate"].astype(str).to_numpy(),
             "answer": answers["answer"].astype(str).to_numpy(),
             "answer_kind": np.array([item.kind for item in parsed], dtype=object),
             "predicted_predicate": pd.array([item.predicate for item in parsed], dtype="string"),
             "outcome": np.array(outcomes, dtype=object),
             "remainder": np.array([item.remainder for item in parsed], dtype=object),
+            "malformed_form": pd.array(forms, dtype="string"),
             "entropy": answers["entropy"].to_numpy(dtype=float),
             "sequence_score": answers["sequence_score"].to_numpy(dtype=float),
         }
