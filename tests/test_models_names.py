@@ -138,6 +138,9 @@ def test_the_names_file_of_stage_names_gives_the_names_the_scene_root_gives(tmp_
     assert json.loads(names_file.read_text())["datasets"]["held-out"] == {"objects": ["fox", "bear"], "predicates": ["hug"]}
     assert dataset_names(names_file) == dataset_names(tmp_path / "scenes") == [
         "bear", "fox", "hug", "left of", "on", "tennis racket"]  # fmt: skip
+    assert dataset_names(names_file, ("objects",)) == dataset_names(tmp_path / "scenes", ("objects",)) == [
+        "bear", "fox", "tennis racket"]  # fmt: skip
+    assert dataset_names(names_file, ("predicates",)) == ["hug", "left of", "on"]
     names_file.write_text(json.dumps({"datasets": {"held-in": {"objects": ["bear"], "predicates": "on"}}}))
     with pytest.raises(InputError, match=r"names.json: datasets.held-in: 'predicates' must be a list of names"):
         dataset_names(names_file)

@@ -95,6 +95,24 @@ def test_copy_questions_repeat_two_different_names_on_a_whole_image():
         copy_examples(SIZED_SCENES, ["fox"], 3, seed=0)
 
 
+def test_triplet_copy_questions_put_a_predicate_between_two_different_objects():
+    objects, predicates = ["fox", "cat", "tennis racket"], ["on", "sitting on"]
+    asked = copy_examples(SIZED_SCENES, objects, 60, seed=0, predicates=predicates)
+    middles = set()
+    for row in asked.itertuples():
+        assert row.subj_label != row.obj_label and {row.subj_label, row.obj_label} <= set(objects)
+        middle = row.target.removeprefix(f"{row.subj_label} ").removesuffix(f" {row.obj_label}")
+        assert middle in predicates and row.target == f"{row.subj_label} {middle} {row.obj_label}"
+        assert row.prompt == f"Repeat the words: {row.target}."
+        middles.add(middle)
+    # every object in both places and every predicate drawn, multi-word names whole
+    assert set(asked["subj_label"]) == set(asked["obj_label"]) == set(objects) and middles == set(predicates)
+    # the images are the pair form's draw (drawn first)
+    assert list(asked["image_id"]) == list(copy_examples(SIZED_SCENES, objects, 60, seed=0)["image_id"])
+    with pytest.raises(InputError, match="names: train.copy_phrase triplet needs at least one predicate name"):
+        copy_examples(SIZED_SCENES, objects, 3, seed=0, predicates=[])
+
+
 def test_with_copy_replay_counts_a_fraction_of_the_relation_examples_only():
     relations = pd.DataFrame({"qid": [f"q{i}" for i in range(9)], "prompt": ["p"] * 9})
     replayed = with_replay(relations, SIZED_SCENES, 0.5, seed=0)  # 4 where-questions after the relations

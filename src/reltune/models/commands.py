@@ -24,7 +24,9 @@ from reltune.argtypes import (
 from reltune.arguments import Setting, add_settings, settings_from_args
 from reltune.models.backbone import PRESETS, TinyInit, TinySizes, check_tiny_sizes
 from reltune.models.names import training_pool
-from reltune.models.schedule import NAME_SUBSTITUTION_LENGTHS, NAME_SUBSTITUTION_MODES, REPLAY_ANSWERS, SCHEDULES, TrainSettings
+from reltune.models.schedule import (
+    COPY_PHRASES, NAME_SUBSTITUTION_LENGTHS, NAME_SUBSTITUTION_MODES, REPLAY_ANSWERS, SCHEDULES, TrainSettings,
+)  # fmt: skip
 from reltune.models.token_prior import TOKEN_PRIORS
 
 # Stage defaults (= the params.yaml proposal) come from TrainSettings; pretraining overrides a few
@@ -83,6 +85,8 @@ TRAIN_ARGUMENTS = {
                              "does; direction: '{a} above {b}' (left of, right of, above, below, from the boxes)"),
     "copy_replay": Setting(non_negative_float, "train: pretraining's language-only 'Repeat the words: a b.' questions over "
                            "every dataset's names (--exclude-names-of), a fraction of the relation examples (0: off)"),
+    "copy_phrase": Setting(choices=COPY_PHRASES, help="pair: copy phrases of two names; triplet: '{object} {predicate} "
+                           "{object}' drawn from every dataset's names (reltune.models.replay)"),
     "repeat_threshold": Setting(non_negative_float, "train: LVIS repeat-factor threshold t: a predicate with share f of "
                                 "the positives is asked max(1, sqrt(t/f)) times as often (reltune.models.repeats; 0: off)"),
     "converse_predicates": Setting(converse_spec, "train: 'a:b,c:d', predicates each the converse of the other: a question of one "
@@ -291,9 +295,15 @@ def run_train(args: argparse.Namespace) -> int:
     names_source = args.exclude_names_of or args.scenes.parent
     replayed_examples = len(examples)
     if settings.copy_replay > 0:
-        names = dataset_names(names_source)
-        examples = with_copy_replay(examples, relation_examples, scenes, names, settings.copy_replay, settings.seed, str(names_source))
-        log(f"copy replay: {len(examples) - replayed_examples} 'Repeat the words' questions over {len(names)} dataset names")
+        # triplet phrases: object names around a predicate name; pairs: any two names
+        triplets = settings.copy_phrase == "triplet"
+        names = dataset_names(names_source, ("objects",) if triplets else ("objects", "predicates"))
+        predicates = dataset_names(names_source, ("predicates",)) if triplets else None
+        examples = with_copy_replay(
+            examples, relation_examples, scenes, names, settings.copy_replay, settings.seed, str(names_source), predicates
+        )
+        log(f"copy replay: {len(examples) - replayed_examples} 'Repeat the words' questions ({settings.copy_phrase}s) "
+            f"over {len(names) + len(predicates or [])} dataset names")
     validation = _validation_set(args, settings) if settings.select_best else None
     pool: tuple[str, ...] = ()
     if settings.name_substitution > 0:

@@ -62,15 +62,16 @@ def text_words(texts: Iterable[str]) -> set[str]:
     return words
 
 
-def dataset_names(source: str | Path) -> list[str]:
-    """Every object and predicate name of every dataset (held-in and held-out), sorted, once each.
+def dataset_names(source: str | Path, kinds: tuple[str, ...] = ("objects", "predicates")) -> list[str]:
+    """Every object and predicate name of every dataset (held-in and held-out), sorted, once each;
+    `kinds` ("objects", "predicates" or both) picks which.
 
     `source`: the `names` stage's file (data/names.json), or a scene root whose
     `*/vocab.json` are read.
     """
     source = Path(source)
     datasets = read_dataset_names(source) if source.is_file() else dataset_vocabularies(source)
-    return sorted({name for lists in datasets.values() for names in lists.values() for name in names})
+    return sorted({name for lists in datasets.values() for kind in kinds for name in lists[kind]})
 
 
 def dataset_name_words(source: str | Path) -> set[str]:

@@ -14,6 +14,12 @@ over the object and predicate names of every dataset, held-out ones included as 
 images or relations). Why: after relation tuning the model no longer writes a name that no training
 answer has; asked about a fox on a box it answers "Yes, ball on box.", which does not parse. The
 image of a copy question is a whole training image and plays no part in its answer.
+
+`train.copy_phrase: triplet` repeats three words in the places a relation answer has them instead,
+"{object} {predicate} {object}", each drawn at random from every dataset's names ("fox hug kite"):
+in the pairs a held-out name ends half of its answers, and models trained on them stopped after an
+unseen subject ("Yes, fox.") or ran on into another word ("foxe"). A drawn phrase states nothing
+about any image (its image is a random training image, and the draw pairs names uniformly).
 """
 
 from __future__ import annotations
@@ -82,24 +88,30 @@ def replay_examples(scenes: pd.DataFrame, count: int, seed: int, source: str = "
     return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
 
 
-def copy_examples(scenes: pd.DataFrame, names: list[str], count: int, seed: int, source: str = "names") -> pd.DataFrame:
+def copy_examples(
+    scenes: pd.DataFrame, names: list[str], count: int, seed: int, source: str = "names", predicates: list[str] | None = None
+) -> pd.DataFrame:
     """`count` copy questions "Repeat the words: {a} {b}." answered "{a} {b}", each on a whole training image.
 
     A seeded draw: per question an image of `scenes` (columns image_id, image_path, width, height) and two
     different `names`, in drawn order. The rows have the relation examples' columns, `kind` "copy" and the
-    two names as subject and object labels (so name substitution may replace them too).
+    two names as subject and object labels (so name substitution may replace them too). With `predicates`
+    (`train.copy_phrase: triplet`) the `names` are object names and each phrase is "{a} {predicate} {b}".
     """
     if count <= 0:
         return pd.DataFrame(columns=EXAMPLE_COLUMNS)
     if len(names) < 2:
         raise InputError(source, f"train.copy_replay needs at least two names to copy, found {len(names)}")
+    if predicates is not None and not predicates:
+        raise InputError(source, "train.copy_phrase triplet needs at least one predicate name, found none")
     rng = np.random.default_rng(seed)
     images = rng.integers(len(scenes), size=count)
     rows = []
     for number, position in enumerate(images):
         scene = scenes.iloc[int(position)]
         first, second = (names[int(index)] for index in rng.choice(len(names), size=2, replace=False))
-        phrase = f"{first} {second}"
+        middle = [] if predicates is None else [predicates[int(rng.integers(len(predicates)))]]
+        phrase = " ".join([first, *middle, second])
         rows.append(
             {
                 "qid": f"copy-{number}",
@@ -138,9 +150,11 @@ def with_copy_replay(
     copy_replay: float,
     seed: int,
     source: str = "names",
+    predicates: list[str] | None = None,
 ) -> pd.DataFrame:
-    """`examples` followed by `copy_replay` times `relation_examples` copy questions (unchanged when that is 0)."""
+    """`examples` followed by `copy_replay` times `relation_examples` copy questions (unchanged when that is 0;
+    `predicates`: triplet phrases, see `copy_examples`)."""
     count = replay_count(relation_examples, copy_replay)
     if count == 0:
         return examples
-    return pd.concat([examples, copy_examples(scenes, names, count, seed, source)], ignore_index=True)
+    return pd.concat([examples, copy_examples(scenes, names, count, seed, source, predicates)], ignore_index=True)

@@ -69,6 +69,9 @@ class TrainSettings:
     # names, this fraction of the relation examples (reltune.models.replay; 0: off), so the tuned model can still
     # write a name no training answer has (a held-out class) instead of the seen name its picture recalls
     copy_replay: float = 0.0
+    # pair: copy phrases of two names ("fox on"); triplet: "{object} {predicate} {object}" ("fox hug kite"), the places
+    # a relation answer has its words, so an unseen subject is followed by a predicate (reltune.models.replay)
+    copy_phrase: str = "pair"
     # relation tuning: LVIS's repeat-factor threshold t; a predicate of share f of the positives is asked
     # max(1, sqrt(t / f)) times as often (reltune.models.repeats; 0: off), so rare predicates get the steps
     repeat_threshold: float = 0.0
@@ -94,6 +97,8 @@ class TrainSettings:
 # what a replayed where-question's answer says (reltune.models.replay): the first object's side, as
 # pretraining answers ("top"), or a sentence with the English direction phrase ("cup above plate")
 REPLAY_ANSWERS = ("side", "direction")
+# the words of a copy-replay phrase (reltune.models.replay): two names, or object, predicate and object
+COPY_PHRASES = ("pair", "triplet")
 
 
 def replay_count(relation_examples: int, replay: float) -> int:
