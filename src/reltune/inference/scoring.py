@@ -91,7 +91,7 @@ def classify_answers(questions: pd.DataFrame, answers: pd.DataFrame) -> pd.DataF
     Returns one row per question: qid, subj_label, obj_label, predicate, answer,
     answer_kind, predicted_predicate (None unless a "yes" answer parsed), outcome,
     remainder (what the answer said after "yes"; a malformed FP's predicate
-    for similarity), malformed_form (`malformed_form`; None unless malformed),
+    for similarity), malformed_form (`malformed_form`; missing unless malformed),
     entropy, sequence_score.
     """
     if len(answers) != len(questions):
