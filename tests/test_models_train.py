@@ -403,21 +403,27 @@ def test_train_replays_relative_where_questions_beside_the_relations(toy, tmp_pa
     assert f"replay: {replayed} relative-where questions besides {len(instructions)} relation examples" in capsys.readouterr().err
 
 
-def test_train_replays_copy_questions_over_every_datasets_names(toy, tmp_path, capsys):
+@pytest.mark.parametrize("phrase", ["pair", "triplet"])
+def test_train_replays_copy_questions_over_every_datasets_names(toy, tmp_path, capsys, phrase):
     from reltune.cli import main
 
     root, scenes_dir, _, _, instructions = toy
     out = tmp_path / "copied"
-    argv = _one_step_argv(root, root / "train.parquet", scenes_dir, out, "--name-substitution", "0", "--copy-replay", "0.3")
+    argv = _one_step_argv(
+        root, root / "train.parquet", scenes_dir, out, "--name-substitution", "0", "--copy-replay", "0.3", "--copy-phrase", phrase
+    )
     assert main(argv) == 0, capsys.readouterr().err
     copied = math.floor(len(instructions) * 0.3)
     vocabularies = [json.loads(path.read_text()) for path in sorted(scenes_dir.parent.glob("*/vocab.json"))]
-    names = {name for vocab in vocabularies for name in vocab["objects"] + vocab["predicates"]}
+    objects = {name for vocab in vocabularies for name in vocab["objects"]}
+    predicates = {name for vocab in vocabularies for name in vocab["predicates"]}
     metadata = json.loads((out / "reltune_backbone.json").read_text())
     assert copied > 0 and metadata["training"]["copy_questions"] == copied and metadata["training"]["replay_questions"] == 0
     assert metadata["training"]["examples"] == len(instructions) + copied
-    assert metadata["training"]["settings"]["copy_replay"] == 0.3
-    assert f"copy replay: {copied} 'Repeat the words' questions over {len(names)} dataset names" in capsys.readouterr().err
+    assert metadata["training"]["settings"]["copy_replay"] == 0.3 and metadata["training"]["settings"]["copy_phrase"] == phrase
+    # pairs draw from every name; triplets draw objects and predicates apart
+    drawn = len(objects | predicates) if phrase == "pair" else len(objects) + len(predicates)
+    assert f"copy replay: {copied} 'Repeat the words' questions ({phrase}s) over {drawn} dataset names" in capsys.readouterr().err
 
 
 def test_train_repeats_rare_predicates_questions_with_their_negatives(toy, tmp_path, capsys):
