@@ -9,6 +9,7 @@ else is `malformed`: it is kept and counted, never dropped.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,6 +77,16 @@ def malformed_form(parsed: ParsedAnswer, subject_label: str, object_label: str) 
     if rest[-len(object_words) :] != object_words:
         return "object not written"
     return "no predicate"
+
+
+def malformed_forms(
+    parsed: Sequence[ParsedAnswer], subject_labels: Iterable[str], object_labels: Iterable[str]
+) -> list[str | None]:
+    """`malformed_form` of each malformed answer about its (subject, object) labels; None for the others."""
+    return [
+        malformed_form(item, subject, obj) if item.kind == "malformed" else None
+        for item, subject, obj in zip(parsed, subject_labels, object_labels)
+    ]
 
 
 def answer_outcome(parsed: ParsedAnswer, ground_truth_predicate: str) -> Outcome:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from reltune.instructions.categories import CATEGORIES
 from reltune.instructions.templates import category_question
-from reltune.inference.answers import MALFORMED_FORMS, malformed_form, parse_answer
+from reltune.inference.answers import MALFORMED_FORMS, malformed_forms, parse_answer
 from reltune.inference.generation import GenerationSettings, answer_questions
 
 if TYPE_CHECKING:
@@ -121,11 +121,7 @@ def candidate_triplets(questions: pd.DataFrame, beams: pd.DataFrame) -> tuple[pd
         }
     )
     is_malformed = kinds == "malformed"
-    forms = [
-        malformed_form(item, subject, obj)
-        for item, subject, obj in zip(parsed, subjects, objects)
-        if item.kind == "malformed"
-    ]
+    forms = [form for form in malformed_forms(parsed, subjects, objects) if form is not None]
     malformed = pd.DataFrame(
         {"subj_label": subjects[is_malformed], "obj_label": objects[is_malformed], "malformed_form": forms},
         columns=list(MALFORMED_COLUMNS),

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from reltune.errors import InputError
-from reltune.inference.answers import answer_outcome, malformed_form, parse_answer
+from reltune.inference.answers import answer_outcome, malformed_forms, parse_answer
 from reltune.inference.generation import GenerationSettings, answer_questions
 from reltune.text import normalise_predicate
 
@@ -101,10 +101,7 @@ def classify_answers(questions: pd.DataFrame, answers: pd.DataFrame) -> pd.DataF
         for answer, subject, obj in zip(answers["answer"], questions["subj_label"], questions["obj_label"])
     ]
     outcomes = [answer_outcome(item, truth) for item, truth in zip(parsed, questions["predicate"])]
-    forms = [
-        malformed_form(item, subject, obj) if item.kind == "malformed" else None
-        for item, subject, obj in zip(parsed, questions["subj_label"], questions["obj_label"])
-    ]
+    forms = malformed_forms(parsed, questions["subj_label"], questions["obj_label"])
     return pd.DataFrame(
         {
             "qid": questions["qid"].to_numpy(),
