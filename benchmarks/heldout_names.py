@@ -15,19 +15,20 @@ question set `predict` asks) and prints:
 - for own-category questions of pairs whose predicate the held-in data has: the share answered
   with that predicate and the asked names (parsed, right), with that predicate between other
   names (relation right, names not written), "No", or anything else;
-- a copy probe: "Repeat the words: a b." over every dataset's names (pretraining's language-only
-  question, `train.copy_replay`), exact answers, for names of the held-out dataset only and for
-  the others.
+- a copy probe: "Repeat the words: ..." over every dataset's names (pretraining's language-only
+  question, `train.copy_replay`) in the phrase form the backbone was trained on (its
+  `train.copy_phrase`: "a b" for `pair`, "a predicate b" for `triplet`; `--copy-phrase` picks
+  another), exact answers, for phrases with a held-out name and for the others.
 
     .venv/bin/python benchmarks/heldout_names.py [--backbone models/round_final] [--scenes data/scenes/synthetic-ood]
-        [--held-in data/scenes/synthetic] [--threads 1]
+        [--held-in data/scenes/synthetic] [--copy-phrase trained|pair|triplet] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
 from collections import Counter
 from pathlib import Path
 
@@ -39,9 +40,10 @@ import torch  # noqa: E402
 from reltune.data.scenes import read_scenes  # noqa: E402
 from reltune.inference.answers import malformed_form, parse_answer  # noqa: E402
 from reltune.inference.predict import candidate_pairs, categories_to_ask, pair_questions  # noqa: E402
-from reltune.models.backbone import load_backbone  # noqa: E402
+from reltune.models.backbone import BACKBONE_FILE, load_backbone  # noqa: E402
 from reltune.models.names import dataset_names  # noqa: E402
-from reltune.models.pretrain import answer_questions, copy_prompt  # noqa: E402
+from reltune.models.pretrain import answer_questions  # noqa: E402
+from reltune.models.replay import copy_examples  # noqa: E402
 from reltune.text import normalise_predicate  # noqa: E402
 
 
@@ -125,23 +127,33 @@ def malformed_by_class(questions: pd.DataFrame, table: pd.DataFrame) -> dict[str
     return {name: f"{share:.3f} of {count}" for name, (share, count) in ranked}
 
 
-def copy_probe(backbone, scenes: pd.DataFrame, image_root: Path, names: list[str], held_out: set[str], count: int) -> dict[str, float]:
-    """Exact-answer share of "Repeat the words: a b." questions; by whether a held-out name is among the two."""
-    rng = random.Random(0)
-    phrases = [rng.sample(names, 2) for _ in range(count)]
-    images = scenes.sample(n=count, replace=True, random_state=0)
-    asked = pd.DataFrame(
-        {
-            "image_path": images["image_path"].to_numpy(),
-            "union_box": [[0.0, 0.0, float(w), float(h)] for w, h in zip(images["width"], images["height"])],
-            "prompt": [copy_prompt(" ".join(pair)) for pair in phrases],
-        }
-    )
+def trained_copy_phrase(backbone_dir: str | Path) -> str:
+    """The `train.copy_phrase` a tuned backbone's copy replay used ("pair" when its metadata names none)."""
+    metadata_file = Path(backbone_dir) / BACKBONE_FILE
+    metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+    return str(((metadata.get("training") or {}).get("settings") or {}).get("copy_phrase", "pair"))
+
+
+def copy_probe_questions(scenes: pd.DataFrame, names_source: str | Path, phrase: str, count: int) -> pd.DataFrame:
+    """`count` copy questions drawn as training draws them (`replay.copy_examples`, seed 0) in the `phrase` form,
+    with `phrase_names`: the names each phrase is made of."""
+    triplets = phrase == "triplet"
+    names = dataset_names(names_source, ("objects",) if triplets else ("objects", "predicates"))
+    predicates = dataset_names(names_source, ("predicates",)) if triplets else None
+    asked = copy_examples(scenes, names, count, seed=0, source=str(names_source), predicates=predicates)
+    # the predicate of a triplet sits between the two object names of its target
+    labels = list(zip(asked["target"], asked["subj_label"], asked["obj_label"]))
+    asked["phrase_names"] = [{subj, obj, target[len(subj) + 1 : len(target) - len(obj) - 1]} - {""} for target, subj, obj in labels]
+    return asked
+
+
+def copy_probe(backbone, asked: pd.DataFrame, image_root: Path, held_out: set[str]) -> dict[str, float]:
+    """Exact-answer share of the copy questions `asked`; by whether a held-out name is in the phrase."""
     answers = answer_questions(backbone, asked, image_root)
-    right = [normalise_predicate(answer) == normalise_predicate(" ".join(pair)) for answer, pair in zip(answers, phrases)]
-    unseen = [bool(set(pair) & held_out) for pair in phrases]
+    right = [normalise_predicate(answer) == normalise_predicate(target) for answer, target in zip(answers, asked["target"])]
+    unseen = [bool({normalise_predicate(name) for name in names} & held_out) for names in asked["phrase_names"]]
     share = lambda chosen: sum(r for r, c in zip(right, chosen) if c) / max(1, sum(chosen))  # noqa: E731
-    return {"all": share([True] * count), "with a held-out name": share(unseen), "held-in names only": share([not u for u in unseen])}
+    return {"all": share([True] * len(right)), "with a held-out name": share(unseen), "held-in names only": share([not u for u in unseen])}
 
 
 def main() -> None:
@@ -151,6 +163,8 @@ def main() -> None:
     parser.add_argument("--held-in", default="data/scenes/synthetic", help="the held-in scene directory (seen names)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--copy-questions", type=int, default=400)
+    parser.add_argument("--copy-phrase", choices=("trained", "pair", "triplet"), default="trained",
+                        help="the copy probe's phrase form (trained: the backbone's train.copy_phrase)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = parser.parse_args()
     if args.threads:
@@ -182,13 +196,14 @@ def main() -> None:
     outcomes = table.loc[seen, "outcome"].value_counts()
     print(f"own-category questions of pairs with a seen predicate ({int(seen.sum())}):",
           {name: f"{count} ({count / seen.sum():.3f})" for name, count in outcomes.items()})  # fmt: skip
-    names = dataset_names(Path(args.scenes).parent)
     held_out = {normalise_predicate(name) for name in vocab["objects"] + vocab["predicates"]} - seen_objects - {
         normalise_predicate(name) for name in seen_predicates
     }
     held_in_scenes, _ = read_scenes(args.held_in, "val")
-    probe = copy_probe(backbone, held_in_scenes, Path(held_in_vocab["image_root"]), names, held_out, args.copy_questions)
-    print("copy probe ('Repeat the words: a b.', exact):", {key: round(value, 3) for key, value in probe.items()})
+    phrase = trained_copy_phrase(args.backbone) if args.copy_phrase == "trained" else args.copy_phrase
+    asked = copy_probe_questions(held_in_scenes, Path(args.scenes).parent, phrase, args.copy_questions)
+    probe = copy_probe(backbone, asked, Path(held_in_vocab["image_root"]), held_out)
+    print(f"copy probe ('Repeat the words: ...', {phrase}s, exact):", {key: round(value, 3) for key, value in probe.items()})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """benchmarks/heldout_names.py: which held-out misses are names not written rather than relations not read."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -79,3 +81,28 @@ def test_a_name_started_and_run_on_is_misspelt_and_counted_per_class(names):
     assert list(table["misspellings"]) == [["gem -> gemmon"], [], [], ["gem -> gemas"]]
     # gem is named by all 4 questions but the fox one: 2 of 3 malformed; cake 1 of 3; robot 1 of 1; fox 0 of 1
     assert names.malformed_by_class(questions, table) == {"robot": "1.000 of 1", "gem": "0.667 of 3", "cake": "0.333 of 3", "fox": "0.000 of 1"}
+
+
+def test_the_copy_probe_asks_in_the_phrase_form_the_backbone_was_trained_on(names, tmp_path):
+    for dataset, objects, predicates in (("held-in", ["bear", "tennis racket"], ["on", "left of"]), ("held-out", ["fox"], ["hug"])):
+        (tmp_path / "scenes" / dataset).mkdir(parents=True)
+        (tmp_path / "scenes" / dataset / "vocab.json").write_text(json.dumps({"objects": objects, "predicates": predicates}))
+    scenes = pd.DataFrame({"image_id": ["a", "b"], "image_path": ["a.png", "b.png"], "width": [64, 48], "height": [32, 64]})
+    triplets = names.copy_probe_questions(scenes, tmp_path / "scenes", "triplet", 60)
+    assert len(triplets) == 60 and all(prompt.startswith("Repeat the words") for prompt in triplets["prompt"])
+    for target, subj, obj, phrase_names in zip(triplets["target"], triplets["subj_label"], triplets["obj_label"], triplets["phrase_names"]):
+        middle = target[len(subj) + 1 : len(target) - len(obj) - 1]
+        assert {subj, obj} <= {"bear", "tennis racket", "fox"} and middle in {"on", "left of", "hug"}
+        assert target == f"{subj} {middle} {obj}" and phrase_names == {subj, obj, middle}
+    assert set(triplets["target"].map(lambda target: "left of" in target)) == {True, False}  # multi-word predicates whole
+    pairs = names.copy_probe_questions(scenes, tmp_path / "scenes", "pair", 60)
+    assert all(target == f"{subj} {obj}" for target, subj, obj in zip(pairs["target"], pairs["subj_label"], pairs["obj_label"]))
+    assert set(pairs["phrase_names"].map(len)) == {2}
+    assert {"hug", "left of"} & (set(pairs["subj_label"]) | set(pairs["obj_label"]))  # pairs draw predicate names too
+    backbone = tmp_path / "backbone"
+    backbone.mkdir()
+    assert names.trained_copy_phrase(backbone) == "pair"  # no metadata: the default
+    (backbone / "reltune_backbone.json").write_text(json.dumps({"training": {"settings": {"copy_phrase": "triplet"}}}))
+    assert names.trained_copy_phrase(backbone) == "triplet"
+    (backbone / "reltune_backbone.json").write_text(json.dumps({"training": {"settings": {"replay": 0.5}}}))
+    assert names.trained_copy_phrase(backbone) == "pair"  # trained before train.copy_phrase existed
