@@ -27,7 +27,6 @@ question set `predict` asks) and prints:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch  # noqa: E402
 from reltune.data.scenes import read_scenes  # noqa: E402
 from reltune.inference.answers import malformed_form, parse_answer  # noqa: E402
 from reltune.inference.predict import candidate_pairs, categories_to_ask, pair_questions  # noqa: E402
+from reltune.io import read_json  # noqa: E402
 from reltune.models.backbone import BACKBONE_FILE, load_backbone  # noqa: E402
 from reltune.models.names import dataset_names  # noqa: E402
 from reltune.models.pretrain import answer_questions  # noqa: E402
@@ -130,7 +130,7 @@ def malformed_by_class(questions: pd.DataFrame, table: pd.DataFrame) -> dict[str
 def trained_copy_phrase(backbone_dir: str | Path) -> str:
     """The `train.copy_phrase` a tuned backbone's copy replay used ("pair" when its metadata names none)."""
     metadata_file = Path(backbone_dir) / BACKBONE_FILE
-    metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+    metadata = read_json(metadata_file) if metadata_file.is_file() else {}
     return str(((metadata.get("training") or {}).get("settings") or {}).get("copy_phrase", "pair"))
 
 
