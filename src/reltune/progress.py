@@ -48,5 +48,6 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 
 
 def log(message: str) -> None:
-    """Log a line to stderr (data goes to files, never to stdout logs)."""
-    stderr_console.print(message, highlight=False)
+    """Log a line to stderr (data goes to files, never to stdout logs): one line however long (a log file
+    keeps it whole for grep; a terminal wraps it), and printed as written (a name in brackets is not markup)."""
+    stderr_console.print(message, highlight=False, soft_wrap=True, markup=False)
