@@ -17,11 +17,12 @@ question set `predict` asks) and prints:
   names (relation right, names not written), "No", or anything else;
 - a copy probe: "Repeat the words: ..." over every dataset's names (pretraining's language-only
   question, `train.copy_replay`) in the phrase form the backbone was trained on (its
-  `train.copy_phrase`: "a b" for `pair`, "a predicate b" for `triplet`; `--copy-phrase` picks
-  another), exact answers, for phrases with a held-out name and for the others.
+  `train.copy_phrase`: "a b" for `pair`, "a predicate b" for `triplet`, the same less its
+  `train.converse_predicates` for `triplet-no-converse`; `--copy-phrase` picks another), exact
+  answers, for phrases with a held-out name and for the others.
 
     .venv/bin/python benchmarks/heldout_names.py [--backbone models/round_final] [--scenes data/scenes/synthetic-ood]
-        [--held-in data/scenes/synthetic] [--copy-phrase trained|pair|triplet] [--threads 1]
+        [--held-in data/scenes/synthetic] [--copy-phrase trained|pair|triplet|triplet-no-converse] [--threads 1]
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ from reltune.inference.answers import malformed_form, parse_answer  # noqa: E402
 from reltune.inference.predict import candidate_pairs, categories_to_ask, pair_questions  # noqa: E402
 from reltune.io import read_json  # noqa: E402
 from reltune.models.backbone import BACKBONE_FILE, load_backbone  # noqa: E402
-from reltune.models.names import dataset_names  # noqa: E402
 from reltune.models.pretrain import answer_questions  # noqa: E402
-from reltune.models.replay import copy_examples  # noqa: E402
+from reltune.models.replay import copy_examples, copy_vocabulary  # noqa: E402
+from reltune.models.schedule import COPY_PHRASES  # noqa: E402
 from reltune.text import normalise_predicate  # noqa: E402
 
 
@@ -127,19 +128,21 @@ def malformed_by_class(questions: pd.DataFrame, table: pd.DataFrame) -> dict[str
     return {name: f"{share:.3f} of {count}" for name, (share, count) in ranked}
 
 
-def trained_copy_phrase(backbone_dir: str | Path) -> str:
-    """The `train.copy_phrase` a tuned backbone's copy replay used ("pair" when its metadata names none)."""
+def trained_copy_settings(backbone_dir: str | Path) -> tuple[str, str]:
+    """The `train.copy_phrase` and `train.converse_predicates` a tuned backbone's copy replay used
+    ("pair" and "" when its metadata names none)."""
     metadata_file = Path(backbone_dir) / BACKBONE_FILE
     metadata = read_json(metadata_file) if metadata_file.is_file() else {}
-    return str(((metadata.get("training") or {}).get("settings") or {}).get("copy_phrase", "pair"))
+    settings = (metadata.get("training") or {}).get("settings") or {}
+    return str(settings.get("copy_phrase", "pair")), str(settings.get("converse_predicates", ""))
 
 
-def copy_probe_questions(scenes: pd.DataFrame, names_source: str | Path, phrase: str, count: int) -> pd.DataFrame:
+def copy_probe_questions(
+    scenes: pd.DataFrame, names_source: str | Path, phrase: str, count: int, converse_predicates: str = ""
+) -> pd.DataFrame:
     """`count` copy questions drawn as training draws them (`replay.copy_examples`, seed 0) in the `phrase` form,
     with `phrase_names`: the names each phrase is made of."""
-    triplets = phrase == "triplet"
-    names = dataset_names(names_source, ("objects",) if triplets else ("objects", "predicates"))
-    predicates = dataset_names(names_source, ("predicates",)) if triplets else None
+    names, predicates = copy_vocabulary(names_source, phrase, converse_predicates)
     asked = copy_examples(scenes, names, count, seed=0, source=str(names_source), predicates=predicates)
     # the predicate of a triplet sits between the two object names of its target
     labels = list(zip(asked["target"], asked["subj_label"], asked["obj_label"]))
@@ -163,7 +166,7 @@ def main() -> None:
     parser.add_argument("--held-in", default="data/scenes/synthetic", help="the held-in scene directory (seen names)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--copy-questions", type=int, default=400)
-    parser.add_argument("--copy-phrase", choices=("trained", "pair", "triplet"), default="trained",
+    parser.add_argument("--copy-phrase", choices=("trained", *COPY_PHRASES), default="trained",
                         help="the copy probe's phrase form (trained: the backbone's train.copy_phrase)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = parser.parse_args()
@@ -200,8 +203,9 @@ def main() -> None:
         normalise_predicate(name) for name in seen_predicates
     }
     held_in_scenes, _ = read_scenes(args.held_in, "val")
-    phrase = trained_copy_phrase(args.backbone) if args.copy_phrase == "trained" else args.copy_phrase
-    asked = copy_probe_questions(held_in_scenes, Path(args.scenes).parent, phrase, args.copy_questions)
+    trained_phrase, converse_predicates = trained_copy_settings(args.backbone)
+    phrase = trained_phrase if args.copy_phrase == "trained" else args.copy_phrase
+    asked = copy_probe_questions(held_in_scenes, Path(args.scenes).parent, phrase, args.copy_questions, converse_predicates)
     probe = copy_probe(backbone, asked, Path(held_in_vocab["image_root"]), held_out)
     print(f"copy probe ('Repeat the words: ...', {phrase}s, exact):", {key: round(value, 3) for key, value in probe.items()})
 

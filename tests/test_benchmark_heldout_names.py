@@ -99,10 +99,15 @@ def test_the_copy_probe_asks_in_the_phrase_form_the_backbone_was_trained_on(name
     assert all(target == f"{subj} {obj}" for target, subj, obj in zip(pairs["target"], pairs["subj_label"], pairs["obj_label"]))
     assert set(pairs["phrase_names"].map(len)) == {2}
     assert {"hug", "left of"} & (set(pairs["subj_label"]) | set(pairs["obj_label"]))  # pairs draw predicate names too
+    # without the converse predicates: 'left of' is never asked, 'on' and 'hug' are
+    directionless = names.copy_probe_questions(scenes, tmp_path / "scenes", "triplet-no-converse", 60, "left of:right of")
+    middles = {frozenset(phrase_names & {"on", "hug", "left of"}) for phrase_names in directionless["phrase_names"]}
+    assert middles == {frozenset({"on"}), frozenset({"hug"})}
     backbone = tmp_path / "backbone"
     backbone.mkdir()
-    assert names.trained_copy_phrase(backbone) == "pair"  # no metadata: the default
-    (backbone / "reltune_backbone.json").write_text(json.dumps({"training": {"settings": {"copy_phrase": "triplet"}}}))
-    assert names.trained_copy_phrase(backbone) == "triplet"
+    assert names.trained_copy_settings(backbone) == ("pair", "")  # no metadata: the defaults
+    settings = {"copy_phrase": "triplet-no-converse", "converse_predicates": "left of:right of"}
+    (backbone / "reltune_backbone.json").write_text(json.dumps({"training": {"settings": settings}}))
+    assert names.trained_copy_settings(backbone) == ("triplet-no-converse", "left of:right of")
     (backbone / "reltune_backbone.json").write_text(json.dumps({"training": {"settings": {"replay": 0.5}}}))
-    assert names.trained_copy_phrase(backbone) == "pair"  # trained before train.copy_phrase existed
+    assert names.trained_copy_settings(backbone) == ("pair", "")  # trained before train.copy_phrase existed

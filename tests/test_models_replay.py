@@ -1,13 +1,14 @@
 """Relation-tuning replay of the pretraining's relative-where questions (`train.replay`, issue 16 part 3)
 and of its copy questions (`train.copy_replay`, part 4)."""
 
+import json
 import math
 
 import pandas as pd
 import pytest
 
 from reltune.errors import InputError
-from reltune.models.replay import copy_examples, replay_examples, with_copy_replay, with_replay
+from reltune.models.replay import copy_examples, copy_vocabulary, replay_examples, with_copy_replay, with_replay
 
 # image a: cat top-left, dog to its right (a little lower), cup below the cat; image b: two leaves and a
 # frog, so only the frog is singled out by its name and image b has no pair to ask about
@@ -111,6 +112,24 @@ def test_triplet_copy_questions_put_a_predicate_between_two_different_objects():
     assert list(asked["image_id"]) == list(copy_examples(SIZED_SCENES, objects, 60, seed=0)["image_id"])
     with pytest.raises(InputError, match="names: train.copy_phrase triplet needs at least one predicate name"):
         copy_examples(SIZED_SCENES, objects, 3, seed=0, predicates=[])
+
+
+def test_copy_vocabulary_draws_each_phrase_forms_words(tmp_path):
+    names_file = tmp_path / "names.json"
+    datasets = {
+        "held-in": {"objects": ["cat", "fox"], "predicates": ["on", "above", "below", "left of"]},
+        "held-out": {"objects": ["kite"], "predicates": ["hug"]},
+    }
+    names_file.write_text(json.dumps({"datasets": datasets}))
+    assert copy_vocabulary(names_file, "pair") == (["above", "below", "cat", "fox", "hug", "kite", "left of", "on"], None)
+    objects = ["cat", "fox", "kite"]
+    assert copy_vocabulary(names_file, "triplet") == (objects, ["above", "below", "hug", "left of", "on"])
+    # the converse predicates are left out, both sides of each pair ('right of' is no dataset's name)
+    no_converse = copy_vocabulary(names_file, "triplet-no-converse", "above:below,left of:right of")
+    assert no_converse == (objects, ["hug", "on"])
+    assert copy_vocabulary(names_file, "triplet", "above:below") == (objects, ["above", "below", "hug", "left of", "on"])
+    with pytest.raises(InputError, match="train.copy_phrase: triplet-no-converse needs train.converse_predicates"):
+        copy_vocabulary(names_file, "triplet-no-converse", "")
 
 
 def test_with_copy_replay_counts_a_fraction_of_the_relation_examples_only():

@@ -423,7 +423,37 @@ def test_train_replays_copy_questions_over_every_datasets_names(toy, tmp_path, c
     assert metadata["training"]["settings"]["copy_replay"] == 0.3 and metadata["training"]["settings"]["copy_phrase"] == phrase
     # pairs draw from every name; triplets draw objects and predicates apart
     drawn = len(objects | predicates) if phrase == "pair" else len(objects) + len(predicates)
-    assert f"copy replay: {copied} 'Repeat the words' questions ({phrase}s) over {drawn} dataset names" in capsys.readouterr().err
+    assert f"copy replay: {copied} 'Repeat the words' questions ({phrase} phrases) over {drawn} dataset names" in capsys.readouterr().err
+
+
+def test_triplet_copy_phrases_leave_the_converse_predicates_out_when_asked(toy, tmp_path, capsys):
+    from reltune.cli import main
+
+    root, scenes_dir, _, _, instructions = toy
+    write_instruction_table(_one_order(instructions), tmp_path / "train.parquet")
+    vocabularies = {path.parent.name: json.loads(path.read_text()) for path in sorted(scenes_dir.parent.glob("*/vocab.json"))}
+    assert {name for vocab in vocabularies.values() for name in vocab["predicates"]} == {"above", "below", "left of", "right of"}
+    copy = ("--name-substitution", "0", "--copy-replay", "0.3", "--copy-phrase", "triplet-no-converse")
+    converses = ("--converse-predicates", "above:below,left of:right of")
+    # the toy's predicates are all directions: nothing is left to put between the names
+    argv = _one_step_argv(root, tmp_path / "train.parquet", scenes_dir, tmp_path / "never", *copy, *converses)
+    assert main(argv) == 2
+    assert "every predicate name is one of train.converse_predicates" in capsys.readouterr().err
+    # a names file with two more predicates (as the names stage writes it): triplets over the objects and those two
+    names = {dataset: {"objects": vocab["objects"], "predicates": vocab["predicates"]} for dataset, vocab in vocabularies.items()}
+    names["held-out"] = {"objects": ["fox"], "predicates": ["hug", "on"]}
+    (tmp_path / "names.json").write_text(json.dumps({"datasets": names}))
+    objects = {name for lists in names.values() for name in lists["objects"]}
+    argv = _one_step_argv(root, tmp_path / "train.parquet", scenes_dir, tmp_path / "out", *copy, *converses,
+                          "--exclude-names-of", str(tmp_path / "names.json"))  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert f"'Repeat the words' questions (triplet-no-converse phrases) over {len(objects) + 2} dataset names" in capsys.readouterr().err
+    # without converse predicates there is nothing to leave out: one line, before anything is read or written
+    argv = _one_step_argv(root, tmp_path / "train.parquet", scenes_dir, tmp_path / "never", *copy)
+    assert main(argv) == 2
+    message = capsys.readouterr().err.strip()
+    assert message == "reltune train: error: train.copy_phrase: triplet-no-converse needs train.converse_predicates (the predicates it leaves out)"
+    assert not (tmp_path / "never").exists()
 
 
 def test_train_repeats_rare_predicates_questions_with_their_negatives(toy, tmp_path, capsys):

@@ -86,7 +86,8 @@ TRAIN_ARGUMENTS = {
     "copy_replay": Setting(non_negative_float, "train: pretraining's language-only 'Repeat the words: a b.' questions over "
                            "every dataset's names (--exclude-names-of), a fraction of the relation examples (0: off)"),
     "copy_phrase": Setting(choices=COPY_PHRASES, help="pair: copy phrases of two names; triplet: '{object} {predicate} "
-                           "{object}' drawn from every dataset's names (reltune.models.replay)"),
+                           "{object}' drawn from every dataset's names; triplet-no-converse: triplets without the "
+                           "--converse-predicates (reltune.models.replay)"),
     "repeat_threshold": Setting(non_negative_float, "train: LVIS repeat-factor threshold t: a predicate with share f of "
                                 "the positives is asked max(1, sqrt(t/f)) times as often (reltune.models.repeats; 0: off)"),
     "converse_predicates": Setting(converse_spec, "train: 'a:b,c:d', predicates each the converse of the other: a question of one "
@@ -259,14 +260,18 @@ def run_train(args: argparse.Namespace) -> int:
     from reltune.io import read_parquet
     from reltune.models.converses import CONVERSE_COLUMNS, with_converses
     from reltune.models.repeats import with_repeats
-    from reltune.models.names import dataset_names
-    from reltune.models.replay import with_copy_replay, with_replay
+    from reltune.models.replay import copy_vocabulary, with_copy_replay, with_replay
     from reltune.models.training import relation_training_examples, train_backbone
     from reltune.progress import log
 
     if args.select_best and args.val is None:  # checked before anything is read
         raise InputError("--val", "--select-best true needs the validation instructions (--val)")
     settings = _train_settings(args)
+    names_source = args.exclude_names_of or args.scenes.parent
+    # the copy phrases' words, checked before the instructions are read (triplet-no-converse needs converses)
+    names, predicates = ([], None)
+    if settings.copy_replay > 0:
+        names, predicates = copy_vocabulary(names_source, settings.copy_phrase, settings.converse_predicates)
     labels = ["subj_label", "obj_label"] if settings.name_substitution > 0 else []
     predicate = ["predicate"] if settings.repeat_threshold > 0 else []
     converse = CONVERSE_COLUMNS + ["subj_label", "obj_label"] if settings.converse_predicates else []
@@ -292,17 +297,13 @@ def run_train(args: argparse.Namespace) -> int:
     examples = with_replay(examples, scenes, settings.replay, settings.seed, str(args.scenes), settings.replay_answer)
     if len(examples) > relation_examples:
         log(f"replay: {len(examples) - relation_examples} relative-where questions besides {relation_examples} relation examples")
-    names_source = args.exclude_names_of or args.scenes.parent
     replayed_examples = len(examples)
     if settings.copy_replay > 0:
         # triplet phrases: object names around a predicate name; pairs: any two names
-        triplets = settings.copy_phrase == "triplet"
-        names = dataset_names(names_source, ("objects",) if triplets else ("objects", "predicates"))
-        predicates = dataset_names(names_source, ("predicates",)) if triplets else None
         examples = with_copy_replay(
             examples, relation_examples, scenes, names, settings.copy_replay, settings.seed, str(names_source), predicates
         )
-        log(f"copy replay: {len(examples) - replayed_examples} 'Repeat the words' questions ({settings.copy_phrase}s) "
+        log(f"copy replay: {len(examples) - replayed_examples} 'Repeat the words' questions ({settings.copy_phrase} phrases) "
             f"over {len(names) + len(predicates or [])} dataset names")
     validation = _validation_set(args, settings) if settings.select_best else None
     pool: tuple[str, ...] = ()

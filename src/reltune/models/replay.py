@@ -20,14 +20,21 @@ image of a copy question is a whole training image and plays no part in its answ
 in the pairs a held-out name ends half of its answers, and models trained on them stopped after an
 unseen subject ("Yes, fox.") or ran on into another word ("foxe"). A drawn phrase states nothing
 about any image (its image is a random training image, and the draw pairs names uniformly).
+`train.copy_phrase: triplet-no-converse` leaves the predicates of `train.converse_predicates` (the
+directions) out of the triplets: a phrase "fox above kite" on an image with no such pair puts a
+direction word after names with nothing on the image to back it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from reltune.errors import InputError
+from reltune.models.converses import converse_pairs
+from reltune.models.names import dataset_names
 from reltune.models.pretrain import copy_prompt, pair_sides, relative_where_prompt, union_box
 from reltune.models.schedule import REPLAY_ANSWERS, replay_count
 
@@ -86,6 +93,23 @@ def replay_examples(scenes: pd.DataFrame, count: int, seed: int, source: str = "
             }
         )
     return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+
+
+def copy_vocabulary(
+    names_source: str | Path, phrase: str, converse_predicates: str = ""
+) -> tuple[list[str], list[str] | None]:
+    """The words copy phrases of the `phrase` form (`train.copy_phrase`) are drawn from: (every name, None)
+    for pairs; (object names, predicate names) for triplets, less the `converse_predicates` ("a:b,c:d") for
+    `triplet-no-converse`. `names_source` as for `names.dataset_names`."""
+    if phrase == "pair":
+        return dataset_names(names_source), None
+    excluded = set(converse_pairs(converse_predicates, "train.converse_predicates")) if phrase == "triplet-no-converse" else set()
+    if phrase == "triplet-no-converse" and not excluded:
+        raise InputError("train.copy_phrase", "triplet-no-converse needs train.converse_predicates (the predicates it leaves out)")
+    predicates = [name for name in dataset_names(names_source, ("predicates",)) if name not in excluded]
+    if excluded and not predicates:
+        raise InputError(names_source, "train.copy_phrase triplet-no-converse: every predicate name is one of train.converse_predicates")
+    return dataset_names(names_source, ("objects",)), predicates
 
 
 def copy_examples(

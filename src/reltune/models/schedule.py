@@ -70,7 +70,9 @@ class TrainSettings:
     # write a name no training answer has (a held-out class) instead of the seen name its picture recalls
     copy_replay: float = 0.0
     # pair: copy phrases of two names ("fox on"); triplet: "{object} {predicate} {object}" ("fox hug kite"), the places
-    # a relation answer has its words, so an unseen subject is followed by a predicate (reltune.models.replay)
+    # a relation answer has its words, so an unseen subject is followed by a predicate (reltune.models.replay);
+    # triplet-no-converse: triplets whose predicate is none of converse_predicates (the directions, which only the
+    # image can tell; a phrase stating one about no such pair may teach the model to write them from the words)
     copy_phrase: str = "pair"
     # relation tuning: LVIS's repeat-factor threshold t; a predicate of share f of the positives is asked
     # max(1, sqrt(t / f)) times as often (reltune.models.repeats; 0: off), so rare predicates get the steps
@@ -98,7 +100,7 @@ class TrainSettings:
 # pretraining answers ("top"), or a sentence with the English direction phrase ("cup above plate")
 REPLAY_ANSWERS = ("side", "direction")
 # the words of a copy-replay phrase (reltune.models.replay): two names, or object, predicate and object
-COPY_PHRASES = ("pair", "triplet")
+COPY_PHRASES = ("pair", "triplet", "triplet-no-converse")
 
 
 def replay_count(relation_examples: int, replay: float) -> int:
