@@ -207,7 +207,7 @@ def main() -> None:
     phrase = trained_phrase if args.copy_phrase == "trained" else args.copy_phrase
     asked = copy_probe_questions(held_in_scenes, Path(args.scenes).parent, phrase, args.copy_questions, converse_predicates)
     probe = copy_probe(backbone, asked, Path(held_in_vocab["image_root"]), held_out)
-    print(f"copy probe ('Repeat the words: ...', {phrase}s, exact):", {key: round(value, 3) for key, value in probe.items()})
+    print(f"copy probe ('Repeat the words: ...', {phrase} phrases, exact):", {key: round(value, 3) for key, value in probe.items()})
 
 
 if __name__ == "__main__":
