@@ -103,12 +103,14 @@ def copy_vocabulary(
     `triplet-no-converse`. `names_source` as for `names.dataset_names`."""
     if phrase == "pair":
         return dataset_names(names_source), None
-    excluded = set(converse_pairs(converse_predicates, "train.converse_predicates")) if phrase == "triplet-no-converse" else set()
-    if phrase == "triplet-no-converse" and not excluded:
-        raise InputError("train.copy_phrase", "triplet-no-converse needs train.converse_predicates (the predicates it leaves out)")
-    predicates = [name for name in dataset_names(names_source, ("predicates",)) if name not in excluded]
-    if excluded and not predicates:
-        raise InputError(names_source, "train.copy_phrase triplet-no-converse: every predicate name is one of train.converse_predicates")
+    predicates = dataset_names(names_source, ("predicates",))
+    if phrase == "triplet-no-converse":
+        excluded = converse_pairs(converse_predicates, "train.converse_predicates")
+        if not excluded:
+            raise InputError("train.copy_phrase", "triplet-no-converse needs train.converse_predicates (the predicates it leaves out)")
+        predicates = [name for name in predicates if name not in excluded]
+        if not predicates:
+            raise InputError(names_source, "train.copy_phrase triplet-no-converse: every predicate name is one of train.converse_predicates")
     return dataset_names(names_source, ("objects",)), predicates
 
 
